@@ -1,0 +1,1 @@
+"""Baseline personalization methods (shipped as ``dep_eval.baselines``)."""

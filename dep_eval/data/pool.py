@@ -1,0 +1,50 @@
+"""The data pool: every user's profile reviews of a data set, across all splits.
+
+Methods that look at other users (DEP's peers, DPL's representatives) read the pool. It is
+built from whole splits once per (source, category) and never from the documents of a run,
+so ``--limit`` cannot change it. Only profiles go in: a row's target is never in the pool,
+so no target text can reach any prompt through it.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from dep_eval.data.records import Item, Review, Sample
+
+
+@dataclass
+class DataPool:
+    category: str
+    items: dict[str, Item]
+    # user -> reviews, oldest first, one per (asin, timestamp)
+    reviews: dict[str, list[Review]] = field(default_factory=dict)
+    # asin -> [(user, position of that user's review of asin in ``reviews[user]``)]
+    reviewers: dict[str, list[tuple[str, int]]] = field(default_factory=dict)
+
+    @classmethod
+    def from_samples(cls, category: str, samples: Iterable[Sample], items: dict[str, Item]) -> DataPool:
+        by_user: dict[str, dict[tuple[str, int], Review]] = defaultdict(dict)
+        for sample in samples:
+            if sample.category != category:
+                continue
+            for review in sample.profile:
+                by_user[sample.user_id].setdefault((review.asin, review.timestamp), review)
+        reviews = {
+            user: sorted(unique.values(), key=lambda review: review.timestamp)
+            for user, unique in sorted(by_user.items())
+        }
+        reviewers: dict[str, list[tuple[str, int]]] = defaultdict(list)
+        for user, user_reviews in reviews.items():
+            for position, review in enumerate(user_reviews):
+                reviewers[review.asin].append((user, position))
+        return cls(category=category, items=items, reviews=reviews, reviewers=dict(reviewers))
+
+    def peers(self, user_id: str, asin: str) -> list[tuple[str, int]]:
+        """Other users of the pool who reviewed ``asin``, with their review's position."""
+        return [(user, pos) for user, pos in self.reviewers.get(asin, ()) if user != user_id]
+
+    def item(self, asin: str) -> Item:
+        return self.items.get(asin) or Item(asin=asin, title="", description="")

@@ -1,0 +1,1 @@
+"""lm-eval task YAMLs (shipped as ``dep_eval.tasks``)."""
