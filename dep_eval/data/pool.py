@@ -2,8 +2,10 @@
 
 Methods that look at other users (DEP's peers, DPL's representatives) read the pool. It is
 built from whole splits once per (source, category) and never from the documents of a run,
-so ``--limit`` cannot change it. Only profiles go in: a row's target is never in the pool,
-so no target text can reach any prompt through it.
+so ``--limit`` cannot change it. Only profiles go in, and a review that is the target of any
+of the samples the pool is built from is left out even where it also sits in a later row's
+profile (DPL-main's test profiles hold the val target): so no target text can reach any
+prompt through the pool. ``dep_eval.data.loaders.load_pool`` builds it from all splits.
 """
 
 from __future__ import annotations
@@ -25,12 +27,29 @@ class DataPool:
     reviewers: dict[str, list[tuple[str, int]]] = field(default_factory=dict)
 
     @classmethod
-    def from_samples(cls, category: str, samples: Iterable[Sample], items: dict[str, Item]) -> DataPool:
+    def from_samples(
+        cls,
+        category: str,
+        samples: Iterable[Sample],
+        items: dict[str, Item],
+        *,
+        exclude_targets: bool = True,
+    ) -> DataPool:
+        """Profiles of ``samples`` (of ``category``), one review per (user, asin, timestamp).
+
+        With ``exclude_targets`` (the default) no review that is the target of one of
+        ``samples`` enters the pool, even where a later row's profile repeats it."""
+        chosen = [sample for sample in samples if sample.category == category]
+        targets = (
+            {(s.user_id, s.target.asin, s.target.timestamp) for s in chosen}
+            if exclude_targets
+            else set()
+        )
         by_user: dict[str, dict[tuple[str, int], Review]] = defaultdict(dict)
-        for sample in samples:
-            if sample.category != category:
-                continue
+        for sample in chosen:
             for review in sample.profile:
+                if (sample.user_id, review.asin, review.timestamp) in targets:
+                    continue
                 by_user[sample.user_id].setdefault((review.asin, review.timestamp), review)
         reviews = {
             user: sorted(unique.values(), key=lambda review: review.timestamp)

@@ -44,7 +44,8 @@ class Sample:
     @property
     def key(self) -> str:
         """Stable identity of a document: seeds and caches are keyed on it, never on order."""
-        return f"{self.category}/{self.split}/{self.user_id}/{self.target.asin}/{self.target.timestamp}"
+        target = self.target
+        return f"{self.category}/{self.split}/{self.user_id}/{target.asin}/{target.timestamp}"
 
     def to_doc(self) -> dict[str, Any]:
         doc = asdict(self)

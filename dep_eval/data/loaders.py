@@ -1,0 +1,563 @@
+"""Loading DPL-style review data into ``Sample``s, item tables and the data pool.
+
+Sources
+-------
+A *source* is a string, stored in every ``Sample`` (and so in every lm-eval document), from
+which the model side can rebuild the same pool and item table from a document alone:
+
+- ``local:/abs/dir`` -- a directory laid out as ``<dir>/<Category>/{train,val,test,meta}.jsonl``
+  (the layout of ``shared/data/amazon_beauty``). Chosen by the ``data_dir`` metadata key or the
+  ``DEP_EVAL_DATA_DIR`` environment variable.
+- ``hub:SnowCharmQ/DPL-main`` -- the paper's data on the Hugging Face hub, read with
+  ``datasets.load_dataset(main, category, split=...)``; the item table comes from
+  ``SnowCharmQ/DPL-meta`` (one config per category, as in the data set's creation script, with
+  a single split ``full`` and columns ``asin``, ``title``, ``description``). A main repository
+  whose name ends in ``-main`` pairs with the same name ending in ``-meta``; any other pairing
+  is written ``hub:<main>+<meta>``. Hub rows carry ``user_id``, ``profile`` and ``data`` but no
+  ``category`` column (the reference code adds it after loading); the config name is used.
+
+Error and skip policy
+---------------------
+Every problem is either a ``DataError`` (file, line or hub row, field, and what to fix) or a
+logged skip; nothing is dropped or patched silently.
+
+Errors everywhere: unreadable or invalid JSON, a row or review that is not an object, a
+missing field, a wrong type (a rating that is not a number, a timestamp that is not an
+integer, a text that is not a string), an empty ``user_id``/``asin``, an empty target text
+(nothing to score against), a row whose ``category`` differs from the folder/config it was
+loaded as, two rows with the same ``Sample.key``, a missing data folder, category folder or
+split file (the message lists what exists).
+
+Local files are the user's own and can be fixed, so there these are errors too:
+a target or profile review whose asin is not in ``meta.jsonl``; a profile review that is the
+target itself (same asin and timestamp: it would leak the reference into the prompt); two
+meta rows for one asin with different content.
+
+Hub data cannot be fixed by the user, so there the same three are logged skips: the profile
+review is dropped, the row whose *target* item is unknown is dropped, the first meta row wins.
+
+Both sources: a row whose profile is empty (or becomes empty after the drops above) is
+skipped with a warning -- every method needs at least one past review, and an empty profile
+says nothing about the user. Blank lines in a JSON-lines file are ignored.
+
+Normalisations (lossless, never a changed meaning): int ratings become floats, integral float
+timestamps become ints, a missing or null item description becomes ``""``, a profile not in
+time order is stably sorted oldest first (logged at debug level).
+
+The pool
+--------
+``load_pool`` is built once per (source, category) from the profiles of ALL splits and cached
+in-process, so it never depends on which documents a run evaluates (``--limit``) or on the
+split. A review that is the *target* of any row of any split is left out of it: in DPL-main a
+later row's profile holds the earlier rows' targets (the test profile holds the val target),
+so a pool shared by all splits must drop every target to be sure no evaluated reference text
+reaches a prompt through another user's peers. What remains is each user's base history, the
+set on which the data set's creators enforced "every item has at least 5 reviewers", so peers
+stay plentiful. (The reference code builds its pool from the evaluated split's profiles only;
+that keeps the val targets of other users in a test-time pool. This project trades those few
+peers for a pool that is the same for every split.)
+
+Caches are keyed on the source string; call ``clear_caches()`` after editing files in place.
+``datasets`` is imported only where needed (hub reads, ``load_task_dataset``), keeping the
+local path fast and import-light.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from dep_eval.data.parsing import (
+    DataError,
+    Lenient,
+    Where,
+    as_str,
+    get_field,
+    parse_item,
+    parse_review,
+    require_dict,
+)
+from dep_eval.data.pool import DataPool
+from dep_eval.data.records import Item, Review, Sample
+
+if TYPE_CHECKING:
+    import datasets
+
+__all__ = [
+    "DEFAULT_HUB_MAIN",
+    "DEFAULT_HUB_META",
+    "ENV_DATA_DIR",
+    "HUB_CATEGORIES",
+    "SPLITS",
+    "DataError",
+    "HubSource",
+    "LocalSource",
+    "clear_caches",
+    "doc_features",
+    "hub_source",
+    "load_items",
+    "load_pool",
+    "load_split",
+    "load_task_dataset",
+    "local_source",
+    "parse_source",
+    "resolve_source",
+]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_HUB_MAIN = "SnowCharmQ/DPL-main"
+DEFAULT_HUB_META = "SnowCharmQ/DPL-meta"
+HUB_CATEGORIES = ("Books", "Movies_and_TV", "CDs_and_Vinyl")
+HUB_META_SPLIT = "full"
+SPLITS = ("train", "val", "test")
+ENV_DATA_DIR = "DEP_EVAL_DATA_DIR"
+_MAX_LISTED_SKIPS = 5
+
+
+# --------------------------------------------------------------------------- sources
+
+
+@dataclass(frozen=True)
+class LocalSource:
+    root: Path  # absolute; holds one folder per category
+
+    def __str__(self) -> str:
+        return f"local:{self.root}"
+
+
+@dataclass(frozen=True)
+class HubSource:
+    main: str
+    meta: str
+
+    def __str__(self) -> str:
+        if self.meta == _paired_meta(self.main):
+            return f"hub:{self.main}"
+        return f"hub:{self.main}+{self.meta}"
+
+
+def _paired_meta(main: str) -> str | None:
+    return main[: -len("-main")] + "-meta" if main.endswith("-main") else None
+
+
+def local_source(path: str | os.PathLike[str]) -> str:
+    """The source string of a local data directory (made absolute)."""
+    return str(LocalSource(Path(path).expanduser().resolve()))
+
+
+def hub_source(main: str = DEFAULT_HUB_MAIN, meta: str | None = None) -> str:
+    """The source string of a hub pair (``meta`` defaults to ``main`` with ``-meta``)."""
+    meta = meta or _paired_meta(main)
+    if not meta:
+        raise DataError(f"hub repository {main!r} does not end in '-main'; name its meta repo too")
+    return str(HubSource(main, meta))
+
+
+def parse_source(source: str) -> LocalSource | HubSource:
+    """``"local:/dir"`` / ``"hub:main"`` / ``"hub:main+meta"`` -> a source object."""
+    kind, sep, rest = source.partition(":")
+    if sep and kind == "local" and rest:
+        return LocalSource(Path(rest).expanduser().resolve())
+    if sep and kind == "hub" and rest:
+        main, _, meta = rest.partition("+")
+        meta = meta or _paired_meta(main) or ""
+        if not meta:
+            raise DataError(
+                f"source {source!r}: hub repository {main!r} does not end in '-main'; "
+                f"write 'hub:{main}+<owner>/<meta repo>'"
+            )
+        return HubSource(main, meta)
+    raise DataError(
+        f"source {source!r} is not understood; use 'local:/abs/data/dir' or "
+        f"'hub:{DEFAULT_HUB_MAIN}'"
+    )
+
+
+def resolve_source(metadata: Mapping[str, Any] | None = None) -> str:
+    """Pick the source for a run: ``source`` key, else ``data_dir`` key, else the
+    ``DEP_EVAL_DATA_DIR`` environment variable, else the hub (``SnowCharmQ/DPL-main``)."""
+    metadata = metadata or {}
+    if metadata.get("source"):
+        return str(parse_source(str(metadata["source"])))
+    if metadata.get("data_dir"):
+        return local_source(str(metadata["data_dir"]))
+    if os.environ.get(ENV_DATA_DIR):
+        return local_source(os.environ[ENV_DATA_DIR])
+    return hub_source()
+
+
+def _canonical(source: str) -> str:
+    return str(parse_source(source))
+
+
+def _check_split(split: str) -> None:
+    if split not in SPLITS:
+        raise DataError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}")
+
+
+# --------------------------------------------------------------------------- raw rows
+
+# Raw rows come with the location used in error messages.
+RawRows = Iterable[tuple[Where, Any]]
+
+
+def _category_dir(src: LocalSource, category: str) -> Path:
+    if not src.root.is_dir():
+        raise DataError(
+            f"data directory {src.root} does not exist; point data_dir (or {ENV_DATA_DIR}) "
+            "at a folder holding <Category>/{train,val,test,meta}.jsonl"
+        )
+    folder = src.root / category
+    if not folder.is_dir():
+        existing = sorted(p.name for p in src.root.iterdir() if p.is_dir())
+        hint = ""
+        if (src.root / "meta.jsonl").is_file():
+            hint = f" ({src.root} itself holds meta.jsonl: data_dir must be its parent folder)"
+        raise DataError(
+            f"category {category!r} not found in {src.root}; categories there: "
+            f"{', '.join(existing) or 'none'}{hint}"
+        )
+    return folder
+
+
+def _local_file(src: LocalSource, category: str, name: str) -> Path:
+    path = _category_dir(src, category) / f"{name}.jsonl"
+    if not path.is_file():
+        present = sorted(p.name for p in path.parent.glob("*.jsonl"))
+        raise DataError(
+            f"missing file {path}; expected train.jsonl, val.jsonl, test.jsonl and meta.jsonl "
+            f"(present: {', '.join(present) or 'none'})"
+        )
+    return path
+
+
+def _iter_jsonl(path: Path) -> Iterator[tuple[Where, Any]]:
+    with path.open("rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            where = Where(str(path), number)
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise where.error(None, f"not valid UTF-8 ({exc}); re-save as UTF-8") from exc
+            if not line.strip():
+                continue
+            try:
+                yield where, json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise where.error(
+                    None, f"invalid JSON at column {exc.colno}: {exc.msg}; one object per line"
+                ) from exc
+
+
+def _hub_load(repo: str, category: str, split: str) -> datasets.Dataset:
+    """The one network call (mocked in tests): ``datasets.load_dataset``."""
+    import datasets
+
+    try:
+        return datasets.load_dataset(repo, category, split=split)
+    except Exception as exc:  # network, unknown config, ...: say how to work offline
+        raise DataError(
+            f"could not load config {category!r} split {split!r} of {repo} from the Hugging "
+            f"Face hub ({type(exc).__name__}: {exc}); configs of {DEFAULT_HUB_MAIN}: "
+            f"{', '.join(HUB_CATEGORIES)}. Offline, set data_dir (or {ENV_DATA_DIR}) to a local "
+            "copy in the <Category>/{train,val,test,meta}.jsonl layout"
+        ) from exc
+
+
+def _iter_hub(repo: str, category: str, split: str) -> Iterator[tuple[Where, Any]]:
+    label = f"hub:{repo}[{category}/{split}]"
+    for index, row in enumerate(_hub_load(repo, category, split)):
+        yield Where(label, index, line_word="row"), row
+
+
+def _raw_rows(src: LocalSource | HubSource, category: str, split: str) -> tuple[str, RawRows]:
+    if isinstance(src, LocalSource):
+        path = _local_file(src, category, split)
+        return str(path), _iter_jsonl(path)
+    return f"hub:{src.main}[{category}/{split}]", _iter_hub(src.main, category, split)
+
+
+def _raw_meta(src: LocalSource | HubSource, category: str) -> tuple[str, RawRows]:
+    if isinstance(src, LocalSource):
+        path = _local_file(src, category, "meta")
+        return str(path), _iter_jsonl(path)
+    label = f"hub:{src.meta}[{category}/{HUB_META_SPLIT}]"
+    return label, _iter_hub(src.meta, category, HUB_META_SPLIT)
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+def _parse_meta(label: str, rows: RawRows, strict: bool) -> dict[str, Item]:
+    items: dict[str, Item] = {}
+    first_seen: dict[str, int | None] = {}
+    lenient = Lenient()
+    for where, raw in rows:
+        item = parse_item(raw, where)
+        previous = items.get(item.asin)
+        if previous is None:
+            items[item.asin] = item
+            first_seen[item.asin] = where.line
+        elif previous != item:
+            if strict:
+                raise where.error(
+                    "asin",
+                    f"asin {item.asin!r} already described differently at "
+                    f"{where.line_word} {first_seen[item.asin]}; keep one row per item",
+                )
+            lenient.skip(where, f"duplicate meta row for asin {item.asin!r} (first kept)")
+    _log_skips(label, "meta rows", lenient)
+    if not items:
+        raise DataError(f"{label}: no items; the meta table must describe every reviewed item")
+    return items
+
+
+def _parse_rows(
+    label: str,
+    rows: RawRows,
+    *,
+    source: str,
+    category: str,
+    split: str,
+    items: Mapping[str, Item],
+    strict: bool,
+    interned: dict[Review, Review],
+) -> list[Sample]:
+    meta_name = "meta.jsonl" if strict else "the meta data set"
+    dropped_reviews = Lenient()
+    skipped_rows = Lenient()
+    seen: dict[str, int | None] = {}
+    samples: list[Sample] = []
+    for where, raw in rows:
+        row = require_dict(raw, where, None)
+        user_id = as_str(get_field(row, "user_id", where), where, "user_id", non_empty=True)
+        if strict or "category" in row:
+            row_category = as_str(get_field(row, "category", where), where, "category")
+            if row_category != category:
+                raise where.error(
+                    "category",
+                    f"row says {row_category!r} but was loaded as category {category!r}; "
+                    "fix the field or move the row to its category's folder",
+                )
+        raw_profile = get_field(row, "profile", where)
+        if not isinstance(raw_profile, list):
+            raise where.error(
+                "profile", f"expected a list of review objects, got {type(raw_profile).__name__}"
+            )
+        target = parse_review(get_field(row, "data", where), where, "data.")
+        if not target.text.strip():
+            raise where.error("data.text", "the target review text is empty: nothing to score")
+        item = items.get(target.asin)
+        if item is None:
+            if strict:
+                raise where.error(
+                    "data.asin",
+                    f"asin {target.asin!r} is not in {meta_name}; add the item there",
+                )
+            skipped_rows.skip(where, f"target item {target.asin!r} is not in {meta_name}")
+            continue
+        profile: list[Review] = []
+        for index, raw_review in enumerate(raw_profile):
+            prefix = f"profile[{index}]."
+            review = parse_review(raw_review, where, prefix)
+            if review.asin not in items:
+                if strict:
+                    raise where.error(
+                        prefix + "asin",
+                        f"asin {review.asin!r} is not in {meta_name}; add the item there "
+                        "or remove the review",
+                    )
+                dropped_reviews.skip(where, f"{prefix}asin {review.asin!r} not in {meta_name}")
+                continue
+            if review.asin == target.asin and review.timestamp == target.timestamp:
+                if strict:
+                    raise where.error(
+                        prefix + "asin",
+                        "this profile review is the target review itself (same asin and "
+                        "timestamp), which would leak the reference; remove it from the profile",
+                    )
+                dropped_reviews.skip(where, f"{prefix[:-1]} is the target itself")
+                continue
+            profile.append(interned.setdefault(review, review))
+        if not profile:
+            skipped_rows.skip(where, f"user {user_id!r} has an empty profile")
+            continue
+        if any(a.timestamp > b.timestamp for a, b in zip(profile, profile[1:], strict=False)):
+            logger.debug("%s %s: profile sorted oldest first", label, where.line)
+            profile.sort(key=lambda review: review.timestamp)
+        sample = Sample(
+            user_id=user_id,
+            category=category,
+            profile=tuple(profile),
+            target=interned.setdefault(target, target),
+            item=item,
+            source=source,
+            split=split,
+            row=where.line if where.line is not None else len(samples),
+        )
+        if sample.key in seen:
+            raise where.error(
+                "data",
+                f"duplicate row: same user, target asin and timestamp as {where.line_word} "
+                f"{seen[sample.key]} (key {sample.key}); remove one",
+            )
+        seen[sample.key] = where.line
+        samples.append(sample)
+    _log_skips(label, "profile reviews dropped", dropped_reviews)
+    _log_skips(label, "rows skipped", skipped_rows)
+    return samples
+
+
+def _log_skips(label: str, what: str, lenient: Lenient) -> None:
+    if lenient.skipped:
+        shown = "; ".join(lenient.skipped[:_MAX_LISTED_SKIPS])
+        more = len(lenient.skipped) - _MAX_LISTED_SKIPS
+        logger.warning(
+            "%s: %d %s: %s%s",
+            label,
+            len(lenient.skipped),
+            what,
+            shown,
+            f"; ... and {more} more" if more > 0 else "",
+        )
+
+
+# --------------------------------------------------------------------------- cached loads
+
+
+@functools.cache
+def _items_cached(source: str, category: str) -> dict[str, Item]:
+    src = parse_source(source)
+    label, rows = _raw_meta(src, category)
+    return _parse_meta(label, rows, strict=isinstance(src, LocalSource))
+
+
+@functools.cache
+def _interner(source: str, category: str) -> dict[Review, Review]:
+    # Equal reviews recur in many rows (a user's later rows repeat the earlier profile);
+    # sharing one object per review keeps big categories' memory in check.
+    return {}
+
+
+@functools.cache
+def _split_cached(source: str, category: str, split: str) -> tuple[Sample, ...]:
+    src = parse_source(source)
+    items = _items_cached(source, category)
+    label, rows = _raw_rows(src, category, split)
+    samples = _parse_rows(
+        label,
+        rows,
+        source=source,
+        category=category,
+        split=split,
+        items=items,
+        strict=isinstance(src, LocalSource),
+        interned=_interner(source, category),
+    )
+    logger.info("%s: %d samples", label, len(samples))
+    return tuple(samples)
+
+
+@functools.cache
+def _pool_cached(source: str, category: str) -> DataPool:
+    samples = [s for split in SPLITS for s in _split_cached(source, category, split)]
+    return DataPool.from_samples(category, samples, _items_cached(source, category))
+
+
+def load_items(source: str, category: str) -> dict[str, Item]:
+    """asin -> ``Item`` for one category (a fresh dict over the cached table)."""
+    return dict(_items_cached(_canonical(source), category))
+
+
+def load_split(source: str, category: str, split: str) -> list[Sample]:
+    """The validated samples of one split, in file/row order (cached per source/category/split)."""
+    _check_split(split)
+    return list(_split_cached(_canonical(source), category, split))
+
+
+def load_pool(source: str, category: str) -> DataPool:
+    """The data pool of a category: profile reviews of all splits minus every target.
+
+    Built once per (source, category) and shared; treat it as read-only."""
+    return _pool_cached(_canonical(source), category)
+
+
+def clear_caches() -> None:
+    """Forget every cached table, split and pool (e.g. after editing data files in place)."""
+    for cached in (_items_cached, _interner, _split_cached, _pool_cached):
+        cached.cache_clear()
+
+
+# --------------------------------------------------------------------------- lm-eval entry
+
+
+def doc_features() -> datasets.Features:
+    """Arrow schema of ``Sample.to_doc()``: explicit, so that profiles stay lists of review
+    structs (a ``Sequence`` of dicts would come back as a dict of lists) and ratings stay
+    floats even when every rating of a split happens to be whole."""
+    import datasets
+
+    def string() -> datasets.Value:
+        return datasets.Value("string")
+
+    review = {
+        "asin": string(),
+        "rating": datasets.Value("float64"),
+        "title": string(),
+        "text": string(),
+        "timestamp": datasets.Value("int64"),
+    }
+    return datasets.Features(
+        {
+            "user_id": string(),
+            "category": string(),
+            "profile": [review],
+            "target": dict(review),
+            "item": {"asin": string(), "title": string(), "description": string()},
+            "source": string(),
+            "split": string(),
+            "row": datasets.Value("int64"),
+        }
+    )
+
+
+def load_task_dataset(
+    metadata: Mapping[str, Any] | None = None, **kwargs: Any
+) -> dict[str, datasets.Dataset]:
+    """lm-eval ``custom_dataset`` entry: ``{split: Dataset of Sample.to_doc()}``.
+
+    lm-eval 0.4.13 calls ``custom_dataset(**metadata, **dataset_kwargs)``, i.e. with keyword
+    arguments (the task YAML's metadata, ``--metadata`` keys and the model args); a single
+    dict argument is accepted too. Keys read: ``category`` (required), ``split`` (one name or a
+    list; default all of train/val/test), and the source keys of ``resolve_source``; all other
+    keys are ignored.
+    """
+    import datasets
+
+    options: dict[str, Any] = {**(metadata or {}), **kwargs}
+    category = options.get("category")
+    if not isinstance(category, str) or not category:
+        raise DataError(
+            "no category given; pass it in the task YAML (metadata or dataset_kwargs) or with "
+            '--metadata \'{"category": "Books"}\''
+        )
+    wanted = options.get("split") or SPLITS
+    splits = [wanted] if isinstance(wanted, str) else list(wanted)
+    for split in splits:
+        _check_split(split)
+    source = resolve_source(options)
+    features = doc_features()
+    return {
+        split: datasets.Dataset.from_list(
+            [sample.to_doc() for sample in load_split(source, category, split)],
+            features=features,
+        )
+        for split in splits
+    }

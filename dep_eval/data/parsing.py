@@ -1,0 +1,163 @@
+"""Validation of raw rows (local JSON lines or hub records) into ``Review`` / ``Item`` / ``Sample``.
+
+Why a separate, strict layer: a review-generation benchmark fails *quietly* when its data is
+slightly wrong (a rating read as a string ends up verbatim in a prompt, a missing description
+becomes ``None`` and then the text "None", a target that also sits in the profile leaks the
+reference into the prompt). So every field is checked once, here, and a problem is reported
+as a ``DataError`` that names the file, the line (or hub row) and the field, and says what to
+fix. The policy on what is an error and what is a logged skip lives in ``loaders.py``'s module
+docstring; this module only offers the checks, and ``Lenient`` lets the caller turn the
+review-level ones into skips.
+
+Coercions (all lossless): a rating may be an int or a float in JSON (``5`` -> ``5.0``); a
+timestamp may be an int or an integral float (``1.6e12`` -> ``1600000000000``); a missing or
+``null`` item description becomes ``""``. Booleans are never numbers here.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from dep_eval.data.records import Item, Review
+
+logger = logging.getLogger(__name__)
+
+REVIEW_FIELDS = ("asin", "rating", "title", "text", "timestamp")
+
+
+class DataError(ValueError):
+    """Malformed input data. ``file``, ``line`` and ``field`` say where; the message says what
+    to fix. ``line`` is the 1-based line of a local file or the 0-based row index of a hub
+    split; ``None`` when the problem is not tied to a line (a missing folder, say)."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        file: str | None = None,
+        line: int | None = None,
+        field: str | None = None,
+        line_word: str = "line",
+    ) -> None:
+        self.file = file
+        self.line = line
+        self.field = field
+        self.reason = message
+        where = []
+        if file is not None:
+            if line is None:
+                where.append(file)
+            elif line_word == "line":
+                where.append(f"{file}:{line}")
+            else:
+                where.append(f"{file} {line_word} {line}")
+        if field is not None:
+            where.append(f"field '{field}'")
+        super().__init__(f"{', '.join(where)}: {message}" if where else message)
+
+
+@dataclass(frozen=True)
+class Where:
+    """A location for error messages: file (or hub split label) plus line (or row index)."""
+
+    file: str
+    line: int | None
+    line_word: str = "line"  # "line" for files, "row" for hub splits
+
+    def error(self, field: str | None, message: str) -> DataError:
+        return DataError(
+            message, file=self.file, line=self.line, field=field, line_word=self.line_word
+        )
+
+
+@dataclass
+class Lenient:
+    """Collects review-level problems that the caller chose to skip instead of raising."""
+
+    skipped: list[str] = field(default_factory=list)
+
+    def skip(self, where: Where, what: str) -> None:
+        self.skipped.append(f"{where.file} {where.line_word} {where.line}: {what}")
+
+
+def require_dict(value: Any, where: Where, field_name: str | None) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise where.error(
+            field_name, f"expected a JSON object, got {_describe(value)}; write it as {{...}}"
+        )
+    return value
+
+
+def get_field(row: dict[str, Any], key: str, where: Where, prefix: str = "") -> Any:
+    if key not in row:
+        present = ", ".join(sorted(map(str, row))) or "none"
+        raise where.error(
+            prefix + key, f"required field is missing (fields present: {present}); add it"
+        )
+    return row[key]
+
+
+def as_str(value: Any, where: Where, field_name: str, *, non_empty: bool = False) -> str:
+    if not isinstance(value, str):
+        raise where.error(field_name, f"expected a string, got {_describe(value)}")
+    if non_empty and not value.strip():
+        raise where.error(field_name, "must not be empty")
+    return value
+
+
+def as_rating(value: Any, where: Where, field_name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise where.error(field_name, f"expected a number (int or float), got {_describe(value)}")
+    rating = float(value)
+    if not math.isfinite(rating):
+        raise where.error(field_name, f"expected a finite number, got {value!r}")
+    return rating
+
+
+def as_timestamp(value: Any, where: Where, field_name: str) -> int:
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise where.error(field_name, f"expected an integer timestamp, got {_describe(value)}")
+    return value
+
+
+def parse_review(value: Any, where: Where, prefix: str) -> Review:
+    """One review dict -> ``Review``; ``prefix`` is its path in the row, e.g. ``profile[3].``."""
+    row = require_dict(value, where, prefix.rstrip(".") or None)
+    return Review(
+        asin=as_str(get_field(row, "asin", where, prefix), where, prefix + "asin", non_empty=True),
+        rating=as_rating(get_field(row, "rating", where, prefix), where, prefix + "rating"),
+        title=as_str(get_field(row, "title", where, prefix), where, prefix + "title"),
+        text=as_str(get_field(row, "text", where, prefix), where, prefix + "text"),
+        timestamp=as_timestamp(
+            get_field(row, "timestamp", where, prefix), where, prefix + "timestamp"
+        ),
+    )
+
+
+def parse_item(value: Any, where: Where) -> Item:
+    """One meta row -> ``Item``. A missing or null description is the empty string."""
+    row = require_dict(value, where, None)
+    asin = as_str(get_field(row, "asin", where), where, "asin", non_empty=True)
+    title = as_str(get_field(row, "title", where), where, "title")
+    description = row.get("description")
+    if description is None:
+        description = ""
+    elif not isinstance(description, str):
+        raise where.error(
+            "description",
+            f'expected a string ("" if there is none), got {_describe(description)}',
+        )
+    return Item(asin=asin, title=title, description=description)
+
+
+def _describe(value: Any) -> str:
+    text = repr(value)
+    if len(text) > 60:
+        text = text[:57] + "..."
+    kind = "null" if value is None else type(value).__name__
+    return f"{kind} {text}" if value is not None else "null"
