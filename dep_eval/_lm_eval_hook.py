@@ -24,6 +24,7 @@ import importlib.metadata
 import importlib.util
 import logging
 import os
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -36,12 +37,17 @@ SWITCH = "DEP_EVAL_LM_EVAL_HOOK"
 
 
 def _native_support(module: object, group: str) -> bool:
-    """True when lm-eval itself reads ``group`` (then the hook must not register twice)."""
+    """True when lm-eval itself reads ``group`` (then the hook must not register twice).
+
+    The group names are also module names, so look for an ``entry_points(...)`` call that
+    names the group, not for the bare string.
+    """
     source = getattr(module, "__file__", None)
     try:
-        return source is not None and group in Path(source).read_text(encoding="utf-8")
+        text = Path(source).read_text(encoding="utf-8") if source else ""
     except OSError:
         return False
+    return re.search(r"entry_points\([^)]*[\"']" + re.escape(group) + r"[\"']", text) is not None
 
 
 def register_models(models_module: object) -> list[str]:
@@ -64,8 +70,9 @@ def task_folders() -> list[str]:
     for entry_point in importlib.metadata.entry_points(group=TASKS_GROUP):
         spec = importlib.util.find_spec(entry_point.value)
         if spec is None or not spec.submodule_search_locations:
-            logger.warning("lm_eval.tasks entry point %s: no package %s", entry_point.name,
-                           entry_point.value)
+            logger.warning(
+                "lm_eval.tasks entry point %s: no package %s", entry_point.name, entry_point.value
+            )
             continue
         folders.extend(spec.submodule_search_locations)
     return folders
@@ -73,18 +80,23 @@ def task_folders() -> list[str]:
 
 def patch_task_manager(manager_module: object) -> None:
     """Make every new ``TaskManager`` also index the plugins' task folders."""
-    if _native_support(manager_module, TASKS_GROUP):
-        return
     task_manager = manager_module.TaskManager  # type: ignore[attr-defined]
     original_init = task_manager.__init__
+    if _native_support(manager_module, TASKS_GROUP) or getattr(
+        original_init, "_dep_eval_patched", False
+    ):
+        return
 
     def __init__(self, *args, include_path=None, **kwargs):  # noqa: ANN001, N807
-        paths = [] if include_path is None else (
-            list(include_path) if isinstance(include_path, (list, tuple)) else [include_path]
+        paths = (
+            []
+            if include_path is None
+            else (list(include_path) if isinstance(include_path, (list, tuple)) else [include_path])
         )
         paths += [folder for folder in task_folders() if folder not in map(str, paths)]
         original_init(self, *args, include_path=paths or None, **kwargs)
 
+    __init__._dep_eval_patched = True  # type: ignore[attr-defined]
     task_manager.__init__ = __init__
 
 

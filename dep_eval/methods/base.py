@@ -1,0 +1,96 @@
+"""The personalization interface: the one abstraction every method implements.
+
+A method turns a ``Sample`` (user, profile, target item, given rating and title) into the
+``Prompt`` of its final LLM call. Everything a method may need is on this small surface:
+
+- ``setup(pool)``: one-off work on the data pool (indexes, encodings), once per data set;
+- ``plan(sample, pool)``: a generator. A one-call method just returns its prompt (override
+  ``build_prompt``). A method that needs LLM calls before the final one (PAG's summary,
+  DPL's comparisons) *yields* a list of prompts, receives their outputs, and finally
+  *returns* the final prompt. The runner drives every document's plan in lock-step, so
+  auxiliary calls of all documents are batched together;
+- ``Prompt.soft_vectors``: vectors that replace the input embeddings of placeholder tokens
+  (DEP's his/diff slots, PPlug's persona token) registered with
+  ``CausalLM.add_placeholder_tokens``.
+
+Each method has a ``Config`` dataclass; its fields are the method's ``--model_args``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Generator
+from typing import Any, ClassVar
+
+from dep_eval.data.pool import DataPool
+from dep_eval.data.records import Sample
+from dep_eval.llm import CausalLM, Prompt
+
+Plan = Generator[list[Prompt], list[str], Prompt]
+
+
+@dataclasses.dataclass
+class MethodConfig:
+    """Arguments every method accepts (none yet); methods subclass it."""
+
+
+class PersonalizationMethod:
+    name: ClassVar[str]
+    Config: ClassVar[type[MethodConfig]] = MethodConfig
+
+    def __init__(self, config: MethodConfig, llm: CausalLM) -> None:
+        self.config = config
+        self.llm = llm
+
+    def setup(self, pool: DataPool) -> None:
+        """One-off work on a data set's pool; called once per (source, category)."""
+
+    def plan(self, sample: Sample, pool: DataPool) -> Plan:
+        """The calls this method makes for ``sample``; by default one, ``build_prompt``'s."""
+        return self.build_prompt(sample, pool)
+        yield  # noqa: B901 - makes this a generator with no auxiliary calls
+
+    def build_prompt(self, sample: Sample, pool: DataPool) -> Prompt:
+        raise NotImplementedError(f"{type(self).__name__} must implement build_prompt or plan")
+
+    def settings_key(self) -> str:
+        """Identifies this method's settings in cache keys (e.g. PAG's cached summaries)."""
+        return f"{self.name}:{dataclasses.asdict(self.config)}"
+
+
+def parse_config(config_class: type[MethodConfig], args: dict[str, Any]) -> MethodConfig:
+    """Build a config from ``--model_args`` values (which arrive as strings or numbers)."""
+    hints = typing.get_type_hints(config_class)
+    fields = {field.name for field in dataclasses.fields(config_class)}
+    unknown = sorted(set(args) - fields)
+    if unknown:
+        raise TypeError(
+            f"Unknown model argument(s) {unknown} for this method; it accepts "
+            f"{sorted(fields) or 'none'} plus pretrained, device, dtype, batch_size, "
+            "trust_remote_code, max_length"
+        )
+    return config_class(
+        **{name: _convert(name, value, hints[name]) for name, value in args.items()}
+    )
+
+
+def _convert(name: str, value: Any, hint: Any) -> Any:
+    options = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+    if value is None or (
+        isinstance(value, str) and value.lower() == "none" and type(None) in options
+    ):
+        return None
+    target = next(option for option in options if option is not type(None))
+    if target is bool:
+        if isinstance(value, bool):
+            return value
+        lowered = str(value).lower()
+        if lowered not in {"true", "false", "1", "0", "yes", "no"}:
+            raise ValueError(f"Model argument {name}={value!r} must be true or false")
+        return lowered in {"true", "1", "yes"}
+    try:
+        return target(value)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"Model argument {name}={value!r} must be {target.__name__}") from error

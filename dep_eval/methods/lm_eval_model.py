@@ -1,0 +1,161 @@
+"""``PersonalizedLM``: any ``PersonalizationMethod`` as an lm-eval model.
+
+lm-eval gives ``generate_until`` every request of every task at once, each with its whole
+document (``Instance.doc``). This adapter turns documents into ``Sample``s, sets the method up
+once per data pool, drives every document's plan in lock-step (batching the auxiliary calls
+of all documents together), generates the final texts with per-document seeds, and records
+each document's cost for the task's ``process_results``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, ClassVar
+
+from lm_eval.api.model import LM
+
+from dep_eval import costs
+from dep_eval.data.pool import DataPool
+from dep_eval.data.records import Sample
+from dep_eval.llm import CausalLM, GenerationSettings, Prompt, seed_for
+from dep_eval.methods.base import PersonalizationMethod, Plan, parse_config
+
+logger = logging.getLogger(__name__)
+
+
+class PersonalizedLM(LM):
+    """Subclass per method and set ``method_class``; see ``lm_eval_model_for``."""
+
+    method_class: ClassVar[type[PersonalizationMethod]]
+
+    def __init__(
+        self,
+        pretrained: str | None = None,
+        device: str | None = None,
+        dtype: str = "auto",
+        batch_size: int | str = 8,
+        trust_remote_code: bool | str = False,
+        max_length: int | str | None = None,
+        max_batch_size: Any = None,  # lm-eval passes it; batches here are fixed-size
+        **method_args: Any,
+    ) -> None:
+        super().__init__()
+        config = parse_config(self.method_class.Config, method_args)
+        if str(batch_size).startswith("auto"):
+            logger.warning("batch_size=auto is not supported: using 8")
+            batch_size = 8
+        self.batch_size = int(batch_size)
+        self.llm = CausalLM(
+            pretrained=pretrained,
+            device=device,
+            dtype=dtype,
+            trust_remote_code=str(trust_remote_code).lower() in {"true", "1"},
+            max_length=int(max_length) if max_length else None,
+        )
+        self.method = self.method_class(config, self.llm)
+        self._pools: dict[tuple[str, str], DataPool] = {}
+
+    def pool_for(self, sample: Sample) -> DataPool:
+        key = (sample.source, sample.category)
+        if key not in self._pools:
+            from dep_eval.data.loaders import load_pool
+
+            started = time.perf_counter()
+            pool = load_pool(sample.source, sample.category)
+            self.method.setup(pool)
+            costs.record_setup(self.method.name, time.perf_counter() - started)
+            self._pools[key] = pool
+        return self._pools[key]
+
+    def generate_until(self, requests: list[Any], disable_tqdm: bool = False) -> list[str]:
+        samples = [Sample.from_doc(request.doc) for request in requests]
+        settings = [GenerationSettings.from_lm_eval(request.args[1]) for request in requests]
+        outputs: list[str] = [""] * len(requests)
+        # Documents with equal settings are generated together (normally: all of them).
+        for setting in dict.fromkeys(settings):
+            indices = [i for i, s in enumerate(settings) if s == setting]
+            texts = self.run([samples[i] for i in indices], setting, progress=not disable_tqdm)
+            for i, text in zip(indices, texts, strict=True):
+                outputs[i] = text
+        return outputs
+
+    def run(
+        self, samples: list[Sample], settings: GenerationSettings, progress: bool = True
+    ) -> list[str]:
+        """Generate the review text of each sample with this method."""
+        plans: list[Plan] = [self.method.plan(sample, self.pool_for(sample)) for sample in samples]
+        finals: list[Prompt | None] = [None] * len(samples)
+        asks: dict[int, list[Prompt]] = {}
+        for i, plan in enumerate(plans):
+            self._advance(i, plan, None, asks, finals)
+        round_number = 0
+        while asks:  # auxiliary calls, batched across documents
+            round_number += 1
+            flat = [(i, prompt) for i, prompts in asks.items() for prompt in prompts]
+            generations = self.llm.generate(
+                [prompt for _, prompt in flat],
+                [seed_for(settings.seed, self.llm.name, self.llm.render(p)) for _, p in flat],
+                settings,
+                self.batch_size,
+                progress=f"{self.method.name}: auxiliary calls, round {round_number}"
+                if progress
+                else None,
+            )
+            answers: dict[int, list[str]] = {i: [] for i in asks}
+            for (i, _), generation in zip(flat, generations, strict=True):
+                answers[i].append(generation.text)
+                self._record(samples[i], generation)
+            pending, asks = asks, {}
+            for i in pending:
+                self._advance(i, plans[i], answers[i], asks, finals)
+        generations = self.llm.generate(
+            finals,  # type: ignore[arg-type]
+            [seed_for(settings.seed, sample.key) for sample in samples],
+            settings,
+            self.batch_size,
+            progress=f"{self.method.name}: generating" if progress else None,
+        )
+        for sample, generation in zip(samples, generations, strict=True):
+            self._record(sample, generation)
+        return [generation.text for generation in generations]
+
+    @staticmethod
+    def _advance(
+        i: int,
+        plan: Plan,
+        answer: list[str] | None,
+        asks: dict[int, list[Prompt]],
+        finals: list[Prompt | None],
+    ) -> None:
+        try:
+            asks[i] = plan.send(answer)  # type: ignore[arg-type]
+        except StopIteration as stop:
+            finals[i] = stop.value
+
+    @staticmethod
+    def _record(sample: Sample, generation: Any) -> None:
+        costs.record(
+            sample.key,
+            costs.DocumentCost(
+                1, generation.prompt_tokens, generation.generated_tokens, generation.seconds
+            ),
+        )
+
+    def loglikelihood(self, requests: list[Any], disable_tqdm: bool = False) -> list[Any]:
+        raise NotImplementedError(
+            f"{self.method.name} is a generation method; use it with generate_until tasks such "
+            "as amazon_review_personalized"
+        )
+
+    def loglikelihood_rolling(self, requests: list[Any], disable_tqdm: bool = False) -> list[Any]:
+        return self.loglikelihood(requests)
+
+
+def lm_eval_model_for(method_class: type[PersonalizationMethod]) -> type[PersonalizedLM]:
+    """An lm-eval model class for a method, for an ``lm_eval.models`` entry point."""
+    return type(
+        f"{method_class.__name__}LM",
+        (PersonalizedLM,),
+        {"method_class": method_class, "__module__": method_class.__module__},
+    )

@@ -1,0 +1,97 @@
+"""The review-generation prompt that every method shares, piece by piece.
+
+METHOD.md step 8 fixes its order: a system instruction; the target item's title and
+description; up to K past reviews (item title, item description, rating, review title,
+review text, and for DEP a his and a diff slot); then the given rating and title of the
+review to write. Baselines use the same pieces minus what they lack, so that differences in
+scores come from personalization, not from wording.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from dep_eval.data.pool import DataPool
+from dep_eval.data.records import Review, Sample
+from dep_eval.llm import CausalLM, Prompt
+
+MAX_DESCRIPTION_CHARS = 1000  # hub descriptions can run to pages; the gist is at the start
+MAX_REVIEW_CHARS = 1500
+
+SYSTEM = (
+    "You are a personalized review writer. Given a product and the rating and title of a "
+    "user's review, write the text of that review the way this user writes: their length, "
+    "tone, vocabulary and what they care about. Output only the review text."
+)
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[:limit].rstrip() + " ..."
+
+
+def item_lines(title: str, description: str) -> list[str]:
+    lines = [f"Product: {title or '(untitled)'}"]
+    if description:
+        lines.append(f"Description: {_clip(description, MAX_DESCRIPTION_CHARS)}")
+    return lines
+
+
+def past_review_block(index: int, review: Review, pool: DataPool, slots: str = "") -> str:
+    item = pool.item(review.asin)
+    lines = [f"Past review {index}:", *item_lines(item.title, item.description)]
+    lines += [
+        f"Rating: {review.rating:g}",
+        f"Title: {review.title}",
+        f"Review: {_clip(review.text, MAX_REVIEW_CHARS)}",
+    ]
+    if slots:
+        lines.append(slots)
+    return "\n".join(lines)
+
+
+def review_messages(
+    sample: Sample,
+    pool: DataPool,
+    past: Sequence[Review] = (),
+    slots: Sequence[str] = (),
+    notes: str = "",
+    system: str = SYSTEM,
+) -> list[dict[str, str]]:
+    """Chat messages for writing ``sample``'s review.
+
+    ``past`` are profile reviews shown as text; ``slots[i]`` (if given) is appended to past
+    review i (DEP's slot tokens); ``notes`` is extra text such as a PAG/DPL summary.
+    """
+    parts = [
+        "\n".join(
+            ["The product to review:", *item_lines(sample.item.title, sample.item.description)]
+        )
+    ]
+    if past:
+        blocks = [
+            past_review_block(i + 1, review, pool, slots[i] if i < len(slots) else "")
+            for i, review in enumerate(past)
+        ]
+        parts.append("The user's past reviews:\n\n" + "\n\n".join(blocks))
+    if notes:
+        parts.append(notes)
+    parts.append(
+        f"The user's review of this product has rating {sample.target.rating:g} and title "
+        f'"{sample.target.title}". Write its text.'
+    )
+    return [{"role": "system", "content": system}, {"role": "user", "content": "\n\n".join(parts)}]
+
+
+def fit_prompt(
+    llm: CausalLM, build: Callable[[int], Prompt], count: int, max_tokens: int
+) -> Prompt:
+    """``build(n)`` with the largest n <= count whose prompt fits in ``max_tokens``.
+
+    The reference drops reviews from the prompt when it is too long (3,072 tokens); the
+    caller orders its reviews so that dropping from the end drops the least useful ones.
+    """
+    for n in range(count, 0, -1):
+        prompt = build(n)
+        if len(llm.tokenize(prompt)) <= max_tokens:
+            return prompt
+    return build(0)
