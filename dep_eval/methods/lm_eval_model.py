@@ -14,11 +14,13 @@ import time
 from typing import Any, ClassVar
 
 from lm_eval.api.model import LM
+from tqdm.auto import tqdm
 
 from dep_eval import costs
+from dep_eval.call_cache import CallCache, call_key
 from dep_eval.data.pool import DataPool
 from dep_eval.data.records import Sample
-from dep_eval.llm import CausalLM, GenerationSettings, Prompt, seed_for
+from dep_eval.llm import CausalLM, Generation, GenerationSettings, Prompt, seed_for
 from dep_eval.methods.base import PersonalizationMethod, Plan, parse_config
 
 logger = logging.getLogger(__name__)
@@ -55,6 +57,7 @@ class PersonalizedLM(LM):
         )
         self.method = self.method_class(config, self.llm)
         self._pools: dict[tuple[str, str], DataPool] = {}
+        self.call_cache: CallCache | None = None
 
     def pool_for(self, sample: Sample) -> DataPool:
         key = (sample.source, sample.category)
@@ -93,14 +96,10 @@ class PersonalizedLM(LM):
         while asks:  # auxiliary calls, batched across documents
             round_number += 1
             flat = [(i, prompt) for i, prompts in asks.items() for prompt in prompts]
-            generations = self.llm.generate(
+            generations = self.auxiliary_calls(
                 [prompt for _, prompt in flat],
-                [seed_for(settings.seed, self.llm.name, self.llm.render(p)) for _, p in flat],
                 settings,
-                self.batch_size,
-                progress=f"{self.method.name}: auxiliary calls, round {round_number}"
-                if progress
-                else None,
+                f"{self.method.name}: auxiliary calls, round {round_number}" if progress else None,
             )
             answers: dict[int, list[str]] = {i: [] for i in asks}
             for (i, _), generation in zip(flat, generations, strict=True):
@@ -119,6 +118,40 @@ class PersonalizedLM(LM):
         for sample, generation in zip(samples, generations, strict=True):
             self._record(sample, generation)
         return [generation.text for generation in generations]
+
+    def auxiliary_calls(
+        self, prompts: list[Prompt], settings: GenerationSettings, progress: str | None
+    ) -> list[Generation]:
+        """Generate (or reuse from the call cache) a method's auxiliary calls.
+
+        Seeded from the prompt itself, so the same question gets the same answer whichever
+        document asks it. New answers are saved batch by batch: an interrupted run resumes.
+        """
+        if self.call_cache is None:
+            self.call_cache = CallCache(self.llm.name)
+        keys, seeds = [], []
+        for prompt in prompts:
+            rendered = self.llm.render(prompt)
+            seeds.append(seed_for(settings.seed, self.llm.name, rendered))
+            cap = prompt.max_new_tokens or settings.max_new_tokens
+            cacheable = prompt.soft_vectors is None
+            keys.append(
+                call_key(self.llm.name, settings, cap, seeds[-1], rendered) if cacheable else None
+            )
+        results = [self.call_cache.get(key) if key else None for key in keys]
+        todo = [i for i, result in enumerate(results) if result is None]
+        chunk = self.batch_size * 4
+        for start in tqdm(
+            range(0, len(todo), chunk), desc=progress, disable=progress is None or not todo
+        ):
+            part = todo[start : start + chunk]
+            generations = self.llm.generate(
+                [prompts[i] for i in part], [seeds[i] for i in part], settings, self.batch_size
+            )
+            for i, generation in zip(part, generations, strict=True):
+                results[i] = generation
+            self.call_cache.put_many([(keys[i], results[i]) for i in part if keys[i]])
+        return results  # type: ignore[return-value]
 
     @staticmethod
     def _advance(
