@@ -48,12 +48,16 @@ The pool
 --------
 ``load_pool`` is built once per (source, category) from the profiles of ALL splits and cached
 in-process, so it never depends on which documents a run evaluates (``--limit``) or on the
-split. A review that is the *target* of any row of any split is left out of it: in DPL-main a
-later row's profile holds the earlier rows' targets (the test profile holds the val target),
-so a pool shared by all splits must drop every target to be sure no evaluated reference text
-reaches a prompt through another user's peers. What remains is each user's base history, the
+split. A review whose text is the *target* text of any row of any split is left out of it: in
+DPL-main a later row's profile holds the earlier rows' targets (the test profile holds the val
+target), so a pool shared by all splits must drop every target to be sure no evaluated
+reference text reaches a prompt through another user's peers. The match is on the
+(whitespace-normalised) text, not only on (user, asin, timestamp): the real All_Beauty data
+has a user who pasted one text under two items and one person split into two user ids
+(``..._1``/``..._2``) whose reviews coincide. What remains is each user's base history, the
 set on which the data set's creators enforced "every item has at least 5 reviewers", so peers
-stay plentiful. (The reference code builds its pool from the evaluated split's profiles only;
+stay plentiful (All_Beauty: 856 pool reviews, every test profile keeps >= 3 reviews with
+peers). (The reference code builds its pool from the evaluated split's profiles only;
 that keeps the val targets of other users in a test-time pool. This project trades those few
 peers for a pool that is the same for every split.)
 

@@ -2,10 +2,11 @@
 
 Methods that look at other users (DEP's peers, DPL's representatives) read the pool. It is
 built from whole splits once per (source, category) and never from the documents of a run,
-so ``--limit`` cannot change it. Only profiles go in, and a review that is the target of any
-of the samples the pool is built from is left out even where it also sits in a later row's
-profile (DPL-main's test profiles hold the val target): so no target text can reach any
-prompt through the pool. ``dep_eval.data.loaders.load_pool`` builds it from all splits.
+so ``--limit`` cannot change it. Only profiles go in, and a review whose text is the target
+text of any of the samples the pool is built from is left out, even where it also sits in a
+later row's profile (DPL-main's test profiles hold the val target): so no target text can
+reach any prompt through the pool. ``dep_eval.data.loaders.load_pool`` builds it from all
+splits.
 """
 
 from __future__ import annotations
@@ -37,18 +38,16 @@ class DataPool:
     ) -> DataPool:
         """Profiles of ``samples`` (of ``category``), one review per (user, asin, timestamp).
 
-        With ``exclude_targets`` (the default) no review that is the target of one of
-        ``samples`` enters the pool, even where a later row's profile repeats it."""
+        With ``exclude_targets`` (the default) no review whose text (whitespace-normalised)
+        is the target text of one of ``samples`` enters the pool: not the target itself where
+        a later row's profile repeats it, and not a copy of it elsewhere (real data has users
+        who paste one text under two items, and one person split into two user ids)."""
         chosen = [sample for sample in samples if sample.category == category]
-        targets = (
-            {(s.user_id, s.target.asin, s.target.timestamp) for s in chosen}
-            if exclude_targets
-            else set()
-        )
+        target_texts = {_norm(s.target.text) for s in chosen} if exclude_targets else set()
         by_user: dict[str, dict[tuple[str, int], Review]] = defaultdict(dict)
         for sample in chosen:
             for review in sample.profile:
-                if (sample.user_id, review.asin, review.timestamp) in targets:
+                if target_texts and _norm(review.text) in target_texts:
                     continue
                 by_user[sample.user_id].setdefault((review.asin, review.timestamp), review)
         reviews = {
@@ -67,3 +66,7 @@ class DataPool:
 
     def item(self, asin: str) -> Item:
         return self.items.get(asin) or Item(asin=asin, title="", description="")
+
+
+def _norm(text: str) -> str:
+    return " ".join(text.split())

@@ -1,0 +1,21 @@
+"""Shared pytest fixtures.
+
+The real development data lives beside the project (``../shared/data``), never inside it; a
+user's machine has none of it, so tests that need it skip with a clear reason.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+SHARED_DATA_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data_dir() -> Path:
+    """``<repo>/../shared/data``; skips the test when that folder is absent."""
+    if not SHARED_DATA_DIR.is_dir():
+        pytest.skip(f"shared development data not found at {SHARED_DATA_DIR}")
+    return SHARED_DATA_DIR
