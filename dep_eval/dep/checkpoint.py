@@ -1,0 +1,207 @@
+"""Saving and loading what DEP trains: the SAE and both aligners (megabytes, not an LLM).
+
+A checkpoint is a folder::
+
+    config.json        format name and version, DEPConfig (encoder name and dim, SAE width,
+                       LLM name and hidden size, K, soft-token names, ...), tensor shapes
+    model.safetensors  DEPModule.state_dict()
+
+Weights are read only through safetensors (never ``torch.load`` / pickle). A folder is
+written into a temporary sibling and renamed into place, so a reader sees either the old
+checkpoint or the new one, never half of one. Loading checks that the checkpoint fits the
+encoder and LLM it will be used with and says exactly what does not.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+import uuid
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from dep_eval.dep.module import DEPConfig, DEPModule
+
+logger = logging.getLogger(__name__)
+
+FORMAT_NAME = "dep-eval/dep-module"
+FORMAT_VERSION = 1
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that is unreadable or does not fit the encoder / LLM it is used with."""
+
+
+def save_checkpoint(
+    module: DEPModule, folder: str | os.PathLike[str], *, extra: dict[str, Any] | None = None
+) -> Path:
+    """Write ``module`` to ``folder`` atomically (replacing an existing checkpoint there)."""
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    state = {
+        name: tensor.detach().cpu().contiguous() for name, tensor in module.state_dict().items()
+    }
+    meta = {
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "config": module.config.to_dict(),
+        "tensors": {name: list(tensor.shape) for name, tensor in state.items()},
+        "n_parameters": sum(tensor.numel() for tensor in state.values()),
+        "extra": extra or {},
+    }
+    temp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.tmp-"))
+    try:
+        save_file(state, str(temp / WEIGHTS_FILE), metadata={"format": FORMAT_NAME})
+        (temp / CONFIG_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+        if folder.exists():
+            # Directories cannot be replaced in one step: move the old one aside first, then
+            # put the new one in place, then delete the old one.
+            old = folder.parent / f".{folder.name}.old-{uuid.uuid4().hex[:8]}"
+            os.replace(folder, old)
+            os.replace(temp, folder)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(temp, folder)
+    except BaseException:
+        shutil.rmtree(temp, ignore_errors=True)
+        raise
+    logger.info("saved DEP checkpoint (%d parameters) to %s", meta["n_parameters"], folder)
+    return folder
+
+
+def read_config(folder: str | os.PathLike[str]) -> DEPConfig:
+    """The ``DEPConfig`` of a checkpoint folder, after format checks."""
+    folder = Path(folder)
+    path = folder / CONFIG_FILE
+    if not path.is_file():
+        raise CheckpointError(f"{folder} is not a DEP checkpoint: {CONFIG_FILE} is missing")
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise CheckpointError(f"{path} is unreadable: {error}") from error
+    if meta.get("format") != FORMAT_NAME:
+        raise CheckpointError(f"{path}: format {meta.get('format')!r}, expected {FORMAT_NAME!r}")
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path}: format version {meta.get('format_version')!r}; this dep-eval reads "
+            f"version {FORMAT_VERSION}"
+        )
+    try:
+        return DEPConfig.from_dict(meta["config"])
+    except (KeyError, TypeError, ValueError) as error:
+        raise CheckpointError(f"{path}: invalid config: {error}") from error
+
+
+def canonical_encoder_name(name: str) -> str:
+    """``sentence-transformers/all-MiniLM-L6-v2``, ``all-MiniLM-L6-v2`` and the embedded copy's
+    folder all name the same encoder."""
+    from dep_eval.dep.encoder import DEFAULT_ENCODER_NAME, DEFAULT_ENCODER_PACKAGE
+
+    text = str(name).rstrip("/")
+    if DEFAULT_ENCODER_PACKAGE in text:
+        return DEFAULT_ENCODER_NAME.lower()
+    last = text.split("/")[-1]
+    return last.lower()
+
+
+def check_compatible(
+    config: DEPConfig,
+    *,
+    encoder_name: str | None = None,
+    encoder_dim: int | None = None,
+    llm_name: str | None = None,
+    llm_hidden_size: int | None = None,
+    k: int | None = None,
+    strict_llm_name: bool = False,
+) -> None:
+    """Raise ``CheckpointError`` listing every way ``config`` does not fit the given parts.
+
+    An LLM name mismatch alone is only a warning unless ``strict_llm_name``: the same model
+    has many names (hub id, local folder, GGUF folder), while a wrong hidden size is certain
+    to be wrong.
+    """
+    problems: list[str] = []
+    if encoder_dim is not None and encoder_dim != config.encoder_dim:
+        problems.append(
+            f"checkpoint was trained on {config.encoder_dim}-d embeddings ({config.encoder_name}) "
+            f"but the encoder gives {encoder_dim}-d ({encoder_name or 'unnamed'})"
+        )
+    if encoder_name is not None and canonical_encoder_name(encoder_name) != canonical_encoder_name(
+        config.encoder_name
+    ):
+        # Same dim is not enough: two encoders' spaces are unrelated.
+        problems.append(
+            f"checkpoint was trained on embeddings of encoder {config.encoder_name!r} but the "
+            f"encoder is {encoder_name!r}"
+        )
+    if llm_hidden_size is not None and llm_hidden_size != config.llm_hidden_size:
+        problems.append(
+            f"checkpoint was trained for LLM hidden size {config.llm_hidden_size} "
+            f"({config.llm_name}) but the loaded LLM has {llm_hidden_size}"
+            + (f" ({llm_name})" if llm_name else "")
+        )
+    if llm_name is not None and llm_name.rstrip("/").split("/")[-1].lower() != (
+        config.llm_name.rstrip("/").split("/")[-1].lower()
+    ):
+        message = f"checkpoint was trained for LLM {config.llm_name!r} but the LLM is {llm_name!r}"
+        if strict_llm_name:
+            problems.append(message)
+        else:
+            logger.warning("%s (hidden sizes agree; continuing)", message)
+    if k is not None and k != config.k:
+        problems.append(f"checkpoint has {config.k} history slots (K) but {k} were requested")
+    if problems:
+        raise CheckpointError("DEP checkpoint does not fit: " + "; ".join(problems))
+
+
+def load_checkpoint(
+    folder: str | os.PathLike[str],
+    *,
+    encoder_name: str | None = None,
+    encoder_dim: int | None = None,
+    llm_name: str | None = None,
+    llm_hidden_size: int | None = None,
+    k: int | None = None,
+    strict_llm_name: bool = False,
+    device: str | torch.device = "cpu",
+) -> DEPModule:
+    """Load a checkpoint, checking it against whichever parts are given."""
+    folder = Path(folder)
+    config = read_config(folder)
+    check_compatible(
+        config,
+        encoder_name=encoder_name,
+        encoder_dim=encoder_dim,
+        llm_name=llm_name,
+        llm_hidden_size=llm_hidden_size,
+        k=k,
+        strict_llm_name=strict_llm_name,
+    )
+    weights = folder / WEIGHTS_FILE
+    if not weights.is_file():
+        raise CheckpointError(f"{folder}: {WEIGHTS_FILE} is missing")
+    try:
+        state = load_file(str(weights), device=str(device))
+    except Exception as error:  # safetensors raises its own error types for corrupt files
+        raise CheckpointError(f"{weights} is unreadable: {error}") from error
+    module = DEPModule(config)
+    expected = module.state_dict()
+    problems = [f"missing tensor {name}" for name in expected if name not in state]
+    problems += [f"unexpected tensor {name}" for name in state if name not in expected]
+    problems += [
+        f"tensor {name} has shape {tuple(state[name].shape)}, config implies {tuple(tensor.shape)}"
+        for name, tensor in expected.items()
+        if name in state and state[name].shape != tensor.shape
+    ]
+    if problems:
+        raise CheckpointError(f"{weights} does not match its config.json: " + "; ".join(problems))
+    module.load_state_dict(state, strict=True)
+    return module.to(device)

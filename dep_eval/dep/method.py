@@ -1,0 +1,163 @@
+"""DEP as a personalization method: METHOD.md steps 1-8 and 10 at inference.
+
+Per document: steps 1-5 (``DifferenceEmbedder``: his and diff embeddings of up to K past
+reviews), steps 6-7 (``DEPModule``: SAE codes, then the his and diff aligners into the LLM's
+hidden size), step 8 (the prompt: each shown past review carries a his slot and a diff slot,
+each one placeholder token between start/end markers, whose input embeddings are the
+aligned codes). The LLM stays frozen; the trainer (``dep_eval.train``) uses ``DEP.prompts``
+and ``DEP.soft_vectors`` so that training and inference build exactly the same inputs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Sequence
+
+import torch
+
+from dep_eval.data.pool import DataPool
+from dep_eval.data.records import Sample
+from dep_eval.dep.embeddings import DEPInputs, DifferenceEmbedder
+from dep_eval.llm import CausalLM, Prompt
+from dep_eval.methods.base import MethodConfig, PersonalizationMethod
+from dep_eval.prompts import SYSTEM, fit_prompt, review_messages
+
+logger = logging.getLogger(__name__)
+
+SYSTEM_WITH_SLOTS = SYSTEM + (
+    " Each past review may carry two embedding hints: <his> encodes that review, <diff> "
+    "encodes how it differs from other users' reviews of the same product. Use them as hints "
+    "about the user's style and preferences."
+)
+MARKERS = {  # marker token -> the text whose mean token embedding it gets (frozen, derived)
+    "<|his_start|>": " <his>",
+    "<|his_end|>": " </his>",
+    "<|diff_start|>": " <diff>",
+    "<|diff_end|>": " </diff>",
+}
+
+
+def his_token(i: int) -> str:
+    return f"<|his_{i}|>"
+
+
+def diff_token(i: int) -> str:
+    return f"<|diff_{i}|>"
+
+
+@dataclasses.dataclass
+class DEPConfigArgs(MethodConfig):
+    """``--model_args`` of ``--model dep`` (the checkpoint's own config holds the rest)."""
+
+    checkpoint: str | None = None
+    encoder: str | None = None  # default: the one the checkpoint was trained with
+    k: int = 8  # past reviews with slots, 0..K of the checkpoint; 0 = non-personalized
+    use_his: bool = True
+    use_diff: bool = True
+    with_text: bool = True  # past review texts in the prompt, or only their slots
+    align_slots: bool = True  # False reproduces the reference's slot/text mismatch
+    max_prompt_tokens: int = 3072
+    allow_untrained: bool = False  # tests only: a randomly initialised DEP module
+
+
+class DEP(PersonalizationMethod):
+    name = "dep"
+    Config = DEPConfigArgs
+    config: DEPConfigArgs
+
+    def __init__(self, config: DEPConfigArgs, llm: CausalLM, module: torch.nn.Module | None = None):
+        super().__init__(config, llm)
+        from dep_eval.dep.checkpoint import load_for_inference
+
+        self.module, self.module_config = (
+            load_for_inference(config, llm) if module is None else (module, module.config)
+        )
+        k_max = self.module_config.k
+        if not 0 <= config.k <= k_max:
+            raise ValueError(f"k={config.k} is outside 0..{k_max}, the K of this checkpoint")
+        self.his_ids = llm.add_placeholder_tokens([his_token(i) for i in range(k_max)])
+        self.diff_ids = llm.add_placeholder_tokens([diff_token(i) for i in range(k_max)])
+        llm.add_fixed_tokens({name: llm.text_embedding(text) for name, text in MARKERS.items()})
+        self.embedders: dict[tuple[str, str], DifferenceEmbedder] = {}
+        self.encoder = None
+
+    def setup(self, pool: DataPool) -> None:
+        from dep_eval.dep.encoder import CachedEncoder
+
+        if self.encoder is None:
+            self.encoder = CachedEncoder(self.config.encoder or self.module_config.encoder_name)
+        self.embedders[pool.category] = DifferenceEmbedder(
+            self.encoder, pool, k=self.module_config.k, align_slots=self.config.align_slots
+        )
+
+    # -- steps 1-5 and 6-7 ------------------------------------------------------------
+
+    def dep_inputs(self, samples: Sequence[Sample]) -> DEPInputs:
+        return self.embedders[samples[0].category](samples)
+
+    def soft_vectors(self, inputs: DEPInputs) -> tuple[torch.Tensor, torch.Tensor]:
+        """Aligned his and diff vectors, (B, K, H) each; differentiable for the trainer."""
+        return self.module.align(inputs)
+
+    # -- step 8 --------------------------------------------------------------------------
+
+    def prompts(
+        self,
+        samples: Sequence[Sample],
+        pool: DataPool,
+        inputs: DEPInputs,
+        his: torch.Tensor,
+        diff: torch.Tensor,
+    ) -> list[Prompt]:
+        return [
+            self._prompt(sample, pool, inputs, b, his[b], diff[b])
+            for b, sample in enumerate(samples)
+        ]
+
+    def _prompt(
+        self,
+        sample: Sample,
+        pool: DataPool,
+        inputs: DEPInputs,
+        b: int,
+        his: torch.Tensor,
+        diff: torch.Tensor,
+    ) -> Prompt:
+        k = self.config.k
+        shown = inputs.shown[b][:k]
+        slot_review = inputs.slot_review[b].tolist()
+        his_ok = inputs.his_mask[b].tolist()
+        diff_ok = inputs.diff_mask[b].tolist()
+
+        def build(n: int) -> Prompt:
+            past = [sample.profile[j] for j in shown[:n]]
+            slots, vectors = [], []
+            for i in range(n):
+                parts = []
+                if i < k and slot_review[i] >= 0:
+                    if self.config.use_his and his_ok[i]:
+                        parts.append(f"<|his_start|>{his_token(i)}<|his_end|>")
+                        vectors.append(his[i])
+                    if self.config.use_diff and diff_ok[i]:
+                        parts.append(f"<|diff_start|>{diff_token(i)}<|diff_end|>")
+                        vectors.append(diff[i])
+                slots.append("Hints: " + " ".join(parts) if parts else "")
+            messages = review_messages(
+                sample,
+                pool,
+                past,
+                slots,
+                system=SYSTEM_WITH_SLOTS if vectors else SYSTEM,
+                with_text=self.config.with_text,
+            )
+            return Prompt(messages, torch.stack(vectors) if vectors else None)
+
+        return fit_prompt(self.llm, build, len(shown), self.config.max_prompt_tokens)
+
+    def plan(self, sample: Sample, pool: DataPool):  # noqa: ANN201 - see PersonalizationMethod
+        inputs = self.dep_inputs([sample])
+        with torch.no_grad():
+            his, diff = self.soft_vectors(inputs)
+        return self.prompts([sample], pool, inputs, his, diff)[0]
+        yield  # noqa: B901
