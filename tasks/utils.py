@@ -1,0 +1,90 @@
+"""Functions the task YAMLs reference with ``!function utils.<name>``.
+
+lm-eval 0.4.13 imports this file by its path (module name = the path), so it must use
+absolute imports only; the real code lives in ``dep_eval``.
+
+How metadata reaches ``load_dataset`` (read from lm-eval 0.4.13's source):
+
+1. ``lm_eval --model_args A --metadata M``: the run's metadata is ``A | M`` (``M`` wins)
+   (``config/evaluate_config.py``; ``evaluator.simple_evaluate`` does the same).
+2. ``TaskFactory`` merges it into each task's YAML ``metadata`` as ``yaml_metadata | run``:
+   the RUN wins, so a YAML ``metadata: {category: Books}`` could be silently overridden by
+   ``--metadata '{"category": ...}'`` (``tasks/_factory.py``). It also adds
+   ``config_source``.
+3. ``ConfigurableTask.download`` calls ``custom_dataset(**metadata, **dataset_kwargs)``
+   (``api/task.py``); a key present in both is a Python ``TypeError``.
+
+So the fixed tasks pin their category and split in ``dataset_kwargs`` under their own names
+(``task_category``, ``task_split``); ``load_dataset`` refuses a run's ``category``/``split``
+that contradicts them, instead of evaluating Books data under another name. The custom task
+pins nothing: ``category`` (required) and ``split`` (default ``test``) come from
+``--metadata``. Every other key (``data_dir``, ``source``, model args, ``version``...) goes
+to ``dep_eval.data.loaders.load_task_dataset``, which ignores what it does not read.
+
+The chosen split is returned under the fixed name ``eval`` (the YAMLs' ``test_split``),
+because lm-eval's split name is static while the custom task's split is not; each document
+still records its real split in its ``split`` field.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import datasets
+
+from dep_eval.data.loaders import load_task_dataset
+from dep_eval.metrics.harness import (  # noqa: F401 - referenced from the YAMLs
+    bertscore_f1,
+    bleu,
+    meteor,
+    process_results,
+    rouge1,
+    rougeL,
+)
+
+EVAL_SPLIT = "eval"
+DEFAULT_SPLIT = "test"
+
+
+def load_dataset(**options: Any) -> dict[str, datasets.Dataset]:
+    """``custom_dataset`` of every task: ``{"eval": the documents to evaluate}``."""
+    options = dict(options)
+    for key, pinned_key in (("category", "task_category"), ("split", "task_split")):
+        pinned = options.pop(pinned_key, None)
+        if pinned is None:
+            continue
+        given = options.get(key)
+        if given not in (None, "", pinned):
+            raise ValueError(
+                f"this task evaluates {key} {pinned!r}, but the run's metadata asks for "
+                f"{given!r}; use amazon_review_personalized_custom to choose {key} freely"
+            )
+        options[key] = pinned
+    split = options.get("split") or DEFAULT_SPLIT
+    if not isinstance(split, str):
+        raise ValueError(f"split must be one name (train, val or test), got {split!r}")
+    options["split"] = split
+    loaded = load_task_dataset(options)
+    return {EVAL_SPLIT: loaded[split]}
+
+
+def doc_to_text(doc: dict[str, Any]) -> str:
+    """A plain, non-personalized prompt for models that only read the prompt text.
+
+    This project's models build their own (personalized) prompts from the whole document
+    and ignore this text; it makes the task usable with lm-eval's built-in models.
+    """
+    item, target = doc["item"], doc["target"]
+    lines = ["Write the text of a product review.", f"Product: {item['title'] or '(untitled)'}"]
+    if item.get("description"):
+        lines.append(f"Description: {item['description'][:1000]}")
+    lines += [
+        f"Rating: {float(target['rating']):g} out of 5",
+        f"Review title: {target['title']}",
+        "Review text:",
+    ]
+    return "\n".join(lines)
+
+
+def doc_to_target(doc: dict[str, Any]) -> str:
+    return str(doc["target"]["text"])
