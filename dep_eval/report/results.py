@@ -1,0 +1,252 @@
+"""Reading the aggregated results files that ``lm_eval --output_path DIR`` writes.
+
+lm-eval 0.4.13 (``loggers/evaluation_tracker.py``) writes one JSON file per run to
+``DIR/<model_name_sanitized>/results_<ISO date>.json`` (or ``<stem>_<date>.json`` beside
+``--output_path FILE.json``). Per run it holds:
+
+- ``results[task]["<metric>,<filter>"]`` (plus ``<metric>_stderr,<filter>``, ``alias``...);
+- ``configs[task]``: the task config, with ``generation_kwargs`` and ``metadata`` (the task
+  YAML's metadata, ``--metadata`` and the model args, merged);
+- ``config``: ``model`` (the registry name, e.g. ``dep``), ``model_args``, ``limit``,
+  ``gen_kwargs`` (``--gen_kwargs``), the seeds; ``n-samples[task]["effective"]``;
+  ``versions[task]``; ``date`` (start time, epoch seconds).
+
+Group entries (``amazon_review_personalized``) have no ``configs`` entry and are skipped: a
+group's score is a size-weighted mean the leaderboard recomputes its own way.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+TASK_PREFIX = "amazon_review_personalized"
+# Task-name suffix -> the dataset's category name (the paper's three categories).
+KNOWN_CATEGORIES = {
+    "books": "Books",
+    "movies_and_tv": "Movies_and_TV",
+    "cds_and_vinyl": "CDs_and_Vinyl",
+}
+# Model args that change how a run executes but not what it generates: they do not make a
+# separate leaderboard row.
+RUNTIME_ARGS = frozenset(
+    {"batch_size", "max_batch_size", "device", "parallelize", "trust_remote_code", "cache_dir"}
+)
+# The settings two cells must share to be compared. "n-samples" and "task version" are
+# compared within a category only (categories legitimately differ in size).
+GLOBAL_SETTINGS = ("data source", "limit", "generation settings", "seed")
+PER_CATEGORY_SETTINGS = ("n-samples", "task version")
+
+
+@dataclass(frozen=True)
+class TaskResult:
+    """One task of one results file: the unit the leaderboard puts into a cell."""
+
+    path: Path
+    task: str
+    category: str
+    split: str  # "test" or "val"
+    method: str  # lm-eval's model name, e.g. "dep"
+    model_args: Mapping[str, str]  # normalised to strings, runtime args dropped
+    metrics: Mapping[str, float]
+    settings: Mapping[str, str]  # canonical JSON per setting name
+    n_samples: int | None
+    date: float
+
+    @property
+    def row_key(self) -> tuple[str, tuple[tuple[str, str], ...]]:
+        return self.method, tuple(sorted(self.model_args.items()))
+
+    @property
+    def column(self) -> str:
+        return self.category if self.split == "test" else f"{self.category} (val)"
+
+
+def _normalise(value: Any) -> Any:
+    """Make equal settings compare equal: ``2.0`` and ``2`` (a ``--limit``), key order."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, Mapping):
+        return {str(k): _normalise(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_normalise(v) for v in value]
+    return value
+
+
+def canonical(value: Any) -> str:
+    return json.dumps(_normalise(value), sort_keys=True, ensure_ascii=False, default=str)
+
+
+def _arg_text(value: Any) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    text = str(value)
+    return text.lower() if text.lower() in {"true", "false"} else text
+
+
+def parse_args(raw: Any) -> dict[str, str]:
+    """``model_args``/``gen_kwargs`` as lm-eval stores them (a dict, or ``"a=1,b=x"``)."""
+    if not raw:
+        return {}
+    if isinstance(raw, Mapping):
+        return {str(k): _arg_text(v) for k, v in raw.items()}
+    out = {}
+    for part in str(raw).split(","):
+        key, sep, value = part.partition("=")
+        if sep and key.strip():
+            out[key.strip()] = _arg_text(value.strip())
+    return out
+
+
+def parse_typed_args(raw: Any) -> dict[str, Any]:
+    """Like ``parse_args`` but keeps numbers and booleans typed, so that
+    ``--gen_kwargs temperature=0.8`` compares equal to a YAML ``temperature: 0.8``."""
+    if isinstance(raw, Mapping):
+        return {str(k): v for k, v in raw.items()}
+    out: dict[str, Any] = {}
+    for key, text in parse_args(raw).items():
+        try:
+            out[key] = json.loads(text)
+        except json.JSONDecodeError:
+            out[key] = text
+    return out
+
+
+def category_of(task: str, task_config: Mapping[str, Any]) -> tuple[str, str] | None:
+    """``(category, split)`` of a task, or None for tasks that are not this project's."""
+    metadata = task_config.get("metadata") or {}
+    name, split = task, "test"
+    if name.endswith("_val") or task_config.get("test_split") == "val":
+        split = "val"
+        name = name.removesuffix("_val")
+    suffix = name[len(TASK_PREFIX) + 1 :] if name.startswith(TASK_PREFIX + "_") else None
+    if suffix in KNOWN_CATEGORIES:
+        return KNOWN_CATEGORIES[suffix], split
+    category = metadata.get("category") if isinstance(metadata, Mapping) else None
+    if isinstance(category, str) and category:
+        return category, split
+    if suffix:  # e.g. a future amazon_review_personalized_<x> task without metadata
+        return suffix, split
+    return None
+
+
+def _metrics(task_results: Mapping[str, Any]) -> dict[str, float]:
+    """``{"rouge1": 0.31, ...}`` from ``{"rouge1,none": 0.31, "rouge1_stderr,none": ...}``."""
+    out: dict[str, float] = {}
+    for key, value in task_results.items():
+        name, sep, filter_name = key.partition(",")
+        if not sep or name.endswith("_stderr"):
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue  # "N/A" and friends
+        if not math.isfinite(value):
+            continue
+        # Our tasks have only the "none" filter; if a task has several, "none" wins.
+        if filter_name == "none" or name not in out:
+            out[name] = float(value)
+    return out
+
+
+def _settings(data: Mapping[str, Any], task: str, task_config: Mapping[str, Any]) -> dict:
+    run = data.get("config") or {}
+    metadata = task_config.get("metadata") or {}
+    source = {k: metadata[k] for k in ("source", "data_dir") if metadata.get(k) is not None}
+    generation = dict(task_config.get("generation_kwargs") or {})
+    generation.update(parse_typed_args(run.get("gen_kwargs")))  # --gen_kwargs overrides the YAML
+    n_samples = (data.get("n-samples") or {}).get(task) or {}
+    return {
+        # Without source/data_dir the loader fell back to DEP_EVAL_DATA_DIR or the hub,
+        # which the results file does not record.
+        "data source": canonical(source or "default (DEP_EVAL_DATA_DIR or hub)"),
+        "limit": canonical(run.get("limit")),
+        "generation settings": canonical(generation),
+        "seed": canonical({k: run.get(k) for k in ("random_seed", "numpy_seed", "torch_seed")}),
+        "n-samples": canonical(n_samples.get("effective")),
+        "task version": canonical((data.get("versions") or {}).get(task)),
+    }
+
+
+def read_results_file(path: Path) -> list[TaskResult]:
+    """This project's tasks in one results file; [] (logged) when it is not one."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        logger.warning("skipping %s: not readable JSON (%s)", path, error)
+        return []
+    if not isinstance(data, dict) or not {"results", "configs", "config"} <= data.keys():
+        logger.debug("skipping %s: not an lm-eval results file", path)
+        return []
+    run = data["config"] or {}
+    method = str(run.get("model") or data.get("model_source") or "unknown")
+    args = {k: v for k, v in parse_args(run.get("model_args")).items() if k not in RUNTIME_ARGS}
+    date = data.get("date")
+    if not isinstance(date, (int, float)):
+        date = path.stat().st_mtime
+    out = []
+    for task, task_config in sorted((data["configs"] or {}).items()):
+        where = category_of(task, task_config or {})
+        if where is None:
+            logger.debug("skipping task %s in %s: not a review-generation task", task, path)
+            continue
+        task_results = (data["results"] or {}).get(task)
+        if not task_results:
+            logger.warning("%s: task %s has a config but no results", path, task)
+            continue
+        effective = ((data.get("n-samples") or {}).get(task) or {}).get("effective")
+        out.append(
+            TaskResult(
+                path=path,
+                task=task,
+                category=where[0],
+                split=where[1],
+                method=method,
+                model_args=args,
+                metrics=_metrics(task_results),
+                settings=_settings(data, task, task_config),
+                n_samples=int(effective) if isinstance(effective, (int, float)) else None,
+                date=float(date),
+            )
+        )
+    return out
+
+
+def find_results_files(paths: Iterable[Path]) -> list[Path]:
+    """JSON files under ``paths`` (files are taken as given); samples are ``.jsonl``."""
+    found: list[Path] = []
+    for path in paths:
+        if path.is_file():
+            found.append(path)
+        elif path.is_dir():
+            found.extend(sorted(p for p in path.rglob("*.json") if p.is_file()))
+        else:
+            logger.warning("%s does not exist", path)
+    return found
+
+
+def load_results(paths: Iterable[Path | str]) -> tuple[list[TaskResult], list[str]]:
+    """Every task result under ``paths``, the latest run per (row, task) only.
+
+    Returns the kept results and notes about superseded runs (also logged): re-running a
+    method is common, and silently mixing an old and a new run would be worse.
+    """
+    results = [r for p in find_results_files(Path(p) for p in paths) for r in read_results_file(p)]
+    latest: dict[tuple, TaskResult] = {}
+    notes = []
+    for result in sorted(results, key=lambda r: r.date):
+        key = (result.row_key, result.task)
+        if key in latest:
+            old = latest[key]
+            note = f"{result.task} of {result.method} in {old.path} superseded by {result.path}"
+            logger.warning("older run ignored: %s", note)
+            notes.append(note)
+        latest[key] = result
+    return sorted(latest.values(), key=lambda r: (r.row_key, r.task)), notes
