@@ -11,6 +11,9 @@ import argparse
 import logging
 import sys
 
+from dep_eval.leaderboard import add_leaderboard_parser
+from dep_eval.plots import add_plot_parser
+
 COMMANDS = {
     "lm_eval": "run lm-eval's CLI with dep-eval's models and tasks registered",
 }
@@ -40,6 +43,8 @@ def main(argv: list[str] | None = None) -> None:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, help_text in COMMANDS.items():
         sub.add_parser(name, help=help_text, add_help=name != "lm_eval")
+    add_leaderboard_parser(sub)  # `leaderboard` and `plot` bring their own handler
+    add_plot_parser(sub)
     if argv and argv[0] == "lm_eval":
         run_lm_eval(argv[1:])
         return
@@ -48,6 +53,10 @@ def main(argv: list[str] | None = None) -> None:
         parser.print_help()
         raise SystemExit(2)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    handler = getattr(args, "handler", None)
+    if handler is not None:
+        handler(args)
+        return
 
 
 if __name__ == "__main__":

@@ -16,13 +16,27 @@ from dep_eval.report.table import AVERAGE, COST, Leaderboard, Row
 
 FORMATS = ("markdown", "csv", "latex")
 
-LEGEND = (
-    "Bold: best, underlined: second best per column (measured rows only, compared as "
-    "shown; ties share the mark; '–': not measured). "
-    f"{AVERAGE}: unweighted mean over the test categories, '–' if a row lacks one. "
-    f"{COST}: means over the test categories, weighted by their samples; "
-    "setup s is one-off time per run."
-)
+
+def legend(board: Leaderboard) -> str:
+    groups = {name for name, _ in board.groups}
+    parts = [
+        "Bold: best, underlined: second best per column (measured rows only, compared as "
+        "shown; ties share the mark; '–': not measured)."
+    ]
+    if AVERAGE in groups:
+        parts.append(
+            f"{AVERAGE}: unweighted mean over the test categories, '–' if a row lacks one."
+        )
+    if COST in groups:
+        parts.append(
+            f"{COST}: means over the test categories, weighted by their samples; "
+            "setup s is one-off time per run."
+        )
+    if any(row.kind == "paper" for row in board.rows):
+        parts.append("Paper rows: Table 1 of the paper, not measured here and not ranked.")
+    return " ".join(parts)
+
+
 WARNING_TITLE = "Warning: mismatched runs"
 WARNING_TEXT = "the flagged rows were not run under the same settings; compare them with care."
 
@@ -70,7 +84,7 @@ def to_markdown(board: Leaderboard) -> str:
             for column, value, mark in zip(board.columns, row.values, row.marks, strict=True)
         ]
         lines.append("| " + " | ".join([label, *cells]) + " |")
-    lines += ["", LEGEND]
+    lines += ["", legend(board)]
     if board.mismatches:
         lines += ["", f"> **⚠ {WARNING_TITLE}:** {WARNING_TEXT}"]
         lines += [f"> - {_md_escape(m.describe())}" for m in board.mismatches]
@@ -174,5 +188,5 @@ def to_latex(board: Leaderboard) -> str:
             *(rf"{latex_escape(m.describe())}\par" for m in board.mismatches),
             "}",
         ]
-    lines += [rf"\caption{{{latex_escape(LEGEND)}}}", r"\end{table*}"]
+    lines += [rf"\caption{{{latex_escape(legend(board))}}}", r"\end{table*}"]
     return "\n".join(lines) + "\n"

@@ -122,21 +122,25 @@ def parse_typed_args(raw: Any) -> dict[str, Any]:
 
 
 def category_of(task: str, task_config: Mapping[str, Any]) -> tuple[str, str] | None:
-    """``(category, split)`` of a task, or None for tasks that are not this project's."""
+    """``(category, split)`` of a task, or None for tasks that are not this project's.
+
+    The fixed tasks pin both in ``dataset_kwargs`` (``task_category``, ``task_split``; see
+    tasks/utils.py); the ``_custom`` task takes them from the run's metadata (``category``,
+    ``split``, default test). The task name is the fallback for files without either.
+    """
     metadata = task_config.get("metadata") or {}
-    name, split = task, "test"
-    if name.endswith("_val") or task_config.get("test_split") == "val":
-        split = "val"
-        name = name.removesuffix("_val")
+    pinned = task_config.get("dataset_kwargs") or {}
+    name = task.removesuffix("_val")
     suffix = name[len(TASK_PREFIX) + 1 :] if name.startswith(TASK_PREFIX + "_") else None
-    if suffix in KNOWN_CATEGORIES:
-        return KNOWN_CATEGORIES[suffix], split
-    category = metadata.get("category") if isinstance(metadata, Mapping) else None
-    if isinstance(category, str) and category:
-        return category, split
-    if suffix:  # e.g. a future amazon_review_personalized_<x> task without metadata
-        return suffix, split
-    return None
+    category = pinned.get("task_category") or KNOWN_CATEGORIES.get(suffix or "")
+    category = category or metadata.get("category") or suffix
+    if not isinstance(category, str) or not category:
+        return None
+    split = pinned.get("task_split")
+    if not split and task.endswith("_val"):
+        split = "val"
+    split = split or metadata.get("split") or task_config.get("test_split")
+    return category, "val" if split == "val" else "test"
 
 
 def _metrics(task_results: Mapping[str, Any]) -> dict[str, float]:
@@ -233,7 +237,7 @@ def find_results_files(paths: Iterable[Path]) -> list[Path]:
 
 
 def load_results(paths: Iterable[Path | str]) -> tuple[list[TaskResult], list[str]]:
-    """Every task result under ``paths``, the latest run per (row, task) only.
+    """Every task result under ``paths``, the latest run per (row, category) only.
 
     Returns the kept results and notes about superseded runs (also logged): re-running a
     method is common, and silently mixing an old and a new run would be worse.
@@ -242,10 +246,11 @@ def load_results(paths: Iterable[Path | str]) -> tuple[list[TaskResult], list[st
     latest: dict[tuple, TaskResult] = {}
     notes = []
     for result in sorted(results, key=lambda r: r.date):
-        key = (result.row_key, result.task)
+        # By category, not task name: one _custom task serves many categories.
+        key = (result.row_key, result.column)
         if key in latest:
             old = latest[key]
-            note = f"{result.task} of {result.method} in {old.path} superseded by {result.path}"
+            note = f"{result.column} of {result.method} in {old.path} superseded by {result.path}"
             logger.warning("older run ignored: %s", note)
             notes.append(note)
         latest[key] = result
