@@ -154,8 +154,9 @@ def check_compatible(
         message = f"checkpoint was trained for LLM {config.llm_name!r} but the LLM is {llm_name!r}"
         if strict_llm_name:
             problems.append(message)
-        else:
-            logger.warning("%s (hidden sizes agree; continuing)", message)
+        elif llm_hidden_size in (None, config.llm_hidden_size):
+            # A hidden-size mismatch is reported above; a name alone may be an alias.
+            logger.warning("%s; continuing, since one model goes by several names", message)
     if k is not None and k != config.k:
         problems.append(f"checkpoint has {config.k} history slots (K) but {k} were requested")
     if problems:

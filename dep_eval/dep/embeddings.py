@@ -38,6 +38,7 @@ profile gives none. Shapes are always (B, k, d).
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -360,9 +361,12 @@ def _difference_embeddings(
     # the weighted peer sum is one sparse (q x pool review) product, no (pairs x d) copy.
     crow = torch.zeros(n_kept + 1, dtype=torch.long)
     crow[1:] = torch.cumsum(torch.bincount(pair_q, minlength=n_kept), 0)
-    weights = torch.sparse_csr_tensor(
-        crow, member, w, size=(n_kept, pool_emb.emb.shape[0]), check_invariants=False
-    )  # valid by construction: rows from a cumsum, columns ascending within each item
+    with warnings.catch_warnings():
+        # torch flags sparse CSR as "beta"; sparse @ dense on CPU is all that is used here.
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+        weights = torch.sparse_csr_tensor(
+            crow, member, w, size=(n_kept, pool_emb.emb.shape[0]), check_invariants=False
+        )  # valid by construction: rows from a cumsum, columns ascending within each item
     peer_mix = torch.sparse.mm(weights, pool_emb.emb) if member.numel() else torch.zeros(n_kept, d)
     return profile_emb[kept] - peer_mix
 

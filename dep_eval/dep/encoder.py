@@ -117,6 +117,8 @@ def encoder_identity(name_or_path: str) -> str:
                 tail = handle.read(1 << 20)
             digest.update(f"{relative}\0{size}\0".encode() + head + tail)
     label = path.name if path.name != "model" else path.parent.name
+    if label == DEFAULT_ENCODER_PACKAGE:
+        label = DEFAULT_ENCODER_NAME
     return f"local:{label}@{digest.hexdigest()}"
 
 

@@ -13,14 +13,18 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 
 from dep_eval.data.pool import DataPool
 from dep_eval.data.records import Sample
+from dep_eval.dep.checkpoint import load_checkpoint
 from dep_eval.dep.embeddings import DEPInputs, DifferenceEmbedder
-from dep_eval.llm import CausalLM, Prompt
+from dep_eval.dep.module import DEPConfig, DEPModule, DEPOutput
+from dep_eval.llm import EMBEDDED_LLM, CausalLM, Prompt
 from dep_eval.methods.base import MethodConfig, PersonalizationMethod
+from dep_eval.methods.lm_eval_model import lm_eval_model_for
 from dep_eval.prompts import SYSTEM, fit_prompt, review_messages
 
 logger = logging.getLogger(__name__)
@@ -36,6 +40,52 @@ MARKERS = {  # marker token -> the text whose mean token embedding it gets (froz
     "<|diff_start|>": " <diff>",
     "<|diff_end|>": " </diff>",
 }
+
+
+SHIPPED_CHECKPOINT = Path(__file__).resolve().parent.parent / "checkpoints" / "dep-smollm2-minilm"
+
+
+def load_for_inference(config: DEPConfigArgs, llm: CausalLM) -> DEPModule:
+    """The DEP module a run asked for, checked against the LLM and encoder it will meet."""
+    folder = config.checkpoint
+    if (
+        folder is None
+        and llm.name == EMBEDDED_LLM
+        and (SHIPPED_CHECKPOINT / "config.json").exists()
+    ):
+        folder = str(SHIPPED_CHECKPOINT)
+    if folder is None:
+        if config.allow_untrained:
+            logger.warning(
+                "!!! DEP is running with a RANDOMLY INITIALISED module (allow_untrained=true). "
+                "Its scores mean nothing; this switch exists for tests only. !!!"
+            )
+            module_config = DEPConfig(llm_name=llm.name, llm_hidden_size=llm.hidden_size)
+            if config.encoder:
+                from dep_eval.dep.encoder import CachedEncoder
+
+                encoder = CachedEncoder(config.encoder)
+                module_config = DEPConfig(
+                    encoder_name=encoder.name,
+                    encoder_dim=encoder.dim,
+                    llm_name=llm.name,
+                    llm_hidden_size=llm.hidden_size,
+                )
+            torch.manual_seed(0)
+            return DEPModule(module_config).to(llm.device)
+        raise ValueError(
+            f"--model dep needs a DEP checkpoint for {llm.name}: pass "
+            "--model_args checkpoint=PATH. Train one with `dep-eval train --data-dir DIR "
+            "--category CAT --output runs/NAME` (its best epoch lands in runs/NAME/best); "
+            "the checkpoint shipped with dep-eval fits only the embedded SmolLM2-135M-Instruct."
+        )
+    return load_checkpoint(
+        folder,
+        encoder_name=config.encoder,
+        llm_name=llm.name,
+        llm_hidden_size=llm.hidden_size,
+        device=llm.device,
+    )
 
 
 def his_token(i: int) -> str:
@@ -68,11 +118,8 @@ class DEP(PersonalizationMethod):
 
     def __init__(self, config: DEPConfigArgs, llm: CausalLM, module: torch.nn.Module | None = None):
         super().__init__(config, llm)
-        from dep_eval.dep.checkpoint import load_for_inference
-
-        self.module, self.module_config = (
-            load_for_inference(config, llm) if module is None else (module, module.config)
-        )
+        self.module = load_for_inference(config, llm) if module is None else module
+        self.module_config: DEPConfig = self.module.config
         k_max = self.module_config.k
         if not 0 <= config.k <= k_max:
             raise ValueError(f"k={config.k} is outside 0..{k_max}, the K of this checkpoint")
@@ -88,7 +135,12 @@ class DEP(PersonalizationMethod):
         if self.encoder is None:
             self.encoder = CachedEncoder(self.config.encoder or self.module_config.encoder_name)
         self.embedders[pool.category] = DifferenceEmbedder(
-            self.encoder, pool, k=self.module_config.k, align_slots=self.config.align_slots
+            self.encoder,
+            pool,
+            k=self.module_config.k,
+            align_slots=self.config.align_slots,
+            cold_start=self.module_config.cold_start,
+            weighting=self.module_config.weighting,
         )
 
     # -- steps 1-5 and 6-7 ------------------------------------------------------------
@@ -96,9 +148,9 @@ class DEP(PersonalizationMethod):
     def dep_inputs(self, samples: Sequence[Sample]) -> DEPInputs:
         return self.embedders[samples[0].category](samples)
 
-    def soft_vectors(self, inputs: DEPInputs) -> tuple[torch.Tensor, torch.Tensor]:
-        """Aligned his and diff vectors, (B, K, H) each; differentiable for the trainer."""
-        return self.module.align(inputs)
+    def codes(self, inputs: DEPInputs) -> DEPOutput:
+        """Steps 6-7: aligned his and diff vectors (B, K, H) plus the SAE's losses."""
+        return self.module(inputs.his, inputs.diff, inputs.his_mask, inputs.diff_mask)
 
     # -- step 8 --------------------------------------------------------------------------
 
@@ -158,6 +210,9 @@ class DEP(PersonalizationMethod):
     def plan(self, sample: Sample, pool: DataPool):  # noqa: ANN201 - see PersonalizationMethod
         inputs = self.dep_inputs([sample])
         with torch.no_grad():
-            his, diff = self.soft_vectors(inputs)
-        return self.prompts([sample], pool, inputs, his, diff)[0]
+            out = self.codes(inputs)
+        return self.prompts([sample], pool, inputs, out.his, out.diff)[0]
         yield  # noqa: B901
+
+
+DEPLM = lm_eval_model_for(DEP)

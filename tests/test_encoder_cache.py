@@ -1,0 +1,174 @@
+"""DEP step 1 (dep_eval/dep/encoder.py): the embedded encoder and its on-disk cache.
+
+Real all-MiniLM-L6-v2 embeddings; a handful of short texts keeps these fast.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+from safetensors.numpy import load_file, save_file
+
+from dep_eval.dep import encoder as encoder_module
+from dep_eval.dep.encoder import CachedEncoder, default_cache_dir
+
+TEXTS = [
+    "Great dramatic lashes, easy to cut to fit.",
+    "This cream left my skin oily.",
+    "Thick nail files, very high end quality.",
+    "",  # empty review text still gets a vector
+    "Great dramatic lashes, easy to cut to fit.",  # duplicate
+]
+
+
+@pytest.fixture(scope="module")
+def reference() -> np.ndarray:
+    """The same texts, uncached."""
+    return CachedEncoder(use_cache=False).encode(TEXTS)
+
+
+def shards(folder: Path) -> list[Path]:
+    return sorted(folder.glob("shard-*.safetensors"))
+
+
+def test_second_run_encodes_nothing(tmp_path: Path, reference: np.ndarray) -> None:
+    first = CachedEncoder(cache_dir=tmp_path)
+    out = first.encode(TEXTS)
+    assert first.n_encoded == 4  # unique texts only
+    assert out.dtype == np.float32 and out.shape == (5, 384)
+    np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(out, reference, atol=1e-6)
+    assert np.array_equal(out[0], out[4])
+
+    second = CachedEncoder(cache_dir=tmp_path)
+    again = second.encode(list(reversed(TEXTS)))
+    assert second.n_encoded == 0 and second.n_cache_hits == 5
+    assert second._model is None  # a fully cached run never loads the model
+    np.testing.assert_array_equal(again, out[::-1])
+    # Only new texts are encoded and appended as a new shard.
+    more = second.encode(TEXTS + ["a brand new review"])
+    assert second.n_encoded == 1 and more.shape == (6, 384)
+    assert len(shards(first.cache_folder)) == 2
+    assert not list(first.cache_folder.glob(".tmp-*"))  # atomic writes leave no debris
+
+
+def test_cache_file_format_is_plain_safetensors(tmp_path: Path) -> None:
+    enc = CachedEncoder(cache_dir=tmp_path)
+    enc.encode(TEXTS[:2])
+    (shard,) = shards(enc.cache_folder)
+    from safetensors import safe_open
+
+    with safe_open(str(shard), framework="numpy") as handle:
+        header = handle.metadata()
+    assert header["magic"] == "dep-eval-embedding-cache"
+    assert header["encoder"] == enc.identity and header["dim"] == "384"
+    assert header["count"] == "2"
+    tensors = load_file(str(shard))
+    assert tensors["keys"].shape == (2, 16) and tensors["embeddings"].shape == (2, 384)
+
+
+def corrupt_truncate(shard: Path) -> None:
+    shard.write_bytes(shard.read_bytes()[:200])
+
+
+def corrupt_foreign(shard: Path) -> None:
+    tensors = load_file(str(shard))
+    save_file(tensors, str(shard), metadata={"magic": "something-else", "format": "1"})
+
+
+def corrupt_other_encoder(shard: Path) -> None:
+    tensors = load_file(str(shard))
+    meta = {"magic": "dep-eval-embedding-cache", "format": "1", "encoder": "BAAI/bge-m3"}
+    save_file(tensors, str(shard), metadata={**meta, "dim": "384", "count": "2"})
+
+
+def corrupt_wrong_dim(shard: Path, enc: CachedEncoder) -> None:
+    tensors = load_file(str(shard))
+    tensors["embeddings"] = tensors["embeddings"][:, :100].copy()
+    meta = {"magic": "dep-eval-embedding-cache", "format": "1", "encoder": enc.identity}
+    save_file(tensors, str(shard), metadata={**meta, "dim": "100", "count": "2"})
+
+
+def corrupt_count(shard: Path, enc: CachedEncoder) -> None:
+    tensors = load_file(str(shard))
+    meta = {"magic": "dep-eval-embedding-cache", "format": "1", "encoder": enc.identity}
+    save_file(tensors, str(shard), metadata={**meta, "dim": "384", "count": "3"})
+
+
+def corrupt_nan(shard: Path, enc: CachedEncoder) -> None:
+    tensors = load_file(str(shard))
+    tensors["embeddings"][0, 0] = np.nan
+    meta = {"magic": "dep-eval-embedding-cache", "format": "1", "encoder": enc.identity}
+    save_file(tensors, str(shard), metadata={**meta, "dim": "384", "count": "2"})
+
+
+@pytest.mark.parametrize(
+    ("corrupt", "message"),
+    [
+        (lambda s, e: corrupt_truncate(s), "unreadable"),
+        (lambda s, e: corrupt_foreign(s), "not a dep-eval embedding cache"),
+        (lambda s, e: corrupt_other_encoder(s), "written by encoder 'BAAI/bge-m3'"),
+        (corrupt_wrong_dim, "dim '100', expected 384"),
+        (corrupt_count, "disagree with header count 3"),
+        (corrupt_nan, "disagree with header"),
+    ],
+    ids=["truncated", "foreign", "other-encoder", "wrong-dim", "wrong-count", "nan"],
+)
+def test_untrusted_cache_is_reencoded(
+    tmp_path: Path, reference: np.ndarray, caplog: pytest.LogCaptureFixture, corrupt, message
+) -> None:
+    enc = CachedEncoder(cache_dir=tmp_path)
+    enc.encode(TEXTS[:2])
+    (shard,) = shards(enc.cache_folder)
+    corrupt(shard, enc)
+    fresh = CachedEncoder(cache_dir=tmp_path)
+    with caplog.at_level(logging.WARNING, logger="dep_eval.dep.encoder"):
+        out = fresh.encode(TEXTS[:2])
+    assert fresh.n_encoded == 2
+    assert message in caplog.text
+    np.testing.assert_allclose(out, reference[:2], atol=1e-6)
+
+
+def test_many_shards_are_compacted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(encoder_module, "MAX_SHARDS", 2)
+    enc = CachedEncoder(cache_dir=tmp_path)
+    for text in TEXTS[:4]:
+        enc.encode([text])
+    assert len(shards(enc.cache_folder)) == 4
+    reader = CachedEncoder(cache_dir=tmp_path)
+    out = reader.encode(TEXTS)
+    assert reader.n_encoded == 0 and len(shards(enc.cache_folder)) == 1
+    np.testing.assert_array_equal(out, enc.encode(TEXTS))
+
+
+def test_cache_location(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.delenv("DEP_EVAL_CACHE_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert default_cache_dir() == tmp_path / "xdg" / "dep-eval" / "embeddings"
+    monkeypatch.setenv("DEP_EVAL_CACHE_DIR", str(tmp_path / "mine"))
+    assert default_cache_dir() == tmp_path / "mine" / "embeddings"
+
+
+def test_identity_distinguishes_encoders(tmp_path: Path) -> None:
+    default = CachedEncoder(cache_dir=tmp_path)
+    assert default.identity.startswith("local:all-MiniLM-L6-v2@")
+    assert CachedEncoder("BAAI/bge-m3", cache_dir=tmp_path).identity == "BAAI/bge-m3"
+    assert CachedEncoder("BAAI/bge-m3", cache_dir=tmp_path).cache_folder != default.cache_folder
+    # The bare hub name of the default maps to the embedded copy, so no hub is needed.
+    assert CachedEncoder("sentence-transformers/all-MiniLM-L6-v2").path == default.path
+
+
+def test_configured_dim_must_match_model(tmp_path: Path) -> None:
+    enc = CachedEncoder(cache_dir=tmp_path, dim=1024, use_cache=False)
+    with pytest.raises(ValueError, match="produces 384-d embeddings but 1024"):
+        enc.encode(["x"])
+
+
+def test_empty_input(tmp_path: Path) -> None:
+    out = CachedEncoder(cache_dir=tmp_path).encode([])
+    assert out.shape == (0, 384) and out.dtype == np.float32
+    assert json.dumps(out.tolist()) == "[]"
