@@ -52,6 +52,13 @@ class PersonalizationMethod:
         return self.build_prompt(sample, pool)
         yield  # noqa: B901 - makes this a generator with no auxiliary calls
 
+    def end_run(self) -> None:
+        """Called once after every document of a run has its final prompt.
+
+        For what a method should say once per run rather than once per document, e.g.
+        DPL's count of samples whose data was too sparse for the method as specified.
+        """
+
     def build_prompt(self, sample: Sample, pool: DataPool) -> Prompt:
         raise NotImplementedError(f"{type(self).__name__} must implement build_prompt or plan")
 

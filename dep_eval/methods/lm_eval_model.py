@@ -108,6 +108,7 @@ class PersonalizedLM(LM):
             pending, asks = asks, {}
             for i in pending:
                 self._advance(i, plans[i], answers[i], asks, finals)
+        self.method.end_run()
         generations = self.llm.generate(
             finals,  # type: ignore[arg-type]
             [seed_for(settings.seed, sample.key) for sample in samples],
