@@ -18,6 +18,96 @@ COMMANDS = {
     "lm_eval": "run lm-eval's CLI with dep-eval's models and tasks registered",
 }
 
+TRAIN_EPILOG = """examples:
+  # the shipped checkpoint's recipe (embedded SmolLM2 + all-MiniLM-L6-v2, CPU)
+  dep-eval train --data-dir ../shared/data/amazon_beauty --category All_Beauty --output runs/beauty
+  # the paper's setting on GPUs (hub data, Qwen2.5-7B, bge-m3, bf16, data parallel)
+  accelerate launch -m dep_eval.cli train --pretrained Qwen/Qwen2.5-7B-Instruct \\
+      --encoder BAAI/bge-m3 --output runs/paper
+"""
+
+
+def add_train_parser(sub: argparse._SubParsersAction) -> None:
+    from dep_eval.train.trainer import PAPER_CATEGORIES, TrainConfig
+
+    defaults = TrainConfig(output="")
+    parser = sub.add_parser(
+        "train",
+        help="train DEP's SAE and aligners on a frozen LLM (METHOD.md step 9)",
+        description="Train DEP (LLM frozen; SAE + his/diff aligners learn). One checkpoint per "
+        "epoch in OUTPUT/epoch-N, the best by val METEOR copied to OUTPUT/best, every loss "
+        "component per optimizer step in OUTPUT/log.jsonl. Defaults are the paper's.",
+        epilog=TRAIN_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--output", required=True, help="run folder (created)")
+    parser.add_argument(
+        "--data-dir",
+        help="local data folder <dir>/<Category>/{train,val,test,meta}.jsonl; "
+        "default: $DEP_EVAL_DATA_DIR, else the hub's SnowCharmQ/DPL-main",
+    )
+    parser.add_argument(
+        "--category",
+        action="append",
+        dest="categories",
+        help=f"category to train on, repeatable (default: {', '.join(PAPER_CATEGORIES)})",
+    )
+    parser.add_argument(
+        "--pretrained", help="LLM (hub id or folder); default: the embedded SmolLM2-135M-Instruct"
+    )
+    parser.add_argument(
+        "--encoder", help="sentence-transformers encoder; default: the embedded all-MiniLM-L6-v2"
+    )
+    for name in (
+        "k",
+        "sae_dim",
+        "epochs",
+        "micro_batch_size",
+        "grad_accum",
+        "max_length",
+        "seed",
+        "val_rows",
+        "val_max_new_tokens",
+    ):
+        parser.add_argument(
+            f"--{name.replace('_', '-')}",
+            type=int,
+            default=getattr(defaults, name),
+            help=f"default: {getattr(defaults, name)}",
+        )
+    for name in ("lr", "weight_decay", "warmup_ratio"):
+        parser.add_argument(
+            f"--{name.replace('_', '-')}",
+            type=float,
+            default=getattr(defaults, name),
+            help=f"default: {getattr(defaults, name)}",
+        )
+    parser.add_argument(
+        "--all-rows", action="store_true", help="train on every row, not one per user"
+    )
+    parser.add_argument(
+        "--no-text",
+        dest="with_text",
+        action="store_false",
+        help="past reviews in the prompt carry only their slots, not their texts",
+    )
+    parser.add_argument("--device", help="cpu, cuda, ... (default: what accelerate picks)")
+    parser.add_argument(
+        "--dtype", default="auto", help="default: bfloat16 on GPUs, float32 on CPUs"
+    )
+    parser.add_argument(
+        "--resume", action="store_true", help="continue OUTPUT after its last complete epoch"
+    )
+
+
+def run_train(args: argparse.Namespace) -> None:
+    from dep_eval.train.trainer import PAPER_CATEGORIES, TrainConfig, train
+
+    values = {k: v for k, v in vars(args).items() if k != "command"}
+    values["categories"] = tuple(values["categories"] or PAPER_CATEGORIES)
+    best = train(TrainConfig(**values))
+    logging.getLogger("dep_eval").info("best checkpoint: %s", best)
+
 
 def run_lm_eval(argv: list[str]) -> None:
     import lm_eval.models
@@ -43,12 +133,13 @@ def main(argv: list[str] | None = None) -> None:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, help_text in COMMANDS.items():
         sub.add_parser(name, help=help_text, add_help=name != "lm_eval")
+    add_train_parser(sub)
     add_leaderboard_parser(sub)  # `leaderboard` and `plot` bring their own handler
     add_plot_parser(sub)
     if argv and argv[0] == "lm_eval":
         run_lm_eval(argv[1:])
         return
-    args, _ = parser.parse_known_args(argv)
+    args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         raise SystemExit(2)
@@ -57,6 +148,7 @@ def main(argv: list[str] | None = None) -> None:
     if handler is not None:
         handler(args)
         return
+    {"train": run_train}[args.command](args)
 
 
 if __name__ == "__main__":

@@ -36,14 +36,14 @@ def item_lines(title: str, description: str) -> list[str]:
     return lines
 
 
-def past_review_block(index: int, review: Review, pool: DataPool, slots: str = "") -> str:
+def past_review_block(
+    index: int, review: Review, pool: DataPool, slots: str = "", with_text: bool = True
+) -> str:
     item = pool.item(review.asin)
     lines = [f"Past review {index}:", *item_lines(item.title, item.description)]
-    lines += [
-        f"Rating: {review.rating:g}",
-        f"Title: {review.title}",
-        f"Review: {_clip(review.text, MAX_REVIEW_CHARS)}",
-    ]
+    lines.append(f"Rating: {review.rating:g}")
+    if with_text:
+        lines += [f"Title: {review.title}", f"Review: {_clip(review.text, MAX_REVIEW_CHARS)}"]
     if slots:
         lines.append(slots)
     return "\n".join(lines)
@@ -56,11 +56,13 @@ def review_messages(
     slots: Sequence[str] = (),
     notes: str = "",
     system: str = SYSTEM,
+    with_text: bool = True,
 ) -> list[dict[str, str]]:
     """Chat messages for writing ``sample``'s review.
 
     ``past`` are profile reviews shown as text; ``slots[i]`` (if given) is appended to past
-    review i (DEP's slot tokens); ``notes`` is extra text such as a PAG/DPL summary.
+    review i (DEP's slot tokens); ``notes`` is extra text such as a PAG/DPL summary;
+    ``with_text=False`` leaves out past reviews' titles and texts (DEP's ablation).
     """
     parts = [
         "\n".join(
@@ -69,7 +71,7 @@ def review_messages(
     ]
     if past:
         blocks = [
-            past_review_block(i + 1, review, pool, slots[i] if i < len(slots) else "")
+            past_review_block(i + 1, review, pool, slots[i] if i < len(slots) else "", with_text)
             for i, review in enumerate(past)
         ]
         parts.append("The user's past reviews:\n\n" + "\n\n".join(blocks))

@@ -19,3 +19,17 @@ def shared_data_dir() -> Path:
     if not SHARED_DATA_DIR.is_dir():
         pytest.skip(f"shared development data not found at {SHARED_DATA_DIR}")
     return SHARED_DATA_DIR
+
+
+@pytest.fixture(scope="session")
+def beauty_dir(shared_data_dir: Path) -> Path:
+    """The shared All_Beauty data folder (``<dir>/All_Beauty/{train,val,test,meta}.jsonl``)."""
+    return shared_data_dir / "amazon_beauty"
+
+
+@pytest.fixture(scope="session")
+def llm():
+    """The embedded SmolLM2-135M-Instruct, loaded once for the whole session."""
+    from dep_eval.llm import CausalLM
+
+    return CausalLM(device="cpu")

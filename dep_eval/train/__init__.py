@@ -1,0 +1,5 @@
+"""Training DEP's SAE and aligners on a frozen LLM (METHOD.md step 9)."""
+
+from dep_eval.train.trainer import TrainConfig, train
+
+__all__ = ["TrainConfig", "train"]

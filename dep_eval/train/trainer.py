@@ -1,0 +1,411 @@
+"""DEP's trainer: METHOD.md step 9.
+
+The LLM is frozen; only the SAE and both aligners learn, with
+
+    loss = LM loss on the target text (+ EOS) + 100 * (reconstruction + 1e-3 * KL)
+
+AdamW with linear warm-up and decay, gradient accumulation, one checkpoint per epoch
+(written atomically; ``resume`` continues from the last complete epoch exactly, since each
+epoch's data order comes from ``seed`` and the epoch number alone), and selection of the best
+epoch by METEOR of generated reviews on the val split, copied to ``best/``. Every optimizer
+step's loss components go to ``log.jsonl``.
+
+The same code runs on a laptop CPU (the embedded SmolLM2) and on GPUs: ``accelerate`` takes
+care of devices, bf16 and multi-GPU data parallelism (``accelerate launch -m dep_eval.cli
+train ...``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import random
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from dep_eval.data.records import Sample
+from dep_eval.llm import CausalLM, GenerationSettings
+
+logger = logging.getLogger(__name__)
+
+PAPER_CATEGORIES = ("Books", "Movies_and_TV", "CDs_and_Vinyl")
+
+
+@dataclass
+class TrainConfig:
+    output: str
+    data_dir: str | None = None  # None: the hub's SnowCharmQ/DPL-main
+    categories: tuple[str, ...] = PAPER_CATEGORIES
+    pretrained: str | None = None  # None: the embedded SmolLM2-135M-Instruct
+    encoder: str | None = None  # None: the embedded all-MiniLM-L6-v2
+    k: int = 8
+    sae_dim: int = 512
+    epochs: int = 5
+    lr: float = 1e-5
+    weight_decay: float = 0.025
+    warmup_ratio: float = 0.01
+    micro_batch_size: int = 1
+    grad_accum: int = 16  # effective batch = micro_batch_size * grad_accum * processes
+    max_length: int = 3072
+    seed: int = 42
+    all_rows: bool = False  # default: one row per user, the one with the longest profile
+    with_text: bool = True
+    align_slots: bool = True
+    val_rows: int = 512
+    val_max_new_tokens: int = 256
+    device: str | None = None
+    dtype: str = "auto"
+    resume: bool = False
+    extra: dict = field(default_factory=dict)
+
+
+def select_rows(samples: list[Sample], all_rows: bool) -> list[Sample]:
+    """One training row per user (the longest profile), as the reference does, or all."""
+    if all_rows:
+        return samples
+    best: dict[tuple[str, str], Sample] = {}
+    for sample in samples:
+        key = (sample.category, sample.user_id)
+        if key not in best or len(sample.profile) > len(best[key].profile):
+            best[key] = sample
+    return list(best.values())
+
+
+def _atomic_json(path: Path, data: object) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2))
+    os.replace(tmp, path)
+
+
+class Trainer:
+    def __init__(self, config: TrainConfig) -> None:
+        from accelerate import Accelerator
+
+        from dep_eval.data.loaders import load_pool, load_split, resolve_source
+        from dep_eval.dep.encoder import CachedEncoder
+        from dep_eval.dep.method import DEP, DEPConfigArgs
+        from dep_eval.dep.module import DEPConfig, DEPModule
+
+        self.config = config
+        self.output = Path(config.output)
+        self.output.mkdir(parents=True, exist_ok=True)
+        self.accelerator = Accelerator(
+            gradient_accumulation_steps=config.grad_accum,
+            cpu=config.device == "cpu",
+            mixed_precision="bf16"
+            if torch.cuda.is_available() and config.dtype in ("auto", "bfloat16")
+            else "no",
+        )
+        torch.manual_seed(config.seed)
+        source = resolve_source({"data_dir": config.data_dir} if config.data_dir else None)
+        self.llm = CausalLM(
+            config.pretrained,
+            device=str(self.accelerator.device),
+            dtype="float32" if not torch.cuda.is_available() else config.dtype,
+        )
+        encoder = CachedEncoder(config.encoder)
+        module_config = DEPConfig(
+            encoder_name=encoder.name,
+            encoder_dim=encoder.dim,
+            sae_dim=config.sae_dim,
+            llm_name=self.llm.name,
+            llm_hidden_size=self.llm.hidden_size,
+            k=config.k,
+        )
+        self.module = DEPModule(module_config)
+        args = DEPConfigArgs(
+            k=config.k,
+            with_text=config.with_text,
+            align_slots=config.align_slots,
+            max_prompt_tokens=config.max_length,
+        )
+        self.module.to(self.accelerator.device)
+        self.dep = DEP(args, self.llm, module=self.module)
+        self.dep.encoder = encoder
+        self.pools = {}
+        self.train_rows: list[Sample] = []
+        self.val_rows: list[Sample] = []
+        for category in config.categories:
+            self.pools[category] = load_pool(source, category)
+            self.dep.setup(self.pools[category])
+            self.train_rows += select_rows(load_split(source, category, "train"), config.all_rows)
+            self.val_rows += load_split(source, category, "val")
+        random.Random(config.seed).shuffle(self.val_rows)
+        self.val_rows = self.val_rows[: config.val_rows]
+        self.steps_per_epoch = math.ceil(
+            len(self.train_rows) / (config.micro_batch_size * config.grad_accum)
+        )
+        total = self.steps_per_epoch * config.epochs
+        self.optimizer = torch.optim.AdamW(
+            self.module.parameters(), lr=config.lr, weight_decay=config.weight_decay
+        )
+        warmup = max(1, round(config.warmup_ratio * total))
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer,
+            lambda step: min(
+                (step + 1) / warmup, max(0.0, (total - step) / max(1, total - warmup))
+            ),
+        )
+        self.module, self.optimizer = self.accelerator.prepare(self.module, self.optimizer)
+
+    # -- one micro-batch --------------------------------------------------------------
+
+    def losses(self, batch: list[Sample]) -> dict[str, torch.Tensor]:
+        """LM, reconstruction and KL losses of a micro-batch (one category)."""
+        inputs = self.dep.dep_inputs(batch)
+        out = self.module(inputs.his, inputs.diff, inputs.his_mask, inputs.diff_mask)
+        prompts = self.dep.prompts(batch, self.pools[batch[0].category], inputs, out.his, out.diff)
+        tokenizer = self.llm.tokenizer
+        rows, labels = [], []
+        for prompt, sample in zip(prompts, batch, strict=True):
+            prompt_ids = self.llm.tokenize(prompt)
+            target_ids = tokenizer(sample.target.text, add_special_tokens=False)["input_ids"]
+            target_ids = target_ids[: max(1, self.config.max_length - len(prompt_ids) - 1)]
+            target_ids.append(tokenizer.eos_token_id)
+            rows.append(prompt_ids + target_ids)
+            labels.append([-100] * len(prompt_ids) + target_ids)
+        width = max(map(len, rows))
+        device = self.accelerator.device
+        pad = self.llm.pad_id
+        ids = torch.tensor([r + [pad] * (width - len(r)) for r in rows], device=device)
+        mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows], device=device)
+        label_ids = torch.tensor(
+            [lab + [-100] * (width - len(lab)) for lab in labels], device=device
+        )
+        embeds = self.llm.embed(ids, [p.soft_vectors for p in prompts])
+        lm_loss = self.llm.model(inputs_embeds=embeds, attention_mask=mask, labels=label_ids).loss
+        # step 9: LM loss + 100 * (reconstruction + 1e-3 * KL); the weights live in DEPConfig
+        return {
+            "loss": lm_loss + out.aux_loss,
+            "lm": lm_loss,
+            "reconstruction": out.recon_loss,
+            "kl": out.kl_loss,
+        }
+
+    def batches(self, epoch: int) -> list[list[Sample]]:
+        """Micro-batches of one category each, in an order fixed by (seed, epoch)."""
+        rows = list(self.train_rows)
+        random.Random(f"{self.config.seed}/{epoch}").shuffle(rows)
+        size = self.config.micro_batch_size
+        by_category: dict[str, list[Sample]] = {}
+        for row in rows:
+            by_category.setdefault(row.category, []).append(row)
+        batches = [
+            group[i : i + size]
+            for group in by_category.values()
+            for i in range(0, len(group), size)
+        ]
+        random.Random(f"{self.config.seed}/{epoch}/batches").shuffle(batches)
+        return batches
+
+    # -- the loop -----------------------------------------------------------------------
+
+    def run(self) -> Path:
+        start_epoch = self._resume() if self.config.resume else 0
+        log_path = self.output / "log.jsonl"
+        step = start_epoch * self.steps_per_epoch
+        for epoch in range(start_epoch, self.config.epochs):
+            self.module.train()
+            sums: dict[str, float] = {}
+            batches = self.batches(epoch)
+            bar = tqdm(
+                batches,
+                desc=f"epoch {epoch + 1}/{self.config.epochs}",
+                disable=not self.accelerator.is_main_process,
+            )
+            started = time.perf_counter()
+            for micro, batch in enumerate(bar, 1):
+                with self.accelerator.accumulate(self.module):
+                    losses = self.losses(batch)
+                    self.accelerator.backward(losses["loss"])
+                    self.optimizer.step()
+                    self.scheduler.step() if self.accelerator.sync_gradients else None
+                    self.optimizer.zero_grad()
+                for name, value in losses.items():
+                    sums[name] = sums.get(name, 0.0) + float(value.detach())
+                if self.accelerator.sync_gradients or micro == len(batches):
+                    step += 1
+                    record = {
+                        "epoch": epoch + 1,
+                        "step": step,
+                        "lr": self.scheduler.get_last_lr()[0],
+                        "samples": micro * self.config.micro_batch_size,
+                        "seconds": round(time.perf_counter() - started, 2),
+                        **{name: value / micro for name, value in sums.items()},
+                    }
+                    if self.accelerator.is_main_process:
+                        with log_path.open("a") as log:
+                            log.write(json.dumps(record) + "\n")
+                    bar.set_postfix(lm=f"{record['lm']:.3f}", rec=f"{record['reconstruction']:.4f}")
+            self._save_epoch(epoch + 1)
+        return self._select_best()
+
+    # -- checkpoints, resume, selection ----------------------------------------------------
+
+    def _save_epoch(self, epoch: int) -> None:
+        from dep_eval.dep.checkpoint import save_checkpoint
+
+        if not self.accelerator.is_main_process:
+            return
+        module = self.accelerator.unwrap_model(self.module)
+        folder = self.output / f"epoch-{epoch}"
+        save_checkpoint(module, folder)
+        state = {
+            "epoch": epoch,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+        }
+        _save_trainer_state(state, self.output / f"trainer-state-{epoch}.safetensors")
+        _atomic_json(self.output / "train_config.json", dataclasses.asdict(self.config))
+
+    def _resume(self) -> int:
+        done = sorted(
+            int(p.name.split("-")[1])
+            for p in self.output.glob("epoch-*")
+            if (self.output / f"trainer-state-{p.name.split('-')[1]}.safetensors").exists()
+        )
+        if not done:
+            logger.info("Nothing to resume in %s: starting from epoch 1", self.output)
+            return 0
+        epoch = done[-1]
+        _load_weights_into(
+            self.accelerator.unwrap_model(self.module), self.output / f"epoch-{epoch}"
+        )
+        state = _load_trainer_state(self.output / f"trainer-state-{epoch}.safetensors")
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        # drop log lines of a partial epoch, so the log reads as one uninterrupted run
+        log_path = self.output / "log.jsonl"
+        if log_path.exists():
+            kept = [
+                line
+                for line in log_path.read_text().splitlines()
+                if json.loads(line)["epoch"] <= epoch
+            ]
+            tmp = log_path.with_suffix(".tmp")
+            tmp.write_text("".join(line + "\n" for line in kept))
+            os.replace(tmp, log_path)
+        logger.info("Resuming %s after epoch %d", self.output, epoch)
+        return epoch
+
+    def validate(self, folder: Path) -> float:
+        """METEOR of reviews generated on the val rows with the checkpoint in ``folder``."""
+        from dep_eval.metrics.lexical import meteor
+
+        module = self.accelerator.unwrap_model(self.module)
+        _load_weights_into(module, folder)
+        module.eval()
+        settings = GenerationSettings(
+            max_new_tokens=self.config.val_max_new_tokens, seed=self.config.seed
+        )
+        predictions = []
+        with torch.no_grad():
+            for category in self.config.categories:
+                rows = [s for s in self.val_rows if s.category == category]
+                if not rows:
+                    continue
+                inputs = self.dep.dep_inputs(rows)
+                out = self.dep.codes(inputs)
+                prompts = self.dep.prompts(rows, self.pools[category], inputs, out.his, out.diff)
+                from dep_eval.llm import seed_for
+
+                generations = self.llm.generate(
+                    prompts,
+                    [seed_for(settings.seed, s.key) for s in rows],
+                    settings,
+                    batch_size=8,
+                    progress=f"validating {folder.name}",
+                )
+                predictions += list(
+                    zip([g.text for g in generations], [s.target.text for s in rows])
+                )
+        return meteor([p for p, _ in predictions], [r for _, r in predictions])
+
+    def _select_best(self) -> Path:
+        scores = {}
+        for epoch in range(1, self.config.epochs + 1):
+            folder = self.output / f"epoch-{epoch}"
+            scores[epoch] = self.validate(folder)
+            logger.info("epoch %d: val METEOR %.4f", epoch, scores[epoch])
+        best = max(scores, key=lambda e: (scores[e], -e))
+        target = self.output / "best"
+        staging = self.output / ".best.tmp"
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.copytree(self.output / f"epoch-{best}", staging)
+        shutil.rmtree(target, ignore_errors=True)
+        os.replace(staging, target)
+        _atomic_json(
+            self.output / "selection.json",
+            {
+                "metric": "meteor",
+                "scores": scores,
+                "best_epoch": best,
+                "val_rows": len(self.val_rows),
+            },
+        )
+        return target
+
+
+def _load_weights_into(module: torch.nn.Module, folder: Path) -> None:
+    from dep_eval.dep.checkpoint import load_checkpoint
+
+    module.load_state_dict(
+        load_checkpoint(folder, device=next(module.parameters()).device).state_dict()
+    )
+
+
+def _save_trainer_state(state: dict, path: Path) -> None:
+    """Optimizer and scheduler state as safetensors (tensors) + JSON (the rest): no pickle."""
+    from safetensors.torch import save_file
+
+    tensors: dict[str, torch.Tensor] = {}
+
+    def strip(obj: object, prefix: str) -> object:
+        if isinstance(obj, torch.Tensor):
+            tensors[prefix] = obj.detach().cpu().contiguous()
+            return {"__tensor__": prefix}
+        if isinstance(obj, dict):
+            return {str(k): strip(v, f"{prefix}.{k}") for k, v in obj.items()}
+        if isinstance(obj, (list, tuple)):
+            return [strip(v, f"{prefix}.{i}") for i, v in enumerate(obj)]
+        return obj
+
+    skeleton = strip(state, "state")
+    tmp = path.with_suffix(".tmp")
+    save_file(tensors, str(tmp), metadata={"skeleton": json.dumps(skeleton)})
+    os.replace(tmp, path)
+
+
+def _load_trainer_state(path: Path) -> dict:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as handle:
+        skeleton = json.loads(handle.metadata()["skeleton"])
+        tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118
+
+    def fill(obj: object) -> object:
+        if isinstance(obj, dict):
+            if set(obj) == {"__tensor__"}:
+                return tensors[obj["__tensor__"]]
+            return {k: fill(v) for k, v in obj.items()}
+        if isinstance(obj, list):
+            return [fill(v) for v in obj]
+        return obj
+
+    state = fill(skeleton)
+    # optimizer state is keyed by parameter index (int) in torch
+    state["optimizer"]["state"] = {int(k): v for k, v in state["optimizer"]["state"].items()}
+    return state
+
+
+def train(config: TrainConfig) -> Path:
+    """Train DEP; returns the folder of the best checkpoint."""
+    return Trainer(config).run()
