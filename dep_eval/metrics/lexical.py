@@ -11,7 +11,10 @@ category. What those defaults amount to, and what is done here:
   to unseeded resampling noise; the plain mean is reported here so results reproduce.
 - METEOR: nltk's ``single_meteor_score(reference_tokens, prediction_tokens)`` with its
   defaults (alpha 0.9, beta 3, gamma 0.5, lower-casing, Porter stems, WordNet 3.0 synonyms),
-  averaged over pairs; tokens from ``dep_eval.metrics.tokenize``.
+  averaged over pairs; tokens from ``dep_eval.metrics.tokenize``. nltk's own function is
+  used because its quirks are part of the reference numbers: e.g. WordNet synonyms are
+  looked up for the Porter STEMS left after exact and stem matching ("movie" -> "movi"
+  finds no synset, so movie/film never match, while car/auto do).
 - BLEU: sacrebleu's corpus BLEU (one reference per prediction, default 13a tokenizer,
   exponential smoothing), on the 0-100 scale. Corpus-level: n-gram counts are pooled over
   all pairs before the precisions are taken, so it is NOT a mean of sentence BLEUs.
