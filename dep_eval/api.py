@@ -1,0 +1,71 @@
+"""The public API for personalization methods, including third-party ones.
+
+A method is a ``PersonalizationMethod`` subclass; ``lm_eval_model_for`` turns it into an
+lm-eval model class, which a package declares as an ``lm_eval.models`` entry point::
+
+    # my_pkg/__init__.py
+    import dataclasses
+
+    from dep_eval.api import (
+        MethodConfig, PersonalizationMethod, Prompt, lm_eval_model_for, review_messages,
+    )
+
+    @dataclasses.dataclass
+    class MyConfig(MethodConfig):
+        n_recent: int = 1  # every field is a --model_args argument
+
+    class MyMethod(PersonalizationMethod):
+        name = "my_method"
+        Config = MyConfig
+
+        def build_prompt(self, sample, pool):
+            recent = list(reversed(sample.profile))[: self.config.n_recent]
+            return Prompt(review_messages(sample, pool, recent))
+
+    MyMethodLM = lm_eval_model_for(MyMethod)
+
+    # pyproject.toml
+    [project.entry-points."lm_eval.models"]
+    my_method = "my_pkg:MyMethodLM"
+
+After ``pip install``, ``lm_eval --model my_method --tasks amazon_review_personalized ...``
+runs it (dep-eval's start-up hook reads the entry points; ``dep-eval lm_eval ...`` works
+without the hook). A method that needs LLM calls before the final one overrides ``plan``
+instead of ``build_prompt``: it yields lists of ``Prompt``s, receives their texts, and
+returns the final ``Prompt``; those calls are batched across documents and cached on disk.
+See docs/plugins.md and examples/my_method_plugin.
+
+This module imports torch and lm-eval: import it from method code, never from a package's
+``__init__`` that runs at interpreter start-up (``dep_eval/__init__.py`` stays light for
+that reason).
+"""
+
+from __future__ import annotations
+
+from dep_eval.baselines.rag import retrieve
+from dep_eval.data.pool import DataPool
+from dep_eval.data.records import Item, Review, Sample
+from dep_eval.llm import CausalLM, Prompt
+from dep_eval.methods.base import MethodConfig, PersonalizationMethod, Plan
+from dep_eval.methods.lm_eval_model import PersonalizedLM, lm_eval_model_for
+from dep_eval.prompts import SYSTEM, fit_prompt, item_lines, past_review_block, review_messages
+
+__all__ = [
+    "SYSTEM",
+    "CausalLM",
+    "DataPool",
+    "Item",
+    "MethodConfig",
+    "PersonalizationMethod",
+    "PersonalizedLM",
+    "Plan",
+    "Prompt",
+    "Review",
+    "Sample",
+    "fit_prompt",
+    "item_lines",
+    "lm_eval_model_for",
+    "past_review_block",
+    "retrieve",
+    "review_messages",
+]
