@@ -59,25 +59,31 @@ def test_fixed_tasks_pin_category_and_split_in_dataset_kwargs() -> None:
 
 
 @pytest.fixture
-def books_dir(shared_data_dir: Path, tmp_path: Path) -> Path:
-    """A tiny ``Books`` category made from the first rows of the real All_Beauty data."""
+def paper_dir(shared_data_dir: Path, tmp_path: Path) -> Path:
+    """Tiny stand-ins for the paper's three categories, made from the first rows of the real
+    All_Beauty data (category renamed), in the local layout."""
     source = shared_data_dir / "amazon_beauty" / "All_Beauty"
-    target = tmp_path / "Books"
-    target.mkdir()
-    for split in ("train", "val", "test"):
-        lines = source.joinpath(f"{split}.jsonl").read_text().splitlines()[:4]
-        rows = [{**json.loads(line), "category": "Books"} for line in lines]
-        target.joinpath(f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    target.joinpath("meta.jsonl").write_text(source.joinpath("meta.jsonl").read_text())
+    for category in CATEGORIES.values():
+        target = tmp_path / category
+        target.mkdir()
+        for split in ("train", "val", "test"):
+            lines = source.joinpath(f"{split}.jsonl").read_text().splitlines()[:4]
+            rows = [{**json.loads(line), "category": category} for line in lines]
+            text = "".join(json.dumps(row) + "\n" for row in rows)
+            target.joinpath(f"{split}.jsonl").write_text(text)
+        target.joinpath("meta.jsonl").write_text(source.joinpath("meta.jsonl").read_text())
     return tmp_path
 
 
-def test_books_val_task_reads_its_pinned_category_and_split(books_dir: Path) -> None:
-    loaded = _task_manager(data_dir=str(books_dir)).load(["amazon_review_personalized_books_val"])
-    (task,) = loaded["tasks"].values() if isinstance(loaded["tasks"], dict) else loaded["tasks"]
-    docs = list(task.test_docs())
-    assert len(docs) == 4
-    assert {(doc["category"], doc["split"]) for doc in docs} == {("Books", "val")}
+def test_val_group_tasks_read_their_pinned_category_and_split(paper_dir: Path) -> None:
+    loaded = _task_manager(data_dir=str(paper_dir)).load(["amazon_review_personalized_val"])
+    tasks = loaded["tasks"]
+    assert set(tasks) == {f"amazon_review_personalized_{short}_val" for short in CATEGORIES}
+    for name, task in tasks.items():
+        category = CATEGORIES[name.removeprefix("amazon_review_personalized_")[: -len("_val")]]
+        docs = list(task.test_docs())
+        assert len(docs) == 4
+        assert {(doc["category"], doc["split"]) for doc in docs} == {(category, "val")}
 
 
 def test_custom_task_reads_metadata(shared_data_dir: Path) -> None:
