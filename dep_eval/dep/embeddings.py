@@ -45,6 +45,7 @@ from typing import Literal
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from dep_eval.data.pool import DataPool
 from dep_eval.data.records import Sample
@@ -81,6 +82,8 @@ class PoolEmbeddings:
     review_user: torch.Tensor  # (N,) user of each flat review
     emb: torch.Tensor  # (N, d) step 1: e[r, j], float32, rows L2-normalised
     user_mean: torch.Tensor  # (U, d) step 2: m[r]
+    user_mean64: torch.Tensor  # (U, d) m[r] in float64, for step 4's distances
+    user_mean_sq: torch.Tensor  # (U,) |m[r]|^2, float64
     item_index: dict[str, int]  # asin -> item id
     item_ptr: torch.Tensor  # (A+1,) CSR: reviews of item a are item_reviews[ptr[a]:ptr[a+1]]
     item_reviews: torch.Tensor  # (N,) flat review ids grouped by item
@@ -106,20 +109,14 @@ class PoolEmbeddings:
         offsets[1:] = torch.cumsum(lengths, 0)
         review_user = torch.repeat_interleave(torch.arange(len(users)), lengths)
 
-        # Step 2 for the pool: m[r] = mean_j e[r, j] (a segment mean).
-        user_mean = torch.zeros(len(users), emb.shape[1], dtype=torch.float32)
-        user_mean.index_add_(0, review_user, emb)
-        user_mean /= lengths.clamp(min=1).unsqueeze(1).to(torch.float32)
+        # Step 2 for the pool: m[r] = mean_j e[r, j] (a segment mean over contiguous rows).
+        user_mean = _segment_mean(emb, offsets[:-1])
 
-        item_index: dict[str, int] = {}
-        review_item = torch.tensor(
-            [
-                item_index.setdefault(review.asin, len(item_index))
-                for reviews in pool.reviews.values()
-                for review in reviews
-            ],
-            dtype=torch.long,
-        )
+        # Item ids from one sort of the asin strings (not a dict insert per review).
+        asins = np.array([review.asin for reviews in pool.reviews.values() for review in reviews])
+        unique_asins, inverse = np.unique(asins, return_inverse=True)
+        item_index = {asin: i for i, asin in enumerate(unique_asins.tolist())}
+        review_item = torch.from_numpy(inverse.reshape(-1).astype(np.int64))
         n_items = len(item_index)
         # A stable sort keeps each item's reviews in flat order, which makes the peer sums
         # deterministic.
@@ -136,6 +133,8 @@ class PoolEmbeddings:
             review_user=review_user,
             emb=emb,
             user_mean=user_mean,
+            user_mean64=user_mean.double(),
+            user_mean_sq=user_mean.double().square().sum(dim=1),
             item_index=item_index,
             item_ptr=item_ptr,
             item_reviews=item_reviews,
@@ -223,10 +222,8 @@ def build_dep_inputs(
         [pool_emb.user_index.get(sample.user_id, -1) for sample in samples], dtype=torch.long
     )
 
-    # Step 2: m[u] = mean over the sample's own profile.
-    user_mean = torch.zeros(n_samples, d, dtype=torch.float32)
-    user_mean.index_add_(0, prof_sample, profile_emb)
-    user_mean /= lengths.clamp(min=1).unsqueeze(1).to(torch.float32)
+    # Step 2: m[u] = mean over the sample's own profile (zero for an empty profile).
+    user_mean = _segment_mean(profile_emb, seg_start)
 
     # Step 3: how many OTHER pool users reviewed each profile review's item: all of the
     # item's pool reviews minus the sample user's own ones.
@@ -263,22 +260,22 @@ def build_dep_inputs(
         pool_emb, kept, prof_item, prof_sample, sample_user, profile_emb, user_mean, weighting
     )
 
-    # Scatter into (B, k, d) slots. Step 5: his[j] = e[u, j].
-    his = torch.zeros(n_samples, k, d, dtype=torch.float32)
-    diff = torch.zeros(n_samples, k, d, dtype=torch.float32)
-    his_mask = torch.zeros(n_samples, k, dtype=torch.bool)
-    diff_mask = torch.zeros(n_samples, k, dtype=torch.bool)
-    slot_review = torch.full((n_samples, k), -1, dtype=torch.long)
-    slot_peers = torch.zeros(n_samples, k, dtype=torch.long)
+    # Into (B, k) slots. Step 5: his[j] = e[u, j]. Each (B, k, d) output is ONE gather from
+    # a table whose row 0 is the zero vector (absent slots point there): cheaper than
+    # zero-filling and scattering.
     filled = torch.nonzero(in_slot | his_only).squeeze(1)
-    b_f, s_f = prof_sample[filled], slot[filled]
-    his[b_f, s_f] = profile_emb[filled]
-    his_mask[b_f, s_f] = True
-    slot_review[b_f, s_f] = prof_pos[filled]
-    slot_peers[b_f, s_f] = n_peers[filled]
-    b_k, s_k = prof_sample[kept], slot[kept]
-    diff[b_k, s_k] = diff_rows
-    diff_mask[b_k, s_k] = True
+    flat_f = prof_sample[filled] * k + slot[filled]
+    his_src = torch.zeros(n_samples * k, dtype=torch.long)
+    his_src[flat_f] = filled + 1
+    diff_src = torch.zeros(n_samples * k, dtype=torch.long)
+    diff_src[prof_sample[kept] * k + slot[kept]] = torch.arange(1, kept.numel() + 1)
+    his_mask = (his_src > 0).view(n_samples, k)
+    diff_mask = (diff_src > 0).view(n_samples, k)
+    his = _gather_or_zero(profile_emb, his_src).view(n_samples, k, d)
+    diff = _gather_or_zero(diff_rows, diff_src).view(n_samples, k, d)
+    # The same trick for the integer facts: position -1 / 0 peers where absent.
+    slot_review = torch.cat([torch.tensor([-1]), prof_pos])[his_src].view(n_samples, k)
+    slot_peers = torch.cat([torch.tensor([0]), n_peers])[his_src].view(n_samples, k)
 
     shown = _shown_reviews(slot_review, lengths, k, align_slots)
     return DEPInputs(
@@ -291,6 +288,24 @@ def build_dep_inputs(
         shown=shown,
         user_mean=user_mean,
     )
+
+
+def _segment_mean(rows: torch.Tensor, starts: torch.Tensor) -> torch.Tensor:
+    """Mean of each run of consecutive ``rows`` beginning at ``starts`` (zero if empty); one
+    fused embedding_bag instead of a scatter."""
+    if starts.numel() == 0:
+        return rows.new_zeros(0, rows.shape[1])
+    if rows.shape[0] == 0:
+        return rows.new_zeros(starts.numel(), rows.shape[1])
+    return F.embedding_bag(torch.arange(rows.shape[0]), rows, starts, mode="mean")
+
+
+def _gather_or_zero(rows: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
+    """``rows[source - 1]``, and a zero row where ``source == 0``."""
+    if rows.shape[0] == 0:
+        return rows.new_zeros(source.numel(), rows.shape[1])
+    out = rows[(source - 1).clamp(min=0)]
+    return out.mul_((source > 0).unsqueeze(1).to(out.dtype))
 
 
 def _own_review_counts(
@@ -332,7 +347,7 @@ def _difference_embeddings(
     ]
     peer_user = pool_emb.review_user[member]
     sample = prof_sample[kept][pair_q]
-    is_peer = peer_user != sample_user[sample]
+    is_peer = torch.nonzero(peer_user != sample_user[sample]).squeeze(1)
     pair_q, member, peer_user, sample = (
         pair_q[is_peer],
         member[is_peer],
@@ -344,9 +359,10 @@ def _difference_embeddings(
     if weighting == "uniform":
         weight = torch.ones(pair_q.numel(), dtype=torch.float64)
     else:
-        # a[r] = ||m[u] - m[r]||_2, in float64 so that the near-uniform weights are exact.
-        gap = user_mean[sample].double() - pool_emb.user_mean[peer_user].double()
-        a = torch.linalg.vector_norm(gap, dim=1)
+        # a[r] = ||m[u] - m[r]||_2 for every (q, r) pair.
+        a = _pair_distances(
+            user_mean.double(), sample, pool_emb.user_mean64, pool_emb.user_mean_sq, peer_user
+        )
         a_sum = torch.zeros(n_kept, dtype=torch.float64).index_add_(0, pair_q, a)
         # a = a / sum(a); sum(a) == 0 means every peer's mean equals the user's: no peer is
         # more different than another, so all weights are equal (a := 0).
@@ -357,18 +373,52 @@ def _difference_embeddings(
     weight_sum = torch.zeros(n_kept, dtype=torch.float64).index_add_(0, pair_q, weight)
     w = (weight / weight_sum[pair_q]).to(torch.float32)
 
-    # diff = sum_r w[r] (e[u, j] - e[r, j]) = e[u, j] - sum_r w[r] e[r, j] since sum_r w = 1;
-    # the weighted peer sum is one sparse (q x pool review) product, no (pairs x d) copy.
-    crow = torch.zeros(n_kept + 1, dtype=torch.long)
-    crow[1:] = torch.cumsum(torch.bincount(pair_q, minlength=n_kept), 0)
-    with warnings.catch_warnings():
-        # torch flags sparse CSR as "beta"; sparse @ dense on CPU is all that is used here.
-        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
-        weights = torch.sparse_csr_tensor(
-            crow, member, w, size=(n_kept, pool_emb.emb.shape[0]), check_invariants=False
-        )  # valid by construction: rows from a cumsum, columns ascending within each item
-    peer_mix = torch.sparse.mm(weights, pool_emb.emb) if member.numel() else torch.zeros(n_kept, d)
+    # diff = sum_r w[r] (e[u, j] - e[r, j]) = e[u, j] - sum_r w[r] e[r, j] since sum_r w = 1.
+    # The weighted peer sums are one embedding_bag (a fused gather + weighted segment sum:
+    # pairs are contiguous per q), so no (pairs x d) copy is ever made.
+    offsets = torch.cumsum(torch.bincount(pair_q, minlength=n_kept), 0)
+    offsets = torch.cat([offsets.new_zeros(1), offsets[:-1]])
+    peer_mix = F.embedding_bag(member, pool_emb.emb, offsets, mode="sum", per_sample_weights=w)
     return profile_emb[kept] - peer_mix
+
+
+def _pair_distances(
+    left64: torch.Tensor,
+    left_index: torch.Tensor,
+    right64: torch.Tensor,
+    right_sq: torch.Tensor,
+    right_index: torch.Tensor,
+) -> torch.Tensor:
+    """``||left[left_index[i]] - right[right_index[i]]||_2`` for every i, in float64.
+
+    Computed as ``sqrt(|x|^2 + |y|^2 - 2 x.y)`` with the dot products of the distinct
+    (row, row) pairs from one sampled sparse product: its cost grows with the number of
+    pairs times d, and no (pairs x d) gather is ever materialised (fresh large buffers cost
+    more in page faults than the arithmetic). Float64 keeps the cancellation harmless; a
+    squared distance within float64 rounding of zero (1e-12 of the squared norms) is taken
+    as exactly zero, so equal means give ``a = 0`` as the direct formula would.
+    """
+    n_right = right64.shape[0]
+    pair_key, inverse = torch.unique(left_index * n_right + right_index, return_inverse=True)
+    rows, cols = pair_key // n_right, pair_key % n_right
+    n_left = left64.shape[0]
+    crow = torch.zeros(n_left + 1, dtype=torch.long)
+    crow[1:] = torch.cumsum(torch.bincount(rows, minlength=n_left), 0)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+        pattern = torch.sparse_csr_tensor(
+            crow,
+            cols,
+            torch.zeros(cols.numel(), dtype=torch.float64),
+            size=(n_left, n_right),
+            check_invariants=False,
+        )  # valid by construction: unique keys come sorted by row, then column
+        dots = torch.sparse.sampled_addmm(pattern, left64, right64.T, beta=0.0).values()
+    left_sq = left64.square().sum(dim=1)[rows]
+    right_sq = right_sq[cols]
+    squared = left_sq + right_sq - 2 * dots
+    squared = torch.where(squared <= 1e-12 * (left_sq + right_sq), 0.0, squared)
+    return squared.sqrt()[inverse]
 
 
 def _shown_reviews(
