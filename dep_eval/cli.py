@@ -83,6 +83,11 @@ def add_train_parser(sub: argparse._SubParsersAction) -> None:
             help=f"default: {getattr(defaults, name)}",
         )
     parser.add_argument(
+        "--max-target-tokens",
+        type=int,
+        help="clip training targets to this many tokens (default: keep all)",
+    )
+    parser.add_argument(
         "--all-rows", action="store_true", help="train on every row, not one per user"
     )
     parser.add_argument(

@@ -17,6 +17,7 @@ from dep_eval.llm import CausalLM, Prompt
 
 MAX_DESCRIPTION_CHARS = 1000  # hub descriptions can run to pages; the gist is at the start
 MAX_REVIEW_CHARS = 1500
+MAX_TITLE_CHARS = 100  # Amazon titles are keyword lists ("Lipstick | Vintage | ..."): keep the head
 
 SYSTEM = (
     "You are a personalized review writer. Given a product and the rating and title of a "
@@ -30,7 +31,7 @@ def _clip(text: str, limit: int) -> str:
 
 
 def item_lines(title: str, description: str) -> list[str]:
-    lines = [f"Product: {title or '(untitled)'}"]
+    lines = [f"Product: {_clip(title, MAX_TITLE_CHARS) or '(untitled)'}"]
     if description:
         lines.append(f"Description: {_clip(description, MAX_DESCRIPTION_CHARS)}")
     return lines

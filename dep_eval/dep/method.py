@@ -207,12 +207,11 @@ class DEP(PersonalizationMethod):
 
         return fit_prompt(self.llm, build, len(shown), self.config.max_prompt_tokens)
 
-    def plan(self, sample: Sample, pool: DataPool):  # noqa: ANN201 - see PersonalizationMethod
+    def build_prompt(self, sample: Sample, pool: DataPool) -> Prompt:
         inputs = self.dep_inputs([sample])
         with torch.no_grad():
             out = self.codes(inputs)
         return self.prompts([sample], pool, inputs, out.his, out.diff)[0]
-        yield  # noqa: B901
 
 
 DEPLM = lm_eval_model_for(DEP)

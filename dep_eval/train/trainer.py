@@ -55,6 +55,7 @@ class TrainConfig:
     micro_batch_size: int = 1
     grad_accum: int = 16  # effective batch = micro_batch_size * grad_accum * processes
     max_length: int = 3072
+    max_target_tokens: int | None = None  # clip long targets (saves CPU time; None: keep all)
     seed: int = 42
     all_rows: bool = False  # default: one row per user, the one with the longest profile
     with_text: bool = True
@@ -168,6 +169,7 @@ class Trainer:
         for prompt, sample in zip(prompts, batch, strict=True):
             prompt_ids = self.llm.tokenize(prompt)
             target_ids = tokenizer(sample.target.text, add_special_tokens=False)["input_ids"]
+            target_ids = target_ids[: self.config.max_target_tokens]
             target_ids = target_ids[: max(1, self.config.max_length - len(prompt_ids) - 1)]
             target_ids.append(tokenizer.eos_token_id)
             rows.append(prompt_ids + target_ids)
@@ -325,7 +327,7 @@ class Trainer:
                     progress=f"validating {folder.name}",
                 )
                 predictions += list(
-                    zip([g.text for g in generations], [s.target.text for s in rows])
+                    zip([g.text for g in generations], [s.target.text for s in rows], strict=True)
                 )
         return meteor([p for p, _ in predictions], [r for _, r in predictions])
 
