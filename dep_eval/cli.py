@@ -13,6 +13,7 @@ import sys
 
 from dep_eval.leaderboard import add_leaderboard_parser
 from dep_eval.plots import add_plot_parser
+from dep_eval.reproduce import add_reproduce_parser
 
 COMMANDS = {
     "lm_eval": "run lm-eval's CLI with dep-eval's models and tasks registered",
@@ -141,6 +142,7 @@ def main(argv: list[str] | None = None) -> None:
     add_train_parser(sub)
     add_leaderboard_parser(sub)  # `leaderboard` and `plot` bring their own handler
     add_plot_parser(sub)
+    add_reproduce_parser(sub)
     if argv and argv[0] == "lm_eval":
         run_lm_eval(argv[1:])
         return

@@ -1,0 +1,161 @@
+"""``dep-eval reproduce``: every method and ablation on one data folder, then the tables.
+
+Each run is a plain ``lm_eval`` subprocess (same task, same generation settings and seed,
+``--log_samples``) writing under ``OUTPUT/<run name>/``; a run whose results file already
+exists is skipped, so an interrupted reproduction resumes. Then the leaderboard (Markdown,
+CSV, LaTeX) and the figures are rebuilt into ``RESULTS/``, with ``RESULTS/REPRODUCE.md``
+recording the command, the date and every lm_eval command line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import logging
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+# (run name, --model, --model_args); DEP rows use the checkpoint shipped for the embedded LLM
+# unless --dep-checkpoint names another.
+RUNS: list[tuple[str, str, str]] = [
+    ("nonperso", "nonperso", ""),
+    ("rag", "rag", ""),
+    ("pag", "pag", ""),
+    ("dpl", "dpl", ""),
+    ("dep", "dep", ""),
+    ("dep_his_only", "dep", "use_diff=false"),
+    ("dep_diff_only", "dep", "use_his=false"),
+    ("dep_no_text", "dep", "with_text=false"),
+    ("dep_his_only_no_text", "dep", "use_diff=false,with_text=false"),
+    ("dep_diff_only_no_text", "dep", "use_his=false,with_text=false"),
+]
+K_RUNS = [(f"dep_k{k}", "dep", f"k={k}") for k in range(0, 9)]
+
+DESCRIPTION = """\
+Run every method and DEP ablation through lm_eval on one data folder and category, then
+rebuild the leaderboard (Markdown, CSV, LaTeX) and the figures. Resumable: finished runs
+are skipped. results/ on main is this command's output for the shared All_Beauty test split."""
+
+EPILOG = """\
+examples:
+  dep-eval reproduce --data-dir ../shared/data/amazon_beauty --category All_Beauty
+  dep-eval reproduce --data-dir DIR --category All_Beauty --runs nonperso rag dep --limit 10
+  dep-eval reproduce --data-dir DIR --category All_Beauty --k-ablation   # adds K = 0..8"""
+
+
+def add_reproduce_parser(subparsers: Any) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "reproduce",
+        help="run every method and ablation, then rebuild leaderboard and figures",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--data-dir", required=True, help="<dir>/<Category>/{train,val,test,meta}.jsonl"
+    )
+    parser.add_argument("--category", required=True)
+    parser.add_argument("--split", default="test")
+    parser.add_argument(
+        "--output", type=Path, default=Path("out/reproduce"), help="lm_eval output root"
+    )
+    parser.add_argument("--results", type=Path, default=Path("results"), help="tables and figures")
+    parser.add_argument(
+        "--runs",
+        nargs="+",
+        metavar="NAME",
+        help="only these runs (default: all): " + ", ".join(n for n, _, _ in RUNS),
+    )
+    parser.add_argument("--k-ablation", action="store_true", help="also DEP with K = 0..8")
+    parser.add_argument("--limit", type=int, help="documents per run (default: all)")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--max-gen-toks", type=int, default=256)
+    parser.add_argument("--dep-checkpoint", help="DEP checkpoint (default: the shipped one)")
+    parser.add_argument(
+        "--model-args", default="", help="extra --model_args for every run, e.g. device=cuda"
+    )
+    parser.set_defaults(handler=run_reproduce)
+    return parser
+
+
+def lm_eval_command(args: argparse.Namespace, model: str, model_args: str, out: Path) -> list[str]:
+    metadata = {
+        "data_dir": str(Path(args.data_dir).resolve()),
+        "category": args.category,
+        "split": args.split,
+    }
+    extra = [a for a in (model_args, args.model_args) if a]
+    if model == "dep" and args.dep_checkpoint:
+        extra.append(f"checkpoint={Path(args.dep_checkpoint).resolve()}")
+    command = [
+        sys.executable,
+        "-m",
+        "dep_eval.cli",
+        "lm_eval",
+        "--model",
+        model,
+        "--tasks",
+        "amazon_review_personalized_custom",
+        "--metadata",
+        json.dumps(metadata),
+        "--batch_size",
+        str(args.batch_size),
+        "--gen_kwargs",
+        f"max_gen_toks={args.max_gen_toks}",
+        "--output_path",
+        str(out),
+        "--log_samples",
+    ]
+    if extra:
+        command[5:5] = ["--model_args", ",".join(extra)]
+    if args.limit:
+        command += ["--limit", str(args.limit)]
+    return command
+
+
+def run_reproduce(args: argparse.Namespace) -> None:
+    from dep_eval.leaderboard import leaderboard_text
+    from dep_eval.plots import plot_all
+
+    runs = RUNS + (K_RUNS if args.k_ablation else [])
+    if args.runs:
+        unknown = set(args.runs) - {name for name, _, _ in runs}
+        if unknown:
+            raise SystemExit(f"dep-eval reproduce: unknown run(s) {sorted(unknown)}")
+        runs = [run for run in runs if run[0] in args.runs]
+    done_commands = []
+    for name, model, model_args in runs:
+        out = args.output / name
+        command = lm_eval_command(args, model, model_args, out)
+        done_commands.append(command)
+        if any(out.rglob("results_*.json")):
+            logger.info("%s: results exist in %s, skipped", name, out)
+            continue
+        logger.info("%s: %s", name, shlex.join(command))
+        subprocess.run(command, check=True)
+    args.results.mkdir(parents=True, exist_ok=True)
+    for fmt, suffix in (("markdown", "md"), ("csv", "csv"), ("latex", "tex")):
+        text = leaderboard_text([args.output], fmt, with_paper=fmt == "markdown")
+        (args.results / f"leaderboard.{suffix}").write_text(text, encoding="utf-8")
+    plot_all([args.output], args.results / "figures")
+    invocation = shlex.join(["dep-eval", *sys.argv[1:]]) if sys.argv[1:2] == ["reproduce"] else ""
+    lines = [
+        "# How results/ was made",
+        "",
+        f"Date: {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M UTC}",
+        "",
+        f"Command: `{invocation}`" if invocation else "",
+        "",
+        "Each run (skipped when its results already existed):",
+        "",
+        *[f"    {shlex.join(c[2:])}" for c in done_commands],
+        "",
+    ]
+    (args.results / "REPRODUCE.md").write_text("\n".join(lines), encoding="utf-8")
+    logger.info("leaderboard and figures written to %s", args.results)
