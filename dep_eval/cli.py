@@ -89,6 +89,9 @@ def add_train_parser(sub: argparse._SubParsersAction) -> None:
         help="clip training targets to this many tokens (default: keep all)",
     )
     parser.add_argument(
+        "--max-rows", type=int, help="train on a seeded subset of this many rows (default: all)"
+    )
+    parser.add_argument(
         "--all-rows", action="store_true", help="train on every row, not one per user"
     )
     parser.add_argument(

@@ -17,6 +17,7 @@ train ...``).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -58,6 +59,7 @@ class TrainConfig:
     max_target_tokens: int | None = None  # clip long targets (saves CPU time; None: keep all)
     seed: int = 42
     all_rows: bool = False  # default: one row per user, the one with the longest profile
+    max_rows: int | None = None  # a seeded subset of the training rows (smoke tests, budgets)
     with_text: bool = True
     align_slots: bool = True
     val_rows: int = 512
@@ -99,7 +101,6 @@ class Trainer:
         self.output = Path(config.output)
         self.output.mkdir(parents=True, exist_ok=True)
         self.accelerator = Accelerator(
-            gradient_accumulation_steps=config.grad_accum,
             cpu=config.device == "cpu",
             mixed_precision="bf16"
             if torch.cuda.is_available() and config.dtype in ("auto", "bfloat16")
@@ -139,11 +140,12 @@ class Trainer:
             self.dep.setup(self.pools[category])
             self.train_rows += select_rows(load_split(source, category, "train"), config.all_rows)
             self.val_rows += load_split(source, category, "val")
+        if config.max_rows is not None:
+            random.Random(config.seed).shuffle(self.train_rows)
+            self.train_rows = self.train_rows[: config.max_rows]
         random.Random(config.seed).shuffle(self.val_rows)
         self.val_rows = self.val_rows[: config.val_rows]
-        self.steps_per_epoch = math.ceil(
-            len(self.train_rows) / (config.micro_batch_size * config.grad_accum)
-        )
+        self.steps_per_epoch = math.ceil(len(self.batches(0)) / config.grad_accum)
         total = self.steps_per_epoch * config.epochs
         self.optimizer = torch.optim.AdamW(
             self.module.parameters(), lr=config.lr, weight_decay=config.weight_decay
@@ -214,39 +216,48 @@ class Trainer:
         start_epoch = self._resume() if self.config.resume else 0
         log_path = self.output / "log.jsonl"
         step = start_epoch * self.steps_per_epoch
+        accum = self.config.grad_accum
         for epoch in range(start_epoch, self.config.epochs):
             self.module.train()
-            sums: dict[str, float] = {}
             batches = self.batches(epoch)
+            # optimizer steps: groups of `accum` micro-batches; a short last group is scaled
+            # by its own size, and no gradient crosses an epoch (so resume is exact)
+            groups = [batches[i : i + accum] for i in range(0, len(batches), accum)]
             bar = tqdm(
-                batches,
+                total=len(batches),
                 desc=f"epoch {epoch + 1}/{self.config.epochs}",
                 disable=not self.accelerator.is_main_process,
             )
             started = time.perf_counter()
-            for micro, batch in enumerate(bar, 1):
-                with self.accelerator.accumulate(self.module):
-                    losses = self.losses(batch)
-                    self.accelerator.backward(losses["loss"])
-                    self.optimizer.step()
-                    self.scheduler.step() if self.accelerator.sync_gradients else None
-                    self.optimizer.zero_grad()
-                for name, value in losses.items():
-                    sums[name] = sums.get(name, 0.0) + float(value.detach())
-                if self.accelerator.sync_gradients or micro == len(batches):
-                    step += 1
-                    record = {
-                        "epoch": epoch + 1,
-                        "step": step,
-                        "lr": self.scheduler.get_last_lr()[0],
-                        "samples": micro * self.config.micro_batch_size,
-                        "seconds": round(time.perf_counter() - started, 2),
-                        **{name: value / micro for name, value in sums.items()},
-                    }
-                    if self.accelerator.is_main_process:
-                        with log_path.open("a") as log:
-                            log.write(json.dumps(record) + "\n")
-                    bar.set_postfix(lm=f"{record['lm']:.3f}", rec=f"{record['reconstruction']:.4f}")
+            for group in groups:
+                sums: dict[str, float] = {}
+                for position, batch in enumerate(group, 1):
+                    last = position == len(group)
+                    with (
+                        contextlib.nullcontext() if last else self.accelerator.no_sync(self.module)
+                    ):
+                        losses = self.losses(batch)
+                        self.accelerator.backward(losses["loss"] / len(group))
+                    for name, value in losses.items():
+                        sums[name] = sums.get(name, 0.0) + float(value.detach()) / len(group)
+                    bar.update()
+                self.optimizer.step()
+                self.scheduler.step()
+                self.optimizer.zero_grad()
+                step += 1
+                record = {
+                    "epoch": epoch + 1,
+                    "step": step,
+                    "lr": self.scheduler.get_last_lr()[0],
+                    "rows": sum(map(len, group)),
+                    "seconds": round(time.perf_counter() - started, 2),
+                    **sums,
+                }
+                if self.accelerator.is_main_process:
+                    with log_path.open("a") as log:
+                        log.write(json.dumps(record) + "\n")
+                bar.set_postfix(lm=f"{sums['lm']:.3f}", rec=f"{sums['reconstruction']:.4f}")
+            bar.close()
             self._save_epoch(epoch + 1)
         return self._select_best()
 
