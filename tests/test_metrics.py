@@ -123,6 +123,7 @@ def test_lexnames_is_the_wordnet_30_list() -> None:
 
 
 @needs_system_wordnet
+@pytest.mark.filterwarnings("ignore:The multilingual functions:UserWarning")  # no OMW: fine
 def test_provisioning_copies_files_and_nltk_reads_them(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
