@@ -76,8 +76,36 @@ def _device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def _hub_unreachable() -> bool:
+    """True when led-base is not in the local cache and the hub cannot be reached at all.
+
+    One 3-second connection attempt instead of huggingface_hub's ~25 s of retries on an
+    offline machine; with the model cached, or HF_HUB_OFFLINE set, no connection is tried.
+    """
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes"}:
+        return False  # huggingface_hub itself fails fast (or loads from the cache)
+    from huggingface_hub import try_to_load_from_cache
+
+    if isinstance(try_to_load_from_cache(PAPER_MODEL, "config.json"), str):
+        return False
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    host = urlparse(constants.ENDPOINT).hostname or "huggingface.co"
+    try:
+        socket.create_connection((host, 443), timeout=3).close()
+    except OSError:
+        return True
+    return False
+
+
 def _load_paper() -> Backend:
     from bert_score import BERTScorer
+
+    if _hub_unreachable():
+        raise OSError(f"{PAPER_MODEL} is not cached and the hub is unreachable")
 
     scorer = BERTScorer(model_type=PAPER_MODEL, lang="en", device=_device(), batch_size=BATCH_SIZE)
     return Backend(PAPER_METRIC, PAPER_MODEL, scorer)
