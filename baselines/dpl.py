@@ -351,7 +351,9 @@ class Dpl(PersonalizationMethod):
                 stats["items_no_representative"],
                 stats["items"],
             )
-        logger.info(
+        # A warning, not info: lm-eval shows only warnings of other loggers, and users
+        # comparing costs with the paper's k + 2 calls need this line.
+        logger.warning(
             "DPL: %d of %d samples had fewer than k=%d comparable items; %.2f LLM calls per "
             "sample on average (k + 2 = %d at most)",
             stats["fewer_than_k"],

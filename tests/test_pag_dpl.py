@@ -298,12 +298,19 @@ def test_dpl_sparse_data_degrades_and_says_so_once(
     pool = toy_pool(peer_map(PEER_COUNTS), [rich, sparse, lonely])
     llm = FakeLLM()
     lm = runner(Dpl, DplConfig(k=2), llm, pool, tmp_path)
-    with caplog.at_level(logging.INFO, logger="dep_eval.baselines.dpl"):
+    with caplog.at_level(logging.WARNING, logger="dep_eval.baselines.dpl"):
         lm.run([rich, sparse, lonely], SETTINGS, progress=False)
     messages = [r.getMessage() for r in caplog.records]
     assert sum("1 of 3 samples had fewer than 4 peer reviewers" in m for m in messages) == 1
     assert sum("1 of 3 samples had no profile item with at least 1" in m for m in messages) == 1
     assert any("compared items had fewer reviews" in m for m in messages)  # B: 3 reviews
+    assert (
+        sum(
+            "1 of 3 samples had fewer than k=2 comparable items; 2.67 LLM calls" in m
+            for m in messages
+        )
+        == 1
+    )  # (4 + 3 + 1) / 3
     assert costs.lookup(rich.key)["llm_calls"] == 4
     assert costs.lookup(sparse.key)["llm_calls"] == 1 + 2  # relaxed to B's 2 peers
     assert costs.lookup(lonely.key)["llm_calls"] == 1  # RAG's prompt, no summary
