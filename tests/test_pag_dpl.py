@@ -428,3 +428,14 @@ def test_dpl_on_shared_data_with_real_encoder(
     again = Dpl(DplConfig(), llm=None)  # type: ignore[arg-type]
     assert [again.comparisons(s, pool) for s in samples] == found  # deterministic
     assert again.encoder.n_encoded == 0  # the embedding cache served every text
+
+
+def test_pag_summary_asked_once_when_one_run_holds_two_rows_of_a_user(tmp_path: Path) -> None:
+    first, pool = toy(user="u-dedupe")
+    second = sample(
+        "u-dedupe", PROFILE, review("T3", "yet another secret", 6, title="a mirror"), split="val"
+    )
+    llm = FakeLLM()
+    runner(Pag, PagConfig(k=3), llm, pool, tmp_path).run([first, second], SETTINGS, progress=False)
+    assert len(llm.generated) == 3  # one shared summary, then two finals
+    assert costs.lookup(second.key)["llm_calls"] == 2  # each row still pays for its summary

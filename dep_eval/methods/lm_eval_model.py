@@ -140,7 +140,14 @@ class PersonalizedLM(LM):
                 call_key(self.llm.name, settings, cap, seeds[-1], rendered) if cacheable else None
             )
         results = [self.call_cache.get(key) if key else None for key in keys]
-        todo = [i for i, result in enumerate(results) if result is None]
+        # one generation per distinct question (e.g. PAG's summary, asked by every row of a
+        # user); copies of it are filled in from the cache below
+        firsts: dict[str, int] = {}
+        todo = [
+            i
+            for i, result in enumerate(results)
+            if result is None and (keys[i] is None or firsts.setdefault(keys[i], i) == i)
+        ]
         chunk = self.batch_size * 4
         for start in tqdm(
             range(0, len(todo), chunk), desc=progress, disable=progress is None or not todo
@@ -152,6 +159,9 @@ class PersonalizedLM(LM):
             for i, generation in zip(part, generations, strict=True):
                 results[i] = generation
             self.call_cache.put_many([(keys[i], results[i]) for i in part if keys[i]])
+        for i, key in enumerate(keys):
+            if results[i] is None:
+                results[i] = self.call_cache.get(key)  # type: ignore[arg-type]
         return results  # type: ignore[return-value]
 
     @staticmethod
