@@ -56,10 +56,9 @@ from dep_eval.prompts import (
     fit_prompt,
     item_lines,
     past_review_block,
-    review_messages,
 )
 
-from .rag import retrieve
+from .rag import rag_prompt, retrieve
 
 logger = logging.getLogger(__name__)
 
@@ -295,12 +294,7 @@ class Dpl(PersonalizationMethod):
         self, sample: Sample, pool: DataPool, past: Sequence[Review], summary: str
     ) -> Prompt:
         notes = f"{SUMMARY_NOTE}\n{summary.strip()}" if summary.strip() else ""
-        return fit_prompt(
-            self.llm,
-            lambda n: Prompt(review_messages(sample, pool, past[:n], notes=notes)),
-            len(past),
-            self.config.max_prompt_tokens,
-        )
+        return rag_prompt(self.llm, sample, pool, past, self.config.max_prompt_tokens, notes)
 
     # -- the plan --------------------------------------------------------------------------
 

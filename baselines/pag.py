@@ -29,9 +29,9 @@ from dep_eval.data.records import Review, Sample
 from dep_eval.llm import Prompt
 from dep_eval.methods.base import MethodConfig, PersonalizationMethod, Plan
 from dep_eval.methods.lm_eval_model import lm_eval_model_for
-from dep_eval.prompts import fit_prompt, past_review_block, review_messages
+from dep_eval.prompts import fit_prompt, past_review_block
 
-from .rag import retrieve
+from .rag import rag_prompt, retrieve
 
 logger = logging.getLogger(__name__)
 
@@ -101,12 +101,7 @@ class Pag(PersonalizationMethod):
     def final_prompt(self, sample: Sample, pool: DataPool, summary: str) -> Prompt:
         past = retrieve(sample, pool, self.config.k)
         notes = f"{SUMMARY_NOTE}\n{summary.strip()}" if summary.strip() else ""
-        return fit_prompt(
-            self.llm,
-            lambda n: Prompt(review_messages(sample, pool, past[:n], notes=notes)),
-            len(past),
-            self.config.max_prompt_tokens,
-        )
+        return rag_prompt(self.llm, sample, pool, past, self.config.max_prompt_tokens, notes)
 
     def plan(self, sample: Sample, pool: DataPool) -> Plan:
         reviews = self.summary_reviews(sample, pool)

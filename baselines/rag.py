@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from collections.abc import Sequence
 
 from rank_bm25 import BM25Okapi
 
 from dep_eval.data.pool import DataPool
 from dep_eval.data.records import Review, Sample
-from dep_eval.llm import Prompt
+from dep_eval.llm import CausalLM, Prompt
 from dep_eval.methods.base import MethodConfig, PersonalizationMethod
 from dep_eval.methods.lm_eval_model import lm_eval_model_for
 from dep_eval.prompts import fit_prompt, review_messages
@@ -49,6 +50,24 @@ class RagConfig(MethodConfig):
     max_prompt_tokens: int = 3072
 
 
+def rag_prompt(
+    llm: CausalLM,
+    sample: Sample,
+    pool: DataPool,
+    past: Sequence[Review],
+    max_prompt_tokens: int,
+    notes: str = "",
+) -> Prompt:
+    """RAG's prompt (the retrieved reviews, best first, plus optional ``notes`` such as a
+    PAG/DPL summary), dropping the least relevant reviews while it is too long."""
+    return fit_prompt(
+        llm,
+        lambda n: Prompt(review_messages(sample, pool, past[:n], notes=notes)),
+        len(past),
+        max_prompt_tokens,
+    )
+
+
 class Rag(PersonalizationMethod):
     name = "rag"
     Config = RagConfig
@@ -56,12 +75,7 @@ class Rag(PersonalizationMethod):
 
     def build_prompt(self, sample: Sample, pool: DataPool) -> Prompt:
         past = retrieve(sample, pool, self.config.k)
-        return fit_prompt(
-            self.llm,
-            lambda n: Prompt(review_messages(sample, pool, past[:n])),
-            len(past),
-            self.config.max_prompt_tokens,
-        )
+        return rag_prompt(self.llm, sample, pool, past, self.config.max_prompt_tokens)
 
 
 RagLM = lm_eval_model_for(Rag)

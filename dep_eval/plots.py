@@ -22,7 +22,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dep_eval.report.results import TaskResult, load_results
+from dep_eval.report.results import TaskResult
 from dep_eval.report.table import (
     AVERAGE,
     COST,
@@ -30,6 +30,7 @@ from dep_eval.report.table import (
     Leaderboard,
     Row,
     build_leaderboard,
+    load_some_results,
     method_name,
 )
 
@@ -229,13 +230,7 @@ def plot_all(
     formats: Sequence[str] = FORMATS,
 ) -> list[Path]:
     """Every figure this module draws for the results under ``paths``; the files written."""
-    paths = list(paths)
-    results, _ = load_results(paths)
-    if not results:
-        raise FileNotFoundError(
-            "no lm-eval results for this project's tasks found under "
-            + ", ".join(str(p) for p in paths)
-        )
+    results, _ = load_some_results(paths)
     board = build_leaderboard(results)
     output_dir = Path(output_dir)
     written = metric_bars(board, output_dir, formats)

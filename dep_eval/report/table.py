@@ -383,7 +383,8 @@ def _paper_rows(columns: Sequence[Column], test_columns: Sequence[str]) -> list[
     return rows
 
 
-def leaderboard_from_paths(paths: Iterable[Path | str], *, with_paper: bool = False) -> Leaderboard:
+def load_some_results(paths: Iterable[Path | str]) -> tuple[list, list[str]]:
+    """``load_results``, but an error naming the paths when they hold no results at all."""
     paths = list(paths)
     results, notes = load_results(paths)
     if not results:
@@ -391,4 +392,9 @@ def leaderboard_from_paths(paths: Iterable[Path | str], *, with_paper: bool = Fa
             "no lm-eval results for this project's tasks found under "
             + ", ".join(str(p) for p in paths)
         )
+    return results, notes
+
+
+def leaderboard_from_paths(paths: Iterable[Path | str], *, with_paper: bool = False) -> Leaderboard:
+    results, notes = load_some_results(paths)
     return build_leaderboard(results, with_paper=with_paper, notes=notes)
