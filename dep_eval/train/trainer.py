@@ -24,6 +24,7 @@ import logging
 import math
 import os
 import random
+import resource
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -251,6 +252,7 @@ class Trainer:
                     "lr": self.scheduler.get_last_lr()[0],
                     "rows": sum(map(len, group)),
                     "seconds": round(time.perf_counter() - started, 2),
+                    "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
                     **sums,
                 }
                 if self.accelerator.is_main_process:
