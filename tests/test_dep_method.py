@@ -85,12 +85,34 @@ def make_dep(llm, pool: DataPool, **args: object) -> DEP:
 
 def slot_tokens(llm, prompt) -> tuple[int, int]:
     text = llm.render(prompt)
-    return text.count("<|his_start|>"), text.count("<|diff_start|>")
+    return text.count("<his_token_start>"), text.count("<diff_token_start>")
 
 
-def test_untrained_module_is_announced_loudly(llm, pool: DataPool, caplog) -> None:
+def test_untrained_module_is_announced_loudly(
+    llm, pool: DataPool, caplog, monkeypatch, tmp_path
+) -> None:
+    import dep_eval.dep.method as method
+
+    monkeypatch.setattr(method, "SHIPPED_CHECKPOINT", tmp_path / "none")  # no checkpoint at all
     make_dep(llm, pool)
     assert "RANDOMLY INITIALISED" in caplog.text
+
+
+def test_without_a_checkpoint_dep_says_how_to_get_one(llm, monkeypatch, tmp_path) -> None:
+    import dep_eval.dep.method as method
+
+    monkeypatch.setattr(method, "SHIPPED_CHECKPOINT", tmp_path / "none")
+    with pytest.raises(ValueError, match="dep-eval train"):
+        DEP(DEPConfigArgs(), llm)
+
+
+def test_the_shipped_checkpoint_fits_the_embedded_models(llm) -> None:
+    from dep_eval.dep.method import SHIPPED_CHECKPOINT
+
+    dep = DEP(DEPConfigArgs(), llm)  # no checkpoint= : the one inside the package
+    assert (SHIPPED_CHECKPOINT / "model.safetensors").stat().st_size < 10_000_000
+    assert dep.module_config.llm_hidden_size == llm.hidden_size == 576
+    assert dep.module_config.encoder_dim == 384
 
 
 def test_slots_follow_the_reviews_with_peers_and_carry_vectors(llm, pool: DataPool) -> None:
@@ -129,7 +151,7 @@ def test_k0_is_the_non_personalized_prompt(llm, pool: DataPool) -> None:
 
 def test_without_text_only_slots_are_shown(llm, pool: DataPool) -> None:
     text = llm.render(make_dep(llm, pool, with_text=False).build_prompt(POOL_SAMPLES[-1], pool))
-    assert "Review: text" not in text and "<|his_0|>" in text
+    assert "Review: text" not in text and "[HIS_TOKEN_0]" in text
     with_text = llm.render(make_dep(llm, pool).build_prompt(POOL_SAMPLES[-1], pool))
     assert "Review: text C 3" in with_text
 

@@ -77,15 +77,3 @@ def test_lm_eval_runs_each_method(model: str, beauty_dir: Path, tmp_path: Path) 
     assert metrics["llm_calls,none"] == 1
     assert metrics["prompt_tokens,none"] > 50
     assert 0 < metrics["generated_tokens,none"] <= 25  # the cap, plus the EOS token
-
-
-def test_dep_without_checkpoint_says_how_to_get_one(llm) -> None:
-    from dep_eval.dep.method import DEP, DEPConfigArgs
-
-    if llm.name == "SmolLM2-135M-Instruct":
-        from dep_eval.dep.method import SHIPPED_CHECKPOINT
-
-        if (SHIPPED_CHECKPOINT / "config.json").exists():
-            pytest.skip("a checkpoint ships for the embedded LLM")
-    with pytest.raises(ValueError, match="dep-eval train"):
-        DEP(DEPConfigArgs(), llm)

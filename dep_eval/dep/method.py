@@ -34,12 +34,9 @@ SYSTEM_WITH_SLOTS = SYSTEM + (
     "encodes how it differs from other users' reviews of the same product. Use them as hints "
     "about the user's style and preferences."
 )
-MARKERS = {  # marker token -> the text whose mean token embedding it gets (frozen, derived)
-    "<|his_start|>": " <his>",
-    "<|his_end|>": " </his>",
-    "<|diff_start|>": " <diff>",
-    "<|diff_end|>": " </diff>",
-}
+# The four markers' input embeddings (frozen, derived, not trained): the mean token embedding
+# of these texts, in the order of DEPConfig.soft_tokens["markers"] (his start/end, diff start/end)
+MARKER_TEXTS = (" <his>", " </his>", " <diff>", " </diff>")
 
 
 SHIPPED_CHECKPOINT = Path(__file__).resolve().parent.parent / "checkpoints" / "dep-smollm2-minilm"
@@ -88,14 +85,6 @@ def load_for_inference(config: DEPConfigArgs, llm: CausalLM) -> DEPModule:
     )
 
 
-def his_token(i: int) -> str:
-    return f"<|his_{i}|>"
-
-
-def diff_token(i: int) -> str:
-    return f"<|diff_{i}|>"
-
-
 @dataclasses.dataclass
 class DEPConfigArgs(MethodConfig):
     """``--model_args`` of ``--model dep`` (the checkpoint's own config holds the rest)."""
@@ -123,9 +112,18 @@ class DEP(PersonalizationMethod):
         k_max = self.module_config.k
         if not 0 <= config.k <= k_max:
             raise ValueError(f"k={config.k} is outside 0..{k_max}, the K of this checkpoint")
-        self.his_ids = llm.add_placeholder_tokens([his_token(i) for i in range(k_max)])
-        self.diff_ids = llm.add_placeholder_tokens([diff_token(i) for i in range(k_max)])
-        llm.add_fixed_tokens({name: llm.text_embedding(text) for name, text in MARKERS.items()})
+        # token names come from the checkpoint (the reference's by default): K his and K diff
+        # placeholders, whose embeddings the aligned codes replace, and four markers
+        tokens = self.module_config.soft_tokens
+        self.his_tokens, self.diff_tokens = tokens["his"], tokens["diff"]
+        self.markers = tokens["markers"]
+        llm.add_placeholder_tokens([*self.his_tokens, *self.diff_tokens])
+        llm.add_fixed_tokens(
+            {
+                name: llm.text_embedding(text)
+                for name, text in zip(self.markers, MARKER_TEXTS, strict=True)
+            }
+        )
         self.embedders: dict[tuple[str, str], DifferenceEmbedder] = {}
         self.encoder = None
 
@@ -181,6 +179,7 @@ class DEP(PersonalizationMethod):
         slot_review = inputs.slot_review[b].tolist()
         his_ok = inputs.his_mask[b].tolist()
         diff_ok = inputs.diff_mask[b].tolist()
+        his_start, his_end, diff_start, diff_end = self.markers
 
         def build(n: int) -> Prompt:
             past = [sample.profile[j] for j in shown[:n]]
@@ -189,10 +188,10 @@ class DEP(PersonalizationMethod):
                 parts = []
                 if i < k and slot_review[i] >= 0:
                     if self.config.use_his and his_ok[i]:
-                        parts.append(f"<|his_start|>{his_token(i)}<|his_end|>")
+                        parts.append(f"{his_start}{self.his_tokens[i]}{his_end}")
                         vectors.append(his[i])
                     if self.config.use_diff and diff_ok[i]:
-                        parts.append(f"<|diff_start|>{diff_token(i)}<|diff_end|>")
+                        parts.append(f"{diff_start}{self.diff_tokens[i]}{diff_end}")
                         vectors.append(diff[i])
                 slots.append("Hints: " + " ".join(parts) if parts else "")
             messages = review_messages(
