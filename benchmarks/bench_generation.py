@@ -1,6 +1,6 @@
 """Generation cost per method: samples/s and peak memory, batch 1 vs batched; DEP's slots.
 
-    python benchmarks/bench_generation.py --data-dir ../shared/data/amazon_beauty
+    python benchmarks/bench_generation.py --data-dir ../shared/data/amazon_beauty [--samples 16]
 
 Two comparisons, each in one run on the same machine (report ratios; machines are noisy):
 
@@ -26,7 +26,6 @@ import time
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
-COMMAND = "python benchmarks/bench_generation.py --data-dir ../shared/data/amazon_beauty"
 
 
 def make_lm(method: str, batch_size: int):  # noqa: ANN201
@@ -122,6 +121,7 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", default=["nonperso", "rag", "dep"])
     parser.add_argument("--one", nargs=2, metavar=("METHOD", "BATCH"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    command = "python benchmarks/bench_generation.py " + " ".join(sys.argv[1:])
     data_dir = str(Path(args.data_dir).resolve() / "")
     if args.one:
         result = one_configuration(
@@ -156,7 +156,7 @@ def main() -> None:
     print(slots, flush=True)
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "bench_generation.json").write_text(
-        json.dumps({"command": COMMAND, "throughput": rows, "dep_slot_overhead": slots}, indent=2)
+        json.dumps({"command": command, "throughput": rows, "dep_slot_overhead": slots}, indent=2)
     )
     speedups = {
         m: next(r for r in rows if r["method"] == m and r["batch_size"] != 1)["samples_per_second"]
@@ -166,7 +166,7 @@ def main() -> None:
     lines = [
         "# Generation cost per method (CPU, embedded SmolLM2-135M-Instruct)",
         "",
-        f"Command: `{COMMAND}`",
+        f"Command: `{command}`",
         "",
         f"First {args.samples} All_Beauty test documents, exactly {args.tokens} new tokens each "
         "(EOS disabled), fresh process per row for peak memory.",
