@@ -113,7 +113,7 @@ def lm_eval_command(args: argparse.Namespace, model: str, model_args: str, out: 
         "--log_samples",
     ]
     if extra:
-        command[5:5] = ["--model_args", ",".join(extra)]
+        command[6:6] = ["--model_args", ",".join(extra)]  # right after --model NAME
     if args.limit:
         command += ["--limit", str(args.limit)]
     return command

@@ -1,0 +1,45 @@
+"""``dep-eval reproduce`` builds lm_eval command lines that lm_eval accepts."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from dep_eval.reproduce import K_RUNS, RUNS, lm_eval_command
+
+
+def args(**overrides: object) -> argparse.Namespace:
+    values = dict(
+        data_dir="data",
+        category="All_Beauty",
+        split="test",
+        model_args="",
+        dep_checkpoint=None,
+        batch_size=4,
+        max_gen_toks=128,
+        limit=None,
+    )
+    values.update(overrides)
+    return argparse.Namespace(**values)
+
+
+def test_model_args_follow_the_model_name() -> None:
+    command = lm_eval_command(args(model_args="device=cpu"), "dep", "use_diff=false", Path("o"))
+    i = command.index("--model")
+    assert command[i + 1 : i + 4] == ["dep", "--model_args", "use_diff=false,device=cpu"]
+    metadata = json.loads(command[command.index("--metadata") + 1])
+    assert metadata["category"] == "All_Beauty" and metadata["split"] == "test"
+    assert Path(metadata["data_dir"]).is_absolute()
+
+
+def test_plain_runs_have_no_model_args_and_limit_is_optional() -> None:
+    command = lm_eval_command(args(limit=20), "rag", "", Path("o"))
+    assert "--model_args" not in command
+    assert command[-2:] == ["--limit", "20"]
+    assert "max_gen_toks=128" in command
+
+
+def test_run_names_are_unique() -> None:
+    names = [name for name, _, _ in RUNS + K_RUNS]
+    assert len(names) == len(set(names))
