@@ -101,7 +101,8 @@ def metric_bars(board: Leaderboard, output_dir: Path, formats: Sequence[str]) ->
         groups = [board.columns[j].group for j in indices]
         if not any(row.values[j] is not None for row in rows for j in indices):
             continue
-        figure = _figure(min(16.0, 3.0 + 0.25 * len(groups) * len(rows)), 4.0)
+        # the legend sits right of the axes: leave the axes room of their own
+        figure = _figure(min(16.0, 7.0 + 0.25 * len(groups) * len(rows)), 4.0)
         axes = figure.add_subplot()
         width = 0.8 / max(1, len(rows))
         for i, (row, color) in enumerate(zip(rows, _colors(len(rows)), strict=True)):
@@ -113,7 +114,7 @@ def metric_bars(board: Leaderboard, output_dir: Path, formats: Sequence[str]) ->
                 axes.bar(x, h, width=width, color=color, label=_legend_label(row))
         axes.set_xticks(range(len(groups)), groups)
         axes.set_ylabel(metric.label)
-        axes.set_title(f"{metric.label} by method and category")
+        figure.suptitle(f"{metric.label} by method and category")
         axes.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
         _mismatch_note(figure, rows)
         written += _save(figure, output_dir, f"bars_{key}", formats)
