@@ -46,6 +46,17 @@ examples:
       several folders and single files are merged into one table"""
 
 
+def add_results_paths(parser: argparse.ArgumentParser) -> None:
+    """The positional RESULTS argument that ``leaderboard`` and ``plot`` share."""
+    parser.add_argument(
+        "paths",
+        nargs="+",
+        type=Path,
+        metavar="RESULTS",
+        help="lm-eval output folders (searched recursively) or results JSON files",
+    )
+
+
 def add_leaderboard_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Register ``leaderboard`` on the CLI's subparsers (``argparse._SubParsersAction``)."""
     parser = subparsers.add_parser(
@@ -55,13 +66,7 @@ def add_leaderboard_parser(subparsers: Any) -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument(
-        "paths",
-        nargs="+",
-        type=Path,
-        metavar="RESULTS",
-        help="lm-eval output folders (searched recursively) or results JSON files",
-    )
+    add_results_paths(parser)
     parser.add_argument(
         "--format",
         choices=FORMATS,

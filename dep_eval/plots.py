@@ -256,6 +256,8 @@ figures:
 
 def add_plot_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Register ``plot`` on the CLI's subparsers (``argparse._SubParsersAction``)."""
+    from dep_eval.leaderboard import add_results_paths
+
     parser = subparsers.add_parser(
         "plot",
         help="figures (PNG, SVG) from lm-eval output folders",
@@ -263,13 +265,7 @@ def add_plot_parser(subparsers: Any) -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument(
-        "paths",
-        nargs="+",
-        type=Path,
-        metavar="RESULTS",
-        help="lm-eval output folders (searched recursively) or results JSON files",
-    )
+    add_results_paths(parser)
     parser.add_argument(
         "--output",
         type=Path,
