@@ -27,7 +27,7 @@ import random
 import resource
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -68,7 +68,6 @@ class TrainConfig:
     device: str | None = None
     dtype: str = "auto"
     resume: bool = False
-    extra: dict = field(default_factory=dict)
 
 
 def select_rows(samples: list[Sample], all_rows: bool) -> list[Sample]:
