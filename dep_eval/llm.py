@@ -36,6 +36,7 @@ from dep_eval.cache import cache_dir
 logger = logging.getLogger(__name__)
 
 EMBEDDED_LLM = "SmolLM2-135M-Instruct"
+LOGIT_BLOCK = 8  # rows per LM-head call; see CausalLM._last_logits
 _EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
@@ -322,7 +323,7 @@ class CausalLM:
         done = torch.zeros(len(token_ids), dtype=torch.bool, device=self.device)
         past = None
         for step in range(budget):
-            output = self.model(
+            output = self.model.base_model(
                 inputs_embeds=embeds,
                 attention_mask=mask,
                 position_ids=positions,
@@ -330,7 +331,8 @@ class CausalLM:
                 use_cache=True,
             )
             past = output.past_key_values
-            next_ids = self._pick(output.logits[:, -1, :], generators, settings)
+            logits = self._last_logits(output.last_hidden_state[:, -1, :])
+            next_ids = self._pick(logits, generators, settings)
             for row, token in enumerate(next_ids.tolist()):
                 if not done[row]:
                     out[row].append(token)
@@ -353,6 +355,22 @@ class CausalLM:
                 text = text.split(stop)[0]
             texts.append(text.strip())
         return texts, [len(ids) for ids in out]
+
+    def _last_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """LM-head logits for one position per row, computed in blocks of a fixed size.
+
+        Only the last position is needed, so the prefill never materialises
+        ``batch x length x vocab`` logits (gigabytes for long prompts). Matrix kernels
+        may pick a different path for a different number of rows, so every row goes
+        through a zero-padded block of exactly ``LOGIT_BLOCK`` rows: a row's logits
+        then never depend on the batch it shares.
+        """
+        rows = hidden.shape[0]
+        padded = -(-rows // LOGIT_BLOCK) * LOGIT_BLOCK
+        hidden = torch.cat([hidden, hidden.new_zeros(padded - rows, hidden.shape[1])])
+        head = self.model.get_output_embeddings()
+        blocks = [head(block) for block in hidden.split(LOGIT_BLOCK)]
+        return torch.cat(blocks)[:rows]
 
     def _hit_until(self, ids: list[int], until: tuple[str, ...]) -> bool:
         tail = self.tokenizer.decode(ids[-16:], skip_special_tokens=True)
