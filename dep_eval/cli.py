@@ -29,19 +29,23 @@ TRAIN_EPILOG = """examples:
 
 
 def add_train_parser(sub: argparse._SubParsersAction) -> None:
-    from dep_eval.train.trainer import PAPER_CATEGORIES, TrainConfig
+    from dep_eval.train.trainer import PAPER_CATEGORIES, TRAINABLE_METHODS, TrainConfig
 
     defaults = TrainConfig(output="")
     parser = sub.add_parser(
         "train",
-        help="train DEP's SAE and aligners on a frozen LLM (METHOD.md step 9)",
-        description="Train DEP (LLM frozen; SAE + his/diff aligners learn). One checkpoint per "
-        "epoch in OUTPUT/epoch-N, the best by val METEOR copied to OUTPUT/best, every loss "
-        "component per optimizer step in OUTPUT/log.jsonl. Defaults are the paper's.",
+        help="train DEP's SAE and aligners (or PPlug's projector) on a frozen LLM",
+        description="Train DEP (LLM frozen; SAE + his/diff aligners learn, METHOD.md step 9) "
+        "or PPlug (projector + instruction vector). One checkpoint per epoch in "
+        "OUTPUT/epoch-N, the best by val METEOR copied to OUTPUT/best, every loss component "
+        "per optimizer step in OUTPUT/log.jsonl. Defaults are the paper's.",
         epilog=TRAIN_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--output", required=True, help="run folder (created)")
+    parser.add_argument(
+        "--method", default="dep", choices=sorted(TRAINABLE_METHODS), help="default: dep"
+    )
     parser.add_argument(
         "--data-dir",
         help="local data folder <dir>/<Category>/{train,val,test,meta}.jsonl; "
@@ -98,7 +102,7 @@ def add_train_parser(sub: argparse._SubParsersAction) -> None:
         "--no-text",
         dest="with_text",
         action="store_false",
-        help="past reviews in the prompt carry only their slots, not their texts",
+        help="DEP: past reviews in the prompt carry only their slots, not their texts",
     )
     parser.add_argument("--device", help="cpu, cuda, ... (default: what accelerate picks)")
     parser.add_argument(

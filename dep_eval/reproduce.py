@@ -21,13 +21,14 @@ from typing import Any
 
 logger = logging.getLogger(__name__)
 
-# (run name, --model, --model_args); DEP rows use the checkpoint shipped for the embedded LLM
-# unless --dep-checkpoint names another.
+# (run name, --model, --model_args); DEP and PPlug rows use the checkpoints shipped for the
+# embedded LLM unless --dep-checkpoint / --pplug-checkpoint name others.
 RUNS: list[tuple[str, str, str]] = [
     ("nonperso", "nonperso", ""),
     ("rag", "rag", ""),
     ("pag", "pag", ""),
     ("dpl", "dpl", ""),
+    ("pplug", "pplug", ""),
     ("dep", "dep", ""),
     ("dep_his_only", "dep", "use_diff=false"),
     ("dep_diff_only", "dep", "use_his=false"),
@@ -77,6 +78,7 @@ def add_reproduce_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--max-gen-toks", type=int, default=256)
     parser.add_argument("--dep-checkpoint", help="DEP checkpoint (default: the shipped one)")
+    parser.add_argument("--pplug-checkpoint", help="PPlug checkpoint (default: the shipped one)")
     parser.add_argument(
         "--model-args", default="", help="extra --model_args for every run, e.g. device=cuda"
     )
@@ -93,6 +95,8 @@ def lm_eval_command(args: argparse.Namespace, model: str, model_args: str, out: 
     extra = [a for a in (model_args, args.model_args) if a]
     if model == "dep" and args.dep_checkpoint:
         extra.append(f"checkpoint={Path(args.dep_checkpoint).resolve()}")
+    if model == "pplug" and args.pplug_checkpoint:
+        extra.append(f"checkpoint={Path(args.pplug_checkpoint).resolve()}")
     command = [
         sys.executable,
         "-m",

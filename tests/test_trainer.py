@@ -102,3 +102,19 @@ def test_one_row_per_user_keeps_the_longest_profile(beauty_dir: Path) -> None:
         longest[row.user_id] = max(longest.get(row.user_id, 0), len(row.profile))
     assert all(len(row.profile) == longest[row.user_id] for row in chosen)
     assert select_rows(rows, all_rows=True) == rows
+
+
+def test_target_only_lm_loss_equals_the_models_own_loss(beauty_dir: Path, tmp_path: Path) -> None:
+    trainer = Trainer(tiny_config(beauty_dir, tmp_path / "run"))
+    llm = trainer.llm
+    ids = torch.tensor([[5, 6, 7, 8, 9, 10], [11, 12, 13, 14, 0, 0]])
+    mask = torch.tensor([[1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 0, 0]])
+    labels = torch.tensor([[-100, -100, -100, 8, 9, 10], [-100, -100, 13, 14, -100, -100]])
+    embeds = llm.embed(ids, [None, None])
+    expected = llm.model(inputs_embeds=embeds, attention_mask=mask, labels=labels).loss
+    torch.testing.assert_close(trainer._lm_loss(embeds, mask, labels), expected)
+
+
+def test_an_unknown_method_cannot_be_trained(beauty_dir: Path, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="trainable methods: \\['dep', 'pplug'\\]"):
+        Trainer(tiny_config(beauty_dir, tmp_path / "run", method="rag"))

@@ -1,10 +1,15 @@
-"""Saving and loading what DEP trains: the SAE and both aligners (megabytes, not an LLM).
+"""Saving and loading what a soft-prompt method trains (megabytes, never an LLM).
 
-A checkpoint is a folder::
+DEP's SAE and aligners (``DEPModule``) and PPlug's projector (``PPlugModule``) share one
+format. A checkpoint is a folder::
 
-    config.json        format name and version, DEPConfig (encoder name and dim, SAE width,
-                       LLM name and hidden size, K, soft-token names, ...), tensor shapes
-    model.safetensors  DEPModule.state_dict()
+    config.json        format name and version, the module's config (encoder name and dim,
+                       LLM name and hidden size, soft-token names, ...), tensor shapes
+    model.safetensors  module.state_dict()
+
+A module class names its format (``checkpoint_format``) and its config class
+(``config_class``, with ``to_dict``/``from_dict`` and the encoder/LLM fields that
+``check_compatible`` reads).
 
 Weights are read only through safetensors (never ``torch.load`` / pickle). A folder is
 written into a temporary sibling and renamed into place, so a reader sees either the old
@@ -26,11 +31,11 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from dep_eval.dep.module import DEPConfig, DEPModule
+from dep_eval.dep.module import DEPModule
 
 logger = logging.getLogger(__name__)
 
-FORMAT_NAME = "dep-eval/dep-module"
+FORMAT_NAME = DEPModule.checkpoint_format
 FORMAT_VERSION = 1
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -41,7 +46,7 @@ class CheckpointError(ValueError):
 
 
 def save_checkpoint(
-    module: DEPModule, folder: str | os.PathLike[str], *, extra: dict[str, Any] | None = None
+    module: torch.nn.Module, folder: str | os.PathLike[str], *, extra: dict[str, Any] | None = None
 ) -> Path:
     """Write ``module`` to ``folder`` atomically (replacing an existing checkpoint there)."""
     folder = Path(folder)
@@ -50,7 +55,7 @@ def save_checkpoint(
         name: tensor.detach().cpu().contiguous() for name, tensor in module.state_dict().items()
     }
     meta = {
-        "format": FORMAT_NAME,
+        "format": module.checkpoint_format,
         "format_version": FORMAT_VERSION,
         "config": module.config.to_dict(),
         "tensors": {name: list(tensor.shape) for name, tensor in state.items()},
@@ -59,7 +64,7 @@ def save_checkpoint(
     }
     temp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.tmp-"))
     try:
-        save_file(state, str(temp / WEIGHTS_FILE), metadata={"format": FORMAT_NAME})
+        save_file(state, str(temp / WEIGHTS_FILE), metadata={"format": meta["format"]})
         (temp / CONFIG_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
         if folder.exists():
             # Directories cannot be replaced in one step: move the old one aside first, then
@@ -73,29 +78,30 @@ def save_checkpoint(
     except BaseException:
         shutil.rmtree(temp, ignore_errors=True)
         raise
-    logger.info("saved DEP checkpoint (%d parameters) to %s", meta["n_parameters"], folder)
+    logger.info("saved %s (%d parameters) to %s", meta["format"], meta["n_parameters"], folder)
     return folder
 
 
-def read_config(folder: str | os.PathLike[str]) -> DEPConfig:
-    """The ``DEPConfig`` of a checkpoint folder, after format checks."""
+def read_config(folder: str | os.PathLike[str], module_class: type = DEPModule) -> Any:
+    """The config of a checkpoint folder (a ``module_class.config_class``), after format checks."""
     folder = Path(folder)
     path = folder / CONFIG_FILE
+    expected = module_class.checkpoint_format
     if not path.is_file():
-        raise CheckpointError(f"{folder} is not a DEP checkpoint: {CONFIG_FILE} is missing")
+        raise CheckpointError(f"{folder} is not a {expected} checkpoint: {CONFIG_FILE} is missing")
     try:
         meta = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as error:
         raise CheckpointError(f"{path} is unreadable: {error}") from error
-    if meta.get("format") != FORMAT_NAME:
-        raise CheckpointError(f"{path}: format {meta.get('format')!r}, expected {FORMAT_NAME!r}")
+    if meta.get("format") != expected:
+        raise CheckpointError(f"{path}: format {meta.get('format')!r}, expected {expected!r}")
     if meta.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(
             f"{path}: format version {meta.get('format_version')!r}; this dep-eval reads "
             f"version {FORMAT_VERSION}"
         )
     try:
-        return DEPConfig.from_dict(meta["config"])
+        return module_class.config_class.from_dict(meta["config"])
     except (KeyError, TypeError, ValueError) as error:
         raise CheckpointError(f"{path}: invalid config: {error}") from error
 
@@ -113,7 +119,7 @@ def canonical_encoder_name(name: str) -> str:
 
 
 def check_compatible(
-    config: DEPConfig,
+    config: Any,
     *,
     encoder_name: str | None = None,
     encoder_dim: int | None = None,
@@ -160,7 +166,7 @@ def check_compatible(
     if k is not None and k != config.k:
         problems.append(f"checkpoint has {config.k} history slots (K) but {k} were requested")
     if problems:
-        raise CheckpointError("DEP checkpoint does not fit: " + "; ".join(problems))
+        raise CheckpointError("checkpoint does not fit: " + "; ".join(problems))
 
 
 def load_checkpoint(
@@ -173,10 +179,11 @@ def load_checkpoint(
     k: int | None = None,
     strict_llm_name: bool = False,
     device: str | torch.device = "cpu",
-) -> DEPModule:
+    module_class: type = DEPModule,
+) -> Any:
     """Load a checkpoint, checking it against whichever parts are given."""
     folder = Path(folder)
-    config = read_config(folder)
+    config = read_config(folder, module_class)
     check_compatible(
         config,
         encoder_name=encoder_name,
@@ -193,7 +200,7 @@ def load_checkpoint(
         state = load_file(str(weights), device=str(device))
     except Exception as error:  # safetensors raises its own error types for corrupt files
         raise CheckpointError(f"{weights} is unreadable: {error}") from error
-    module = DEPModule(config)
+    module = module_class(config)
     expected = module.state_dict()
     problems = [f"missing tensor {name}" for name in expected if name not in state]
     problems += [f"unexpected tensor {name}" for name in state if name not in expected]

@@ -14,6 +14,7 @@ import dataclasses
 import logging
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -23,9 +24,12 @@ from dep_eval.dep.checkpoint import load_checkpoint
 from dep_eval.dep.embeddings import DEPInputs, DifferenceEmbedder
 from dep_eval.dep.module import DEPConfig, DEPModule, DEPOutput
 from dep_eval.llm import EMBEDDED_LLM, CausalLM, Prompt
-from dep_eval.methods.base import MethodConfig, PersonalizationMethod
+from dep_eval.methods.base import MethodConfig, PersonalizationMethod, TrainingBatch
 from dep_eval.methods.lm_eval_model import lm_eval_model_for
 from dep_eval.prompts import SYSTEM, fit_prompt, review_messages
+
+if TYPE_CHECKING:
+    from dep_eval.train.trainer import TrainConfig
 
 logger = logging.getLogger(__name__)
 
@@ -126,6 +130,42 @@ class DEP(PersonalizationMethod):
         )
         self.embedders: dict[tuple[str, str], DifferenceEmbedder] = {}
         self.encoder = None
+
+    @classmethod
+    def for_training(cls, config: TrainConfig, llm: CausalLM) -> DEP:
+        """DEP around a fresh module, for ``dep_eval.train``."""
+        from dep_eval.dep.encoder import CachedEncoder
+
+        encoder = CachedEncoder(config.encoder)
+        module = DEPModule(
+            DEPConfig(
+                encoder_name=encoder.name,
+                encoder_dim=encoder.dim,
+                sae_dim=config.sae_dim,
+                llm_name=llm.name,
+                llm_hidden_size=llm.hidden_size,
+                k=config.k,
+            )
+        ).to(llm.device)
+        args = DEPConfigArgs(
+            k=config.k,
+            with_text=config.with_text,
+            align_slots=config.align_slots,
+            max_prompt_tokens=config.max_length,
+        )
+        method = cls(args, llm, module=module)
+        method.encoder = encoder
+        return method
+
+    def training_batch(self, samples: Sequence[Sample], pool: DataPool) -> TrainingBatch:
+        """Step 9's inputs: the prompts (slots carry gradients) and 100 * (recon + 1e-3 KL)."""
+        inputs = self.dep_inputs(samples)
+        out = self.codes(inputs)
+        return TrainingBatch(
+            prompts=self.prompts(samples, pool, inputs, out.his, out.diff),
+            aux_loss=out.aux_loss,
+            logs={"reconstruction": out.recon_loss, "kl": out.kl_loss},
+        )
 
     def setup(self, pool: DataPool) -> None:
         from dep_eval.dep.encoder import CachedEncoder

@@ -122,6 +122,9 @@ class Aligner(nn.Module):
 
 
 class DEPModule(nn.Module):
+    checkpoint_format = "dep-eval/dep-module"  # see dep_eval.dep.checkpoint
+    config_class = DEPConfig
+
     def __init__(self, config: DEPConfig) -> None:
         super().__init__()
         self.config = config

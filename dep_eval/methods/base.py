@@ -32,6 +32,15 @@ Plan = Generator[list[Prompt], list[str], Prompt]
 
 
 @dataclasses.dataclass
+class TrainingBatch:
+    """What a trainable soft-prompt method hands ``dep_eval.train`` for one micro-batch."""
+
+    prompts: list[Prompt]  # soft vectors still attached to the module's graph
+    aux_loss: Any = 0.0  # added to the LM loss (a tensor, or 0.0 for none)
+    logs: dict[str, Any] = dataclasses.field(default_factory=dict)  # logged per step
+
+
+@dataclasses.dataclass
 class MethodConfig:
     """Arguments every method accepts (none yet); methods subclass it."""
 

@@ -1,14 +1,23 @@
-"""DEP's trainer: METHOD.md step 9.
+"""The trainer of soft-prompt methods: DEP (METHOD.md step 9) and PPlug.
 
-The LLM is frozen; only the SAE and both aligners learn, with
+The LLM is frozen; only the method's small module learns (DEP: the SAE and both aligners;
+PPlug: the projector and the instruction vector), with
 
-    loss = LM loss on the target text (+ EOS) + 100 * (reconstruction + 1e-3 * KL)
+    loss = LM loss on the target text (+ EOS) + the method's auxiliary loss
 
-AdamW with linear warm-up and decay, gradient accumulation, one checkpoint per epoch
-(written atomically; ``resume`` continues from the last complete epoch exactly, since each
-epoch's data order comes from ``seed`` and the epoch number alone), and selection of the best
-epoch by METEOR of generated reviews on the val split, copied to ``best/``. Every optimizer
-step's loss components go to ``log.jsonl``.
+(DEP's is ``100 * (reconstruction + 1e-3 * KL)``, PPlug has none). AdamW with linear
+warm-up and decay, gradient accumulation, one checkpoint per epoch (written atomically;
+``resume`` continues from the last complete epoch exactly, since each epoch's data order
+comes from ``seed`` and the epoch number alone), and selection of the best epoch by METEOR
+of generated reviews on the val split, copied to ``best/``. Every optimizer step's loss
+components go to ``log.jsonl``.
+
+A trainable method (see ``TRAINABLE_METHODS``) is a ``PersonalizationMethod`` with
+
+- ``for_training(config, llm)``: a classmethod building it around a fresh module;
+- ``module``: the ``torch.nn.Module`` to train, saved by ``dep_eval.dep.checkpoint``;
+- ``training_batch(samples, pool)``: the prompts (with soft vectors that carry gradients)
+  and auxiliary loss of a micro-batch, the same prompts its inference builds.
 
 The same code runs on a laptop CPU (the embedded SmolLM2) and on GPUs: ``accelerate`` takes
 care of devices, bf16 and multi-GPU data parallelism (``accelerate launch -m dep_eval.cli
@@ -19,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import importlib
 import json
 import logging
 import math
@@ -34,22 +44,36 @@ import torch
 from tqdm.auto import tqdm
 
 from dep_eval.data.records import Sample
-from dep_eval.llm import CausalLM, GenerationSettings
+from dep_eval.llm import CausalLM, GenerationSettings, seed_for
 
 logger = logging.getLogger(__name__)
 
 PAPER_CATEGORIES = ("Books", "Movies_and_TV", "CDs_and_Vinyl")
+TRAINABLE_METHODS = {
+    "dep": "dep_eval.dep.method:DEP",
+    "pplug": "dep_eval.baselines.pplug:PPlug",
+}
+
+
+def trainable_method(name: str) -> type:
+    if name not in TRAINABLE_METHODS:
+        raise ValueError(
+            f"method {name!r} cannot be trained; trainable methods: {sorted(TRAINABLE_METHODS)}"
+        )
+    module_name, _, class_name = TRAINABLE_METHODS[name].partition(":")
+    return getattr(importlib.import_module(module_name), class_name)
 
 
 @dataclass
 class TrainConfig:
     output: str
+    method: str = "dep"  # a key of TRAINABLE_METHODS
     data_dir: str | None = None  # None: the hub's SnowCharmQ/DPL-main
     categories: tuple[str, ...] = PAPER_CATEGORIES
     pretrained: str | None = None  # None: the embedded SmolLM2-135M-Instruct
     encoder: str | None = None  # None: the embedded all-MiniLM-L6-v2
-    k: int = 8
-    sae_dim: int = 512
+    k: int = 8  # DEP: history slots
+    sae_dim: int = 512  # DEP: SAE width
     epochs: int = 5
     lr: float = 1e-5
     weight_decay: float = 0.025
@@ -61,8 +85,8 @@ class TrainConfig:
     seed: int = 42
     all_rows: bool = False  # default: one row per user, the one with the longest profile
     max_rows: int | None = None  # a seeded subset of the training rows (smoke tests, budgets)
-    with_text: bool = True
-    align_slots: bool = True
+    with_text: bool = True  # DEP: past review texts in the prompt
+    align_slots: bool = True  # DEP
     val_rows: int = 512
     val_max_new_tokens: int = 256
     device: str | None = None
@@ -93,9 +117,6 @@ class Trainer:
         from accelerate import Accelerator
 
         from dep_eval.data.loaders import load_pool, load_split, resolve_source
-        from dep_eval.dep.encoder import CachedEncoder
-        from dep_eval.dep.method import DEP, DEPConfigArgs
-        from dep_eval.dep.module import DEPConfig, DEPModule
 
         self.config = config
         self.output = Path(config.output)
@@ -113,31 +134,14 @@ class Trainer:
             device=str(self.accelerator.device),
             dtype="float32" if not torch.cuda.is_available() else config.dtype,
         )
-        encoder = CachedEncoder(config.encoder)
-        module_config = DEPConfig(
-            encoder_name=encoder.name,
-            encoder_dim=encoder.dim,
-            sae_dim=config.sae_dim,
-            llm_name=self.llm.name,
-            llm_hidden_size=self.llm.hidden_size,
-            k=config.k,
-        )
-        self.module = DEPModule(module_config)
-        args = DEPConfigArgs(
-            k=config.k,
-            with_text=config.with_text,
-            align_slots=config.align_slots,
-            max_prompt_tokens=config.max_length,
-        )
-        self.module.to(self.accelerator.device)
-        self.dep = DEP(args, self.llm, module=self.module)
-        self.dep.encoder = encoder
+        self.method = trainable_method(config.method).for_training(config, self.llm)
+        self.module = self.method.module.to(self.accelerator.device)
         self.pools = {}
         self.train_rows: list[Sample] = []
         self.val_rows: list[Sample] = []
         for category in config.categories:
             self.pools[category] = load_pool(source, category)
-            self.dep.setup(self.pools[category])
+            self.method.setup(self.pools[category])
             self.train_rows += select_rows(load_split(source, category, "train"), config.all_rows)
             self.val_rows += load_split(source, category, "val")
         if config.max_rows is not None:
@@ -162,10 +166,9 @@ class Trainer:
     # -- one micro-batch --------------------------------------------------------------
 
     def losses(self, batch: list[Sample]) -> dict[str, torch.Tensor]:
-        """LM, reconstruction and KL losses of a micro-batch (one category)."""
-        inputs = self.dep.dep_inputs(batch)
-        out = self.module(inputs.his, inputs.diff, inputs.his_mask, inputs.diff_mask)
-        prompts = self.dep.prompts(batch, self.pools[batch[0].category], inputs, out.his, out.diff)
+        """LM loss and the method's auxiliary losses of a micro-batch (one category)."""
+        training = self.method.training_batch(batch, self.pools[batch[0].category])
+        prompts = training.prompts
         tokenizer = self.llm.tokenizer
         rows, labels = [], []
         for prompt, sample in zip(prompts, batch, strict=True):
@@ -185,14 +188,21 @@ class Trainer:
             [lab + [-100] * (width - len(lab)) for lab in labels], device=device
         )
         embeds = self.llm.embed(ids, [p.soft_vectors for p in prompts])
-        lm_loss = self.llm.model(inputs_embeds=embeds, attention_mask=mask, labels=label_ids).loss
-        # step 9: LM loss + 100 * (reconstruction + 1e-3 * KL); the weights live in DEPConfig
-        return {
-            "loss": lm_loss + out.aux_loss,
-            "lm": lm_loss,
-            "reconstruction": out.recon_loss,
-            "kl": out.kl_loss,
-        }
+        lm_loss = self._lm_loss(embeds, mask, label_ids)
+        return {"loss": lm_loss + training.aux_loss, "lm": lm_loss, **training.logs}
+
+    def _lm_loss(
+        self, embeds: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor
+    ) -> torch.Tensor:
+        """Next-token cross-entropy over the target tokens only.
+
+        The LM head runs on the positions that predict a target token, not on the whole
+        prompt: the same loss as ``model(labels=...)`` at a fraction of the head's cost.
+        """
+        hidden = self.llm.model.base_model(inputs_embeds=embeds, attention_mask=mask)[0]
+        predicts = labels[:, 1:] != -100  # position t predicts token t + 1
+        logits = self.llm.model.get_output_embeddings()(hidden[:, :-1][predicts])
+        return torch.nn.functional.cross_entropy(logits.float(), labels[:, 1:][predicts])
 
     def batches(self, epoch: int) -> list[list[Sample]]:
         """Micro-batches of one category each, in an order fixed by (seed, epoch)."""
@@ -257,7 +267,7 @@ class Trainer:
                 if self.accelerator.is_main_process:
                     with log_path.open("a") as log:
                         log.write(json.dumps(record) + "\n")
-                bar.set_postfix(lm=f"{sums['lm']:.3f}", rec=f"{sums['reconstruction']:.4f}")
+                bar.set_postfix({name: f"{value:.4f}" for name, value in sums.items()})
             bar.close()
             self._save_epoch(epoch + 1)
         return self._select_best()
@@ -326,11 +336,7 @@ class Trainer:
                 rows = [s for s in self.val_rows if s.category == category]
                 if not rows:
                     continue
-                inputs = self.dep.dep_inputs(rows)
-                out = self.dep.codes(inputs)
-                prompts = self.dep.prompts(rows, self.pools[category], inputs, out.his, out.diff)
-                from dep_eval.llm import seed_for
-
+                prompts = self.method.training_batch(rows, self.pools[category]).prompts
                 generations = self.llm.generate(
                     prompts,
                     [seed_for(settings.seed, s.key) for s in rows],
@@ -371,8 +377,9 @@ class Trainer:
 def _load_weights_into(module: torch.nn.Module, folder: Path) -> None:
     from dep_eval.dep.checkpoint import load_checkpoint
 
+    device = next(module.parameters()).device
     module.load_state_dict(
-        load_checkpoint(folder, device=next(module.parameters()).device).state_dict()
+        load_checkpoint(folder, device=device, module_class=type(module)).state_dict()
     )
 
 
@@ -421,5 +428,5 @@ def _load_trainer_state(path: Path) -> dict:
 
 
 def train(config: TrainConfig) -> Path:
-    """Train DEP; returns the folder of the best checkpoint."""
+    """Train ``config.method``; returns the folder of the best checkpoint."""
     return Trainer(config).run()
