@@ -291,6 +291,7 @@ def test_process_results_pairs_and_costs(fresh_backend, monkeypatch) -> None:
     doc = _doc(user="metrics-test-cost")
     key = Sample.from_doc(doc).key
     costs.record(key, costs.DocumentCost(3, 120, 40, 1.5))
+    monkeypatch.setattr(costs, "_setup_seconds", {"dep": 7.0, "other": 1.0})
     monkeypatch.setattr(bertscore, "metric_name", lambda: "bertscore_minilm_f1")
     out = harness.process_results(doc, ["x"])
     assert out["bertscore_minilm_f1"] == ("x", "Soft and shiny hair.")
@@ -301,6 +302,7 @@ def test_process_results_pairs_and_costs(fresh_backend, monkeypatch) -> None:
         "generated_tokens": 40.0,
         "seconds_per_sample": 1.5,
     }
+    assert out["setup_seconds"] == 8.0  # the run's one-off total, on every document
 
 
 def test_aggregations_score_the_corpus() -> None:

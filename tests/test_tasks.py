@@ -120,6 +120,7 @@ def _echo_lm(record_costs: bool):
                 sample = Sample.from_doc(request.doc)
                 if record_costs:
                     costs.record(sample.key, costs.DocumentCost(2, 100, 10, 0.5))
+                    costs.record_setup("echo", 0.25)
                 odd = request.doc_id % 2
                 out.append("It works well for me." if odd else sample.target.text)
             return out
@@ -141,6 +142,7 @@ def test_full_evaluation_reports_the_metrics(
     from lm_eval import simple_evaluate
 
     monkeypatch.setattr(costs, "_costs", {})  # costs are process-global: start empty
+    monkeypatch.setattr(costs, "_setup_seconds", {})
     monkeypatch.setenv(bertscore.MODE_ENV, "minilm")  # the paper's encoder needs the hub
     bertscore.backend.cache_clear()
     manager = _task_manager(
@@ -161,8 +163,16 @@ def test_full_evaluation_reports_the_metrics(
         value = scores[f"{name},none"]
         assert 0 < value < (100 if name == "bleu" else 1), name
     assert "bertscore_f1,none" not in scores  # never under the paper's name
-    cost_names = ("llm_calls", "prompt_tokens", "generated_tokens", "seconds_per_sample")
+    cost_names = (
+        "llm_calls",
+        "prompt_tokens",
+        "generated_tokens",
+        "seconds_per_sample",
+        "setup_seconds",
+    )
     if record_costs:
-        assert [scores[f"{name},none"] for name in cost_names] == [2.0, 100.0, 10.0, 0.5]
+        # setup is the run's total (6 documents x 0.25 s here), carried by every document
+        values = [scores[f"{name},none"] for name in cost_names]
+        assert values == [2.0, 100.0, 10.0, 0.5, pytest.approx(1.5)]
     else:
         assert not any(f"{name},none" in scores for name in cost_names)
