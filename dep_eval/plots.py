@@ -229,13 +229,18 @@ def plot_all(
     *,
     metric: str = DEFAULT_METRIC,
     formats: Sequence[str] = FORMATS,
+    k_paths: Iterable[Path | str] = (),
 ) -> list[Path]:
-    """Every figure this module draws for the results under ``paths``; the files written."""
+    """Every figure this module draws for the results under ``paths``; the files written.
+
+    The K curve is drawn from the runs under ``k_paths`` as well, when given."""
     results, _ = load_some_results(paths)
     board = build_leaderboard(results)
     output_dir = Path(output_dir)
     written = metric_bars(board, output_dir, formats)
-    written += k_curve(results, output_dir, metric, formats)
+    k_paths = list(k_paths)
+    k_results = results + (load_some_results(k_paths)[0] if k_paths else [])
+    written += k_curve(k_results, output_dir, metric, formats)
     written += quality_vs_cost(board, output_dir, metric, formats)
     return written
 

@@ -73,8 +73,15 @@ def add_reproduce_parser(subparsers: Any) -> argparse.ArgumentParser:
         metavar="NAME",
         help="only these runs (default: all): " + ", ".join(n for n, _, _ in RUNS),
     )
-    parser.add_argument("--k-ablation", action="store_true", help="also DEP with K = 0..8")
+    parser.add_argument(
+        "--k-ablation",
+        action="store_true",
+        help="also DEP with K = 0..8 (in OUTPUT/k_ablation; its own table and figure)",
+    )
     parser.add_argument("--limit", type=int, help="documents per run (default: all)")
+    parser.add_argument(
+        "--k-limit", type=int, help="documents per K-ablation run (default: --limit)"
+    )
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--max-gen-toks", type=int, default=256)
     parser.add_argument("--dep-checkpoint", help="DEP checkpoint (default: the shipped one)")
@@ -86,7 +93,9 @@ def add_reproduce_parser(subparsers: Any) -> argparse.ArgumentParser:
     return parser
 
 
-def lm_eval_command(args: argparse.Namespace, model: str, model_args: str, out: Path) -> list[str]:
+def lm_eval_command(
+    args: argparse.Namespace, model: str, model_args: str, out: Path, limit: int | None = None
+) -> list[str]:
     metadata = {
         "data_dir": str(Path(args.data_dir).resolve()),
         "category": args.category,
@@ -118,8 +127,8 @@ def lm_eval_command(args: argparse.Namespace, model: str, model_args: str, out: 
     ]
     if extra:
         command[6:6] = ["--model_args", ",".join(extra)]  # right after --model NAME
-    if args.limit:
-        command += ["--limit", str(args.limit)]
+    if limit or args.limit:
+        command += ["--limit", str(limit or args.limit)]
     return command
 
 
@@ -127,16 +136,20 @@ def run_reproduce(args: argparse.Namespace) -> None:
     from dep_eval.leaderboard import leaderboard_text
     from dep_eval.plots import plot_all
 
-    runs = RUNS + (K_RUNS if args.k_ablation else [])
+    # (name, model, model_args, output folder, limit): the K ablation has its own folder, so
+    # that it gets its own table and never sits in the main one with another --limit
+    k_root = args.output / "k_ablation"
+    runs = [(name, model, margs, args.output / name, args.limit) for name, model, margs in RUNS]
+    if args.k_ablation:
+        runs += [(n, m, a, k_root / n, args.k_limit or args.limit) for n, m, a in K_RUNS]
     if args.runs:
-        unknown = set(args.runs) - {name for name, _, _ in runs}
+        unknown = set(args.runs) - {run[0] for run in runs}
         if unknown:
             raise SystemExit(f"dep-eval reproduce: unknown run(s) {sorted(unknown)}")
         runs = [run for run in runs if run[0] in args.runs]
     done_commands = []
-    for name, model, model_args in runs:
-        out = args.output / name
-        command = lm_eval_command(args, model, model_args, out)
+    for name, model, model_args, out, limit in runs:
+        command = lm_eval_command(args, model, model_args, out, limit)
         done_commands.append(command)
         if any(out.rglob("results_*.json")):
             logger.info("%s: results exist in %s, skipped", name, out)
@@ -144,12 +157,17 @@ def run_reproduce(args: argparse.Namespace) -> None:
         logger.info("%s: %s", name, shlex.join(command))
         subprocess.run(command, check=True)
     args.results.mkdir(parents=True, exist_ok=True)
+    main_runs = [args.output / name for name, _, _ in RUNS if (args.output / name).is_dir()]
     for fmt, suffix in (("markdown", "md"), ("csv", "csv"), ("latex", "tex")):
         # the paper's Table 1 reference rows only where they share a category with this run
         paper_category = args.category in {"Books", "Movies_and_TV", "CDs_and_Vinyl"}
-        text = leaderboard_text([args.output], fmt, with_paper=fmt == "markdown" and paper_category)
+        text = leaderboard_text(main_runs, fmt, with_paper=fmt == "markdown" and paper_category)
         (args.results / f"leaderboard.{suffix}").write_text(text, encoding="utf-8")
-    plot_all([args.output], args.results / "figures")
+    k_runs = [k_root / name for name, _, _ in K_RUNS if (k_root / name).is_dir()]
+    if k_runs:
+        text = leaderboard_text(k_runs, "markdown", with_paper=False)
+        (args.results / "k_ablation.md").write_text(text, encoding="utf-8")
+    plot_all(main_runs, args.results / "figures", k_paths=k_runs)
     invocation = shlex.join(["dep-eval", *sys.argv[1:]]) if sys.argv[1:2] == ["reproduce"] else ""
     lines = [
         "# How results/ was made",

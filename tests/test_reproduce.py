@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 from pathlib import Path
 
-from dep_eval.reproduce import K_RUNS, RUNS, lm_eval_command
+from dep_eval.reproduce import K_RUNS, RUNS, lm_eval_command, run_reproduce
+
+FIXTURES = Path(__file__).parent / "fixtures" / "leaderboard"
 
 
 def args(**overrides: object) -> argparse.Namespace:
@@ -19,6 +22,8 @@ def args(**overrides: object) -> argparse.Namespace:
         batch_size=4,
         max_gen_toks=128,
         limit=None,
+        k_limit=None,
+        pplug_checkpoint=None,
     )
     values.update(overrides)
     return argparse.Namespace(**values)
@@ -43,3 +48,17 @@ def test_plain_runs_have_no_model_args_and_limit_is_optional() -> None:
 def test_run_names_are_unique() -> None:
     names = [name for name, _, _ in RUNS + K_RUNS]
     assert len(names) == len(set(names))
+
+
+def test_k_ablation_gets_its_own_table_and_never_enters_the_main_one(tmp_path: Path) -> None:
+    out, results = tmp_path / "out", tmp_path / "results"
+    shutil.copytree(FIXTURES / "main", out / "nonperso")  # finished runs: reproduce skips them
+    shutil.copytree(FIXTURES / "k_ablation", out / "k_ablation" / "dep_k0")
+    run_reproduce(
+        args(output=out, results=results, runs=["nonperso", "dep_k0"], k_ablation=True, k_limit=20)
+    )
+    main = (results / "leaderboard.md").read_text()
+    k_table = (results / "k_ablation.md").read_text()
+    assert "DEP (k=" not in main and "DEP (k=" in k_table
+    assert (results / "figures" / "k_ablation_meteor.png").is_file()
+    assert "--limit 20" in (results / "REPRODUCE.md").read_text()  # the K runs' own limit
