@@ -36,13 +36,16 @@ def command_of(config: dict) -> str:
     from dep_eval.train.trainer import TrainConfig
 
     defaults = TrainConfig(output="")
-    parts = ["dep-eval train", f"--data-dir {config['data_dir']}"]
+    parts = ["dep-eval train"]
+    if config.get("method", "dep") != "dep":
+        parts.append(f"--method {config['method']}")
+    parts.append(f"--data-dir {config['data_dir']}")
     parts += [f"--category {c}" for c in config["categories"]]
     parts.append(f"--output {config['output']}")
     for key, flag in FLAGS.items():
         if config.get(key) != getattr(defaults, key):
             parts.append(f"{flag} {config[key]}")
-    if not config["with_text"]:
+    if not config["with_text"] and config.get("method", "dep") == "dep":
         parts.append("--no-text")
     if config["all_rows"]:
         parts.append("--all-rows")
@@ -89,7 +92,7 @@ def main() -> None:
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"{args.name}.json").write_text(json.dumps(summary, indent=2))
     lines = [
-        f"# DEP training run: {args.name}",
+        f"# {config.get('method', 'dep').upper()} training run: {args.name}",
         "",
         f"Trained with: `{summary['command']}`",
         "",
@@ -106,7 +109,12 @@ def main() -> None:
             for e in per_epoch
         ],
         "",
-        "First and last optimizer step (loss = lm + 100 * (reconstruction + 1e-3 * kl)):",
+        "First and last optimizer step"
+        + (
+            " (loss = lm + 100 * (reconstruction + 1e-3 * kl)):"
+            if "reconstruction" in log[0]
+            else " (loss = lm):"
+        ),
         "",
         "```",
         json.dumps(log[0]),
