@@ -149,11 +149,17 @@ def run_reproduce(args: argparse.Namespace) -> None:
         runs = [run for run in runs if run[0] in args.runs]
     done_commands = []
     for name, model, model_args, out, limit in runs:
-        command = lm_eval_command(args, model, model_args, out, limit)
-        done_commands.append(command)
-        if any(out.rglob("results_*.json")):
+        existing = sorted(out.rglob("results_*.json"))
+        if existing:
+            # list the command that made them, with the --limit it really had
+            limit = json.loads(existing[-1].read_text()).get("config", {}).get("limit")
+            limit = int(limit) if limit else None
+            run_args = argparse.Namespace(**{**vars(args), "limit": limit})
+            done_commands.append(lm_eval_command(run_args, model, model_args, out))
             logger.info("%s: results exist in %s, skipped", name, out)
             continue
+        command = lm_eval_command(args, model, model_args, out, limit)
+        done_commands.append(command)
         logger.info("%s: %s", name, shlex.join(command))
         subprocess.run(command, check=True)
     args.results.mkdir(parents=True, exist_ok=True)
