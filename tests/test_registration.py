@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-MODELS = ("nonperso", "rag", "dep")
+MODELS = ("nonperso", "rag", "pag", "dpl", "pplug", "dep")
 PROBE = (
     "import lm_eval.models\n"
     "from lm_eval.api.registry import model_registry\n"
-    "print(sorted(n for n in model_registry if n in {'hf', 'nonperso', 'rag', 'dep'}))\n"
+    f"print(sorted(n for n in model_registry if n in {{'hf', *{MODELS!r}}}))\n"
 )
 
 
