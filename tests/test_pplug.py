@@ -72,3 +72,17 @@ def test_a_dep_checkpoint_is_not_a_pplug_checkpoint(llm, tmp_path: Path) -> None
     save_checkpoint(DEPModule(DEPConfig()), tmp_path / "dep")
     with pytest.raises(CheckpointError, match="expected 'dep-eval/pplug-module'"):
         PPlug(PPlugConfig(checkpoint=str(tmp_path / "dep")), llm)
+
+
+def test_without_a_checkpoint_pplug_uses_the_shipped_one(llm) -> None:
+    method = PPlug(PPlugConfig(), llm)
+    assert method.module.config.llm_hidden_size == llm.hidden_size
+    assert method.module.config.encoder_name.endswith("all-MiniLM-L6-v2")
+
+
+def test_another_llm_without_a_checkpoint_is_told_how_to_train_one() -> None:
+    from types import SimpleNamespace
+
+    qwen = SimpleNamespace(name="Qwen/Qwen2.5-7B-Instruct", hidden_size=3584, device="cpu")
+    with pytest.raises(ValueError, match="dep-eval train --method pplug"):
+        PPlug._load(PPlugConfig(), qwen)
