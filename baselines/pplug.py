@@ -21,7 +21,6 @@ import dataclasses
 import logging
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -31,6 +30,7 @@ from dep_eval.data.pool import DataPool
 from dep_eval.data.records import Item, Sample
 from dep_eval.dep.checkpoint import load_checkpoint
 from dep_eval.dep.encoder import DEFAULT_ENCODER_DIM, DEFAULT_ENCODER_NAME
+from dep_eval.dep.method import SHIPPED_CHECKPOINT as DEP_SHIPPED_CHECKPOINT
 from dep_eval.dep.module import DEFAULT_LLM_HIDDEN_SIZE, DEFAULT_LLM_NAME
 from dep_eval.llm import EMBEDDED_LLM, CausalLM, Prompt
 from dep_eval.methods.base import MethodConfig, PersonalizationMethod, TrainingBatch
@@ -47,7 +47,8 @@ SYSTEM_WITH_PERSONA = SYSTEM + (
     "this user's past reviews. Use them as hints about the user's style and preferences."
 )
 INSTRUCTION_INIT_TEXT = " Write the way this user writes, using their persona:"
-SHIPPED_CHECKPOINT = Path(__file__).resolve().parent.parent / "checkpoints" / "pplug-smollm2-minilm"
+# beside DEP's in the package (this file may live outside dep_eval/ in a source checkout)
+SHIPPED_CHECKPOINT = DEP_SHIPPED_CHECKPOINT.parent / "pplug-smollm2-minilm"
 
 
 @dataclass
