@@ -28,7 +28,7 @@ from torch import nn
 
 from dep_eval.data.pool import DataPool
 from dep_eval.data.records import Item, Sample
-from dep_eval.dep.checkpoint import load_checkpoint
+from dep_eval.dep.checkpoint import identity_fields, load_checkpoint
 from dep_eval.dep.encoder import DEFAULT_ENCODER_DIM, DEFAULT_ENCODER_NAME
 from dep_eval.dep.method import SHIPPED_CHECKPOINT as DEP_SHIPPED_CHECKPOINT
 from dep_eval.dep.module import DEFAULT_LLM_HIDDEN_SIZE, DEFAULT_LLM_NAME
@@ -156,14 +156,7 @@ class PPlug(PersonalizationMethod):
         from dep_eval.dep.encoder import CachedEncoder
 
         encoder = CachedEncoder(config.encoder)
-        module = PPlugModule(
-            PPlugModuleConfig(
-                encoder_name=encoder.name,
-                encoder_dim=encoder.dim,
-                llm_name=llm.name,
-                llm_hidden_size=llm.hidden_size,
-            )
-        )
+        module = PPlugModule(PPlugModuleConfig(**identity_fields(encoder, llm)))
         # start the instruction vector at a real instruction's mean token embedding
         with torch.no_grad():
             module.instruction.copy_(llm.text_embedding(INSTRUCTION_INIT_TEXT))

@@ -118,6 +118,17 @@ def canonical_encoder_name(name: str) -> str:
     return last.lower()
 
 
+def identity_fields(encoder: Any, llm: Any) -> dict[str, Any]:
+    """The encoder and LLM a fresh module is made for: the config fields that
+    ``check_compatible`` later compares against the encoder and LLM of a run."""
+    return {
+        "encoder_name": encoder.name,
+        "encoder_dim": encoder.dim,
+        "llm_name": llm.name,
+        "llm_hidden_size": llm.hidden_size,
+    }
+
+
 def check_compatible(
     config: Any,
     *,

@@ -20,7 +20,7 @@ import torch
 
 from dep_eval.data.pool import DataPool
 from dep_eval.data.records import Sample
-from dep_eval.dep.checkpoint import load_checkpoint
+from dep_eval.dep.checkpoint import identity_fields, load_checkpoint
 from dep_eval.dep.embeddings import DEPInputs, DifferenceEmbedder
 from dep_eval.dep.module import DEPConfig, DEPModule, DEPOutput
 from dep_eval.llm import EMBEDDED_LLM, CausalLM, Prompt
@@ -138,14 +138,7 @@ class DEP(PersonalizationMethod):
 
         encoder = CachedEncoder(config.encoder)
         module = DEPModule(
-            DEPConfig(
-                encoder_name=encoder.name,
-                encoder_dim=encoder.dim,
-                sae_dim=config.sae_dim,
-                llm_name=llm.name,
-                llm_hidden_size=llm.hidden_size,
-                k=config.k,
-            )
+            DEPConfig(**identity_fields(encoder, llm), sae_dim=config.sae_dim, k=config.k)
         ).to(llm.device)
         args = DEPConfigArgs(
             k=config.k,
