@@ -71,7 +71,9 @@ def add_reproduce_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--runs",
         nargs="+",
         metavar="NAME",
-        help="only these runs (default: all): " + ", ".join(n for n, _, _ in RUNS),
+        help="only these runs (default: all): "
+        + ", ".join(n for n, _, _ in RUNS)
+        + "; --k-ablation still adds dep_k0..dep_k8",
     )
     parser.add_argument(
         "--k-ablation",
@@ -132,21 +134,33 @@ def lm_eval_command(
     return command
 
 
+def select_runs(args: argparse.Namespace) -> list[tuple[str, str, str, Path, int | None]]:
+    """(name, model, model_args, output folder, limit) of each run to do, in order.
+
+    ``--runs`` picks main runs (or single K runs, dep_k0..dep_k8); ``--k-ablation`` adds all
+    nine K runs. They have their own folder, so that they get their own table and never sit in
+    the main one with another --limit.
+    """
+    k_root = args.output / "k_ablation"
+    main = [(name, model, margs, args.output / name, args.limit) for name, model, margs in RUNS]
+    k_limit = args.k_limit or args.limit
+    k_runs = [(n, m, a, k_root / n, k_limit) for n, m, a in K_RUNS]
+    if args.runs:
+        unknown = set(args.runs) - {run[0] for run in main + k_runs}
+        if unknown:
+            raise SystemExit(f"dep-eval reproduce: unknown run(s) {sorted(unknown)}")
+    runs = [run for run in main + k_runs if run[0] in args.runs] if args.runs else list(main)
+    if args.k_ablation:
+        runs += [run for run in k_runs if run not in runs]
+    return runs
+
+
 def run_reproduce(args: argparse.Namespace) -> None:
     from dep_eval.leaderboard import leaderboard_text
     from dep_eval.plots import plot_all
 
-    # (name, model, model_args, output folder, limit): the K ablation has its own folder, so
-    # that it gets its own table and never sits in the main one with another --limit
     k_root = args.output / "k_ablation"
-    runs = [(name, model, margs, args.output / name, args.limit) for name, model, margs in RUNS]
-    if args.k_ablation:
-        runs += [(n, m, a, k_root / n, args.k_limit or args.limit) for n, m, a in K_RUNS]
-    if args.runs:
-        unknown = set(args.runs) - {run[0] for run in runs}
-        if unknown:
-            raise SystemExit(f"dep-eval reproduce: unknown run(s) {sorted(unknown)}")
-        runs = [run for run in runs if run[0] in args.runs]
+    runs = select_runs(args)
     done_commands = []
     for name, model, model_args, out, limit in runs:
         existing = sorted(out.rglob("results_*.json"))
@@ -169,11 +183,11 @@ def run_reproduce(args: argparse.Namespace) -> None:
         paper_category = args.category in {"Books", "Movies_and_TV", "CDs_and_Vinyl"}
         text = leaderboard_text(main_runs, fmt, with_paper=fmt == "markdown" and paper_category)
         (args.results / f"leaderboard.{suffix}").write_text(text, encoding="utf-8")
-    k_runs = [k_root / name for name, _, _ in K_RUNS if (k_root / name).is_dir()]
-    if k_runs:
-        text = leaderboard_text(k_runs, "markdown", with_paper=False)
+    k_paths = [k_root / name for name, _, _ in K_RUNS if (k_root / name).is_dir()]
+    if k_paths:
+        text = leaderboard_text(k_paths, "markdown", with_paper=False)
         (args.results / "k_ablation.md").write_text(text, encoding="utf-8")
-    plot_all(main_runs, args.results / "figures", k_paths=k_runs)
+    plot_all(main_runs, args.results / "figures", k_paths=k_paths)
     invocation = shlex.join(["dep-eval", *sys.argv[1:]]) if sys.argv[1:2] == ["reproduce"] else ""
     lines = [
         "# How results/ was made",

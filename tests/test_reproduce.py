@@ -7,7 +7,7 @@ import json
 import shutil
 from pathlib import Path
 
-from dep_eval.reproduce import K_RUNS, RUNS, lm_eval_command, run_reproduce
+from dep_eval.reproduce import K_RUNS, RUNS, lm_eval_command, run_reproduce, select_runs
 
 FIXTURES = Path(__file__).parent / "fixtures" / "leaderboard"
 
@@ -50,12 +50,31 @@ def test_run_names_are_unique() -> None:
     assert len(names) == len(set(names))
 
 
+def test_runs_pick_main_runs_and_k_ablation_adds_all_nine_k_runs() -> None:
+    def names(**overrides: object) -> list[str]:
+        base = dict(output=Path("o"), runs=None, k_ablation=False)
+        return [run[0] for run in select_runs(args(**{**base, **overrides}))]
+
+    assert names() == [name for name, _, _ in RUNS]
+    assert names(runs=["rag", "nonperso"]) == ["nonperso", "rag"]  # in the fixed order
+    k_names = [name for name, _, _ in K_RUNS]
+    assert names(runs=["nonperso"], k_ablation=True) == ["nonperso", *k_names]
+    assert names(runs=["dep_k3"]) == ["dep_k3"]
+    limits = {
+        run[0]: run[4]
+        for run in select_runs(
+            args(output=Path("o"), runs=["dep", "dep_k3"], k_ablation=False, limit=None, k_limit=10)
+        )
+    }
+    assert limits == {"dep": None, "dep_k3": 10}
+
+
 def test_k_ablation_gets_its_own_table_and_never_enters_the_main_one(tmp_path: Path) -> None:
     out, results = tmp_path / "out", tmp_path / "results"
     shutil.copytree(FIXTURES / "main", out / "nonperso")  # finished runs: reproduce skips them
     shutil.copytree(FIXTURES / "k_ablation", out / "k_ablation" / "dep_k0")
     run_reproduce(
-        args(output=out, results=results, runs=["nonperso", "dep_k0"], k_ablation=True, k_limit=20)
+        args(output=out, results=results, runs=["nonperso", "dep_k0"], k_ablation=False, k_limit=20)
     )
     main = (results / "leaderboard.md").read_text()
     k_table = (results / "k_ablation.md").read_text()
