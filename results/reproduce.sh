@@ -15,12 +15,6 @@ run --runs nonperso rag pplug dep dep_no_text dep_his_only_no_text dep_diff_only
     dep_his_only dep_diff_only
 run --runs pag dpl --limit 10
 run --runs nonperso --k-ablation --k-limit 10
-# Every method on the same first 10 users, PAG and DPL reused from above.
-mkdir -p "$OUT/first10"
-for r in pag dpl; do [ -e "$OUT/first10/$r" ] || cp -r "$OUT/$r" "$OUT/first10/$r"; done
-.venv/bin/dep-eval reproduce --data-dir ../shared/data/amazon_beauty --category All_Beauty \
-    --output "$OUT/first10" --results results/first10 --batch-size 8 --max-gen-toks 128 \
-    --runs nonperso rag pag dpl pplug dep dep_no_text --limit 10
 # The main tables and figures, from every run above (all skipped by now).
 run --runs nonperso rag pag dpl pplug dep dep_no_text dep_his_only_no_text \
     dep_diff_only_no_text dep_his_only dep_diff_only --k-ablation --k-limit 10
