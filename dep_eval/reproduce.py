@@ -138,8 +138,8 @@ def select_runs(args: argparse.Namespace) -> list[tuple[str, str, str, Path, int
     """(name, model, model_args, output folder, limit) of each run to do, in order.
 
     ``--runs`` picks main runs (or single K runs, dep_k0..dep_k8); ``--k-ablation`` adds all
-    nine K runs. They have their own folder, so that they get their own table and never sit in
-    the main one with another --limit.
+    nine K runs. K runs have their own folder, so that they get their own table and never sit
+    in the main one with another --limit.
     """
     k_root = args.output / "k_ablation"
     main = [(name, model, margs, args.output / name, args.limit) for name, model, margs in RUNS]
@@ -148,7 +148,10 @@ def select_runs(args: argparse.Namespace) -> list[tuple[str, str, str, Path, int
     if args.runs:
         unknown = set(args.runs) - {run[0] for run in main + k_runs}
         if unknown:
-            raise SystemExit(f"dep-eval reproduce: unknown run(s) {sorted(unknown)}")
+            known = ", ".join(run[0] for run in main + k_runs)
+            raise SystemExit(
+                f"dep-eval reproduce: unknown run(s) {sorted(unknown)}; known: {known}"
+            )
     runs = [run for run in main + k_runs if run[0] in args.runs] if args.runs else list(main)
     if args.k_ablation:
         runs += [run for run in k_runs if run not in runs]

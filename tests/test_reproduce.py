@@ -7,6 +7,8 @@ import json
 import shutil
 from pathlib import Path
 
+import pytest
+
 from dep_eval.reproduce import K_RUNS, RUNS, lm_eval_command, run_reproduce, select_runs
 
 FIXTURES = Path(__file__).parent / "fixtures" / "leaderboard"
@@ -67,6 +69,13 @@ def test_runs_pick_main_runs_and_k_ablation_adds_all_nine_k_runs() -> None:
         )
     }
     assert limits == {"dep": None, "dep_k3": 10}
+
+
+def test_an_unknown_run_name_is_refused_with_the_known_names() -> None:
+    with pytest.raises(
+        SystemExit, match=r"unknown run\(s\) \['dep_k9', 'rga'\]; known: nonperso, rag"
+    ):
+        select_runs(args(output=Path("o"), runs=["rag", "rga", "dep_k9"], k_ablation=False))
 
 
 def test_k_ablation_gets_its_own_table_and_never_enters_the_main_one(tmp_path: Path) -> None:
