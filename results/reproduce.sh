@@ -11,10 +11,8 @@ run() {
     .venv/bin/dep-eval reproduce --data-dir ../shared/data/amazon_beauty --category All_Beauty \
         --output "$OUT" --results results --batch-size 8 --max-gen-toks 128 "$@"
 }
-run --runs nonperso rag pplug dep dep_no_text dep_his_only_no_text dep_diff_only_no_text \
-    dep_his_only dep_diff_only
+# PAG and DPL first, on 10 users; then every other run (and the K ablation on 10 users),
+# which also writes the tables and figures from all of them.
 run --runs pag dpl --limit 10
-run --runs nonperso --k-ablation --k-limit 10
-# The main tables and figures, from every run above (all skipped by now).
 run --runs nonperso rag pag dpl pplug dep dep_no_text dep_his_only_no_text \
     dep_diff_only_no_text dep_his_only dep_diff_only --k-ablation --k-limit 10
