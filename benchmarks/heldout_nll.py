@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--name", default="dep", help="suffix of the results files")
     args = parser.parse_args(argv)
 
-    from dep_eval.data.loaders import load_pool, load_split, resolve_source
+    from dep_eval.data.loaders import load_split, resolve_source
 
     torch.set_grad_enabled(False)
     source = resolve_source({"data_dir": args.data_dir})
@@ -114,7 +114,8 @@ def main(argv: list[str] | None = None) -> None:
             }
         )
 
-    command = "python benchmarks/heldout_nll.py " + shlex.join(sys.argv[1:] if argv is None else argv)
+    given = sys.argv[1:] if argv is None else argv
+    command = "python benchmarks/heldout_nll.py " + shlex.join(given)
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"heldout_nll_{args.name}.json").write_text(
         json.dumps({"command": command, "split": args.split, "summary": summary}, indent=2) + "\n"
