@@ -111,6 +111,7 @@ def main(argv: list[str] | None = None) -> None:
                 "stderr_row_diff": round(sd / math.sqrt(len(diffs)), 4),
                 "rows_lower_than_reference": lower,
                 "seconds_per_row": round(seconds[spec] / len(values), 2),
+                "row_nll_per_token": [round(v, 4) for v in per_row],  # for later pairing
             }
         )
 
