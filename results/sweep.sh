@@ -3,7 +3,8 @@
 # Three runs beside the shipped recipe (64 users x 2 epochs, lr 1e-3, slots-only prompts),
 # their training summaries, the held-out NLL of the real val reviews under each checkpoint,
 # and the test-split generation metrics of the best one. Run from the repository root after
-# results/reproduce.sh (the leaderboard puts the new rows beside its Non-Perso, RAG and DEP).
+# results/reproduce.sh (the leaderboard puts the new rows beside its Non-Perso, RAG, PPlug and
+# DEP; its rows "checkpoint=best" are the 4-epoch run).
 # About 3 hours on a 2-core CPU (2026-11-26: each training run 20-32 min, each NLL line
 # 5-20 min, each test evaluation 7-15 min).
 set -euo pipefail
@@ -46,5 +47,5 @@ for with_text in false true; do
         --batch_size 8 --gen_kwargs max_gen_toks=128 \
         --output_path "out/sweep/dep_4ep_text_$with_text" --log_samples
 done
-.venv/bin/dep-eval leaderboard "$OUT/nonperso" "$OUT/rag" "$OUT/dep" "$OUT/dep_no_text" \
-    out/sweep --output results/sweep_test.md
+.venv/bin/dep-eval leaderboard "$OUT/nonperso" "$OUT/rag" "$OUT/pplug" "$OUT/dep" \
+    "$OUT/dep_no_text" out/sweep --output results/sweep_test.md
