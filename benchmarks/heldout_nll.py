@@ -30,17 +30,33 @@ from tqdm.auto import tqdm
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 
 
+def parse_model_spec(spec: str) -> tuple[str, dict[str, str]]:
+    """``name`` or ``name:key=value,key=value`` -> (name, model arguments)."""
+    name, _, args = spec.partition(":")
+    kwargs = {}
+    for item in filter(None, args.split(",")):
+        key, eq, value = item.partition("=")
+        if not eq or not key:
+            raise ValueError(
+                f"--model {spec!r}: {item!r} is not key=value; "
+                "write e.g. --model 'dep:with_text=false,k=1'"
+            )
+        kwargs[key] = value
+    return name, kwargs
+
+
 def make_lm(spec: str):  # noqa: ANN201
-    """``name`` or ``name:key=value,key=value`` -> an lm-eval model of this package."""
+    """An lm-eval model of this package from a ``--model`` spec, on the CPU."""
     import lm_eval.api.registry as registry
 
-    name, _, args = spec.partition(":")
-    kwargs = dict(item.split("=", 1) for item in args.split(",") if item)
+    name, kwargs = parse_model_spec(spec)
     return registry.get_model(name)(device="cpu", **kwargs)
 
 
 def target_nll(lm, samples, pool, max_target_tokens: int) -> list[tuple[float, int]]:  # noqa: ANN001
     """(summed NLL in nats, token count) of each sample's target under the method's prompt."""
+    from dep_eval.train.trainer import target_lm_loss
+
     llm = lm.llm
     tokenizer = llm.tokenizer
     out = []
@@ -51,14 +67,18 @@ def target_nll(lm, samples, pool, max_target_tokens: int) -> list[tuple[float, i
             target = tokenizer(sample.target.text, add_special_tokens=False)["input_ids"]
             target = target[:max_target_tokens] + [tokenizer.eos_token_id]
             ids = torch.tensor([prompt_ids + target], device=llm.device)
+            labels = torch.tensor([[-100] * len(prompt_ids) + target], device=llm.device)
             embeds = llm.embed(ids, [prompt.soft_vectors])
-            hidden = llm.model.base_model(inputs_embeds=embeds)[0]
-            logits = llm.model.get_output_embeddings()(hidden[0, len(prompt_ids) - 1 : -1])
-            nll = torch.nn.functional.cross_entropy(
-                logits.float(), ids[0, len(prompt_ids) :], reduction="sum"
-            )
-        out.append((float(nll), len(target)))
+            mean = target_lm_loss(llm, embeds, torch.ones_like(ids), labels)
+        out.append((float(mean) * len(target), len(target)))
     return out
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -66,19 +86,25 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data-dir", required=True, help="shared data folder")
     parser.add_argument("--category", default="All_Beauty")
     parser.add_argument("--split", default="val", choices=["train", "val", "test"])
-    parser.add_argument("--rows", type=int, default=100, help="first N rows of the split")
-    parser.add_argument("--max-target-tokens", type=int, default=128)
+    parser.add_argument("--rows", type=positive_int, default=100, help="first N rows of the split")
+    parser.add_argument("--max-target-tokens", type=positive_int, default=128)
     parser.add_argument(
         "--model", action="append", required=True, help="name[:key=value,...]; repeatable"
     )
     parser.add_argument("--name", default="dep", help="suffix of the results files")
     args = parser.parse_args(argv)
+    for spec in args.model:
+        try:
+            parse_model_spec(spec)
+        except ValueError as error:
+            parser.error(str(error))
 
     from dep_eval.data.loaders import load_split, resolve_source
 
-    torch.set_grad_enabled(False)
     source = resolve_source({"data_dir": args.data_dir})
     samples = load_split(source, args.category, args.split)[: args.rows]
+    if not samples:
+        raise SystemExit(f"{args.data_dir}: the {args.category} {args.split} split has no rows")
     rows: dict[str, list[tuple[float, int]]] = {}
     seconds: dict[str, float] = {}
     for spec in args.model:

@@ -39,3 +39,16 @@ def test_target_nll_matches_the_models_own_loss(beauty_dir: Path) -> None:
             expected = lm.llm.model(input_ids=ids, labels=labels).loss * len(target)
         assert count == len(target) == 17
         assert abs(nll - float(expected)) < 1e-3 * count
+
+
+def test_a_malformed_model_spec_is_refused_naming_the_item(capsys) -> None:  # noqa: ANN001
+    import pytest
+
+    heldout = _load_benchmark()
+    assert heldout.parse_model_spec("dep:with_text=false,k=1") == (
+        "dep",
+        {"with_text": "false", "k": "1"},
+    )
+    with pytest.raises(SystemExit):
+        heldout.main(["--data-dir", "x", "--model", "nonperso", "--model", "dep:with_text"])
+    assert "'dep:with_text': 'with_text' is not key=value" in capsys.readouterr().err

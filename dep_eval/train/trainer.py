@@ -106,6 +106,20 @@ def select_rows(samples: list[Sample], all_rows: bool) -> list[Sample]:
     return list(best.values())
 
 
+def target_lm_loss(
+    llm: CausalLM, embeds: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor
+) -> torch.Tensor:
+    """Mean next-token cross-entropy over the target tokens only (labels -100 elsewhere).
+
+    The LM head runs on the positions that predict a target token, not on the whole
+    prompt: the same loss as ``model(labels=...)`` at a fraction of the head's cost.
+    """
+    hidden = llm.model.base_model(inputs_embeds=embeds, attention_mask=mask)[0]
+    predicts = labels[:, 1:] != -100  # position t predicts token t + 1
+    logits = llm.model.get_output_embeddings()(hidden[:, :-1][predicts])
+    return torch.nn.functional.cross_entropy(logits.float(), labels[:, 1:][predicts])
+
+
 def _atomic_json(path: Path, data: object) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(data, indent=2))
@@ -194,15 +208,7 @@ class Trainer:
     def _lm_loss(
         self, embeds: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor
     ) -> torch.Tensor:
-        """Next-token cross-entropy over the target tokens only.
-
-        The LM head runs on the positions that predict a target token, not on the whole
-        prompt: the same loss as ``model(labels=...)`` at a fraction of the head's cost.
-        """
-        hidden = self.llm.model.base_model(inputs_embeds=embeds, attention_mask=mask)[0]
-        predicts = labels[:, 1:] != -100  # position t predicts token t + 1
-        logits = self.llm.model.get_output_embeddings()(hidden[:, :-1][predicts])
-        return torch.nn.functional.cross_entropy(logits.float(), labels[:, 1:][predicts])
+        return target_lm_loss(self.llm, embeds, mask, labels)
 
     def batches(self, epoch: int) -> list[list[Sample]]:
         """Micro-batches of one category each, in an order fixed by (seed, epoch)."""
