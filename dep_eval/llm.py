@@ -18,6 +18,7 @@ What it adds over ``model.generate``:
 from __future__ import annotations
 
 import hashlib
+import inspect
 import logging
 import os
 import shutil
@@ -179,6 +180,10 @@ class CausalLM:
             path, dtype=self.dtype, trust_remote_code=trust_remote_code
         ).to(self.device)
         self.model.eval().requires_grad_(False)
+        # transformers 5 renamed the KV-cache argument (and output field) to `cache` and warns
+        # on the old name; 4.x knows only `past_key_values`.
+        forward_params = inspect.signature(self.model.base_model.forward).parameters
+        self._cache_arg = "cache" if "cache" in forward_params else "past_key_values"
         self.embedding = self.model.get_input_embeddings()
         self.vocab_size = self.embedding.weight.shape[0]
         self.hidden_size = self.embedding.weight.shape[1]
@@ -327,10 +332,10 @@ class CausalLM:
                 inputs_embeds=embeds,
                 attention_mask=mask,
                 position_ids=positions,
-                past_key_values=past,
                 use_cache=True,
+                **{self._cache_arg: past},
             )
-            past = output.past_key_values
+            past = getattr(output, self._cache_arg)
             logits = self._last_logits(output.last_hidden_state[:, -1, :])
             next_ids = self._pick(logits, generators, settings)
             for row, token in enumerate(next_ids.tolist()):
