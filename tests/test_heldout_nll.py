@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
+import pytest
 import torch
 
 BENCHMARK = Path(__file__).resolve().parents[1] / "benchmarks" / "heldout_nll.py"
@@ -42,8 +43,6 @@ def test_target_nll_matches_the_models_own_loss(beauty_dir: Path) -> None:
 
 
 def test_a_malformed_model_spec_is_refused_naming_the_item(capsys) -> None:  # noqa: ANN001
-    import pytest
-
     heldout = _load_benchmark()
     assert heldout.parse_model_spec("dep:with_text=false,k=1") == (
         "dep",

@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from dep_eval.train.trainer import TrainConfig, Trainer, select_rows
+from dep_eval.train.trainer import TrainConfig, Trainer, select_rows, target_lm_loss
 
 
 def tiny_config(data_dir: Path, output: Path, **overrides: object) -> TrainConfig:
@@ -112,7 +112,7 @@ def test_target_only_lm_loss_equals_the_models_own_loss(beauty_dir: Path, tmp_pa
     labels = torch.tensor([[-100, -100, -100, 8, 9, 10], [-100, -100, 13, 14, -100, -100]])
     embeds = llm.embed(ids, [None, None])
     expected = llm.model(inputs_embeds=embeds, attention_mask=mask, labels=labels).loss
-    torch.testing.assert_close(trainer._lm_loss(embeds, mask, labels), expected)
+    torch.testing.assert_close(target_lm_loss(llm, embeds, mask, labels), expected)
 
 
 def test_an_unknown_method_cannot_be_trained(beauty_dir: Path, tmp_path: Path) -> None:

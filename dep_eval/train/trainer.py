@@ -202,13 +202,8 @@ class Trainer:
             [lab + [-100] * (width - len(lab)) for lab in labels], device=device
         )
         embeds = self.llm.embed(ids, [p.soft_vectors for p in prompts])
-        lm_loss = self._lm_loss(embeds, mask, label_ids)
+        lm_loss = target_lm_loss(self.llm, embeds, mask, label_ids)
         return {"loss": lm_loss + training.aux_loss, "lm": lm_loss, **training.logs}
-
-    def _lm_loss(
-        self, embeds: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor
-    ) -> torch.Tensor:
-        return target_lm_loss(self.llm, embeds, mask, labels)
 
     def batches(self, epoch: int) -> list[list[Sample]]:
         """Micro-batches of one category each, in an order fixed by (seed, epoch)."""
