@@ -1,6 +1,7 @@
 """``dep-eval plot``: figures from lm-eval output folders, as PNG and SVG.
 
-- ``bars_<metric>``: one bar per method (row) and category, for every quality metric;
+- ``bars_<metric>``: one bar per method (row) and category, for every quality metric, with
+  the cell's 95 % bootstrap interval as an error bar (none for results without intervals);
 - ``k_ablation_<metric>``: DEP's metric against K, from the runs whose ``model_args`` set
   ``k`` (one line per combination of DEP's other args, one panel per category);
 - ``quality_vs_cost_<metric>``: the metric (averaged over the test categories) against
@@ -91,6 +92,13 @@ def _mismatch_note(figure: Figure, rows: Iterable[Row]) -> None:
         )
 
 
+def _error(value: float | None, interval: tuple[float, float] | None) -> tuple | None:
+    """(below, above) for matplotlib's asymmetric ``yerr``; None without an interval."""
+    if value is None or interval is None:
+        return None
+    return max(0.0, value - interval[0]), max(0.0, interval[1] - value)
+
+
 def metric_bars(board: Leaderboard, output_dir: Path, formats: Sequence[str]) -> list[Path]:
     """One grouped bar chart per quality metric: categories on x, one bar per row."""
     rows = [row for row in board.rows if row.kind == "measured"]
@@ -108,13 +116,24 @@ def metric_bars(board: Leaderboard, output_dir: Path, formats: Sequence[str]) ->
         for i, (row, color) in enumerate(zip(rows, _colors(len(rows)), strict=True)):
             xs = [g + (i - (len(rows) - 1) / 2) * width for g in range(len(groups))]
             heights = [row.values[j] for j in indices]
-            shown = [(x, h) for x, h in zip(xs, heights, strict=True) if h is not None]
+            shown = [
+                (x, h, _error(h, row.intervals[j] if j < len(row.intervals) else None))
+                for x, h, j in zip(xs, heights, indices, strict=True)
+                if h is not None
+            ]
             if shown:
-                x, h = zip(*shown, strict=True)
+                x, h, errors = zip(*shown, strict=True)
                 axes.bar(x, h, width=width, color=color, label=_legend_label(row))
+                with_bars = [(xi, hi, e) for xi, hi, e in shown if e is not None]
+                if with_bars:
+                    bx, by, be = zip(*with_bars, strict=True)
+                    axes.errorbar(
+                        bx, by, yerr=list(zip(*be, strict=True)), fmt="none",
+                        ecolor="black", elinewidth=0.8, capsize=2,
+                    )  # fmt: skip
         axes.set_xticks(range(len(groups)), groups)
         axes.set_ylabel(metric.label)
-        figure.suptitle(f"{metric.label} by method and category")
+        figure.suptitle(f"{metric.label} by method and category (bars: 95 % intervals)")
         axes.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
         _mismatch_note(figure, rows)
         written += _save(figure, output_dir, f"bars_{key}", formats)
@@ -214,6 +233,11 @@ def quality_vs_cost(
                     logger.info("quality/cost plot: no %s or cost for %s", label, row.label)
                 continue
             axes.scatter([x], [y], color=color, marker=marker, s=50, label=_legend_label(row))
+            error = _error(y, row.intervals[quality] if quality < len(row.intervals) else None)
+            if error is not None:
+                axes.errorbar(
+                    [x], [y], yerr=[[error[0]], [error[1]]], fmt="none", ecolor=color, capsize=2
+                )
         axes.set_xlabel(x_label)
         axes.set_ylabel(label)
         if i == 1:
