@@ -133,7 +133,9 @@ def metric_bars(board: Leaderboard, output_dir: Path, formats: Sequence[str]) ->
                     )  # fmt: skip
         axes.set_xticks(range(len(groups)), groups)
         axes.set_ylabel(metric.label)
-        figure.suptitle(f"{metric.label} by method and category (bars: 95 % intervals)")
+        has_bars = any(row.intervals[j] for row in rows for j in indices if j < len(row.intervals))
+        note = " (error bars: 95 % intervals)" if has_bars else ""
+        figure.suptitle(f"{metric.label} by method and category{note}")
         axes.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
         _mismatch_note(figure, rows)
         written += _save(figure, output_dir, f"bars_{key}", formats)

@@ -40,11 +40,15 @@ def legend(board: Leaderboard) -> str:
     if any(row.kind == "paper" for row in board.rows):
         parts.append("Paper rows: Table 1 of the paper, not measured here and not ranked.")
     measured = [row for row in board.rows if row.kind == "measured"]
-    if board.show_intervals:
+    with_intervals = [row for row in measured if _has_intervals(row)]
+    if board.show_intervals and measured and not with_intervals:
         parts.append(
-            "± h: half the width of the 95 % bootstrap interval over documents (1,000 "
-            "resamples; exact bounds in the CSV; for the Average, the categories' half-widths "
-            "combined as independent)."
+            "No ±: these results files have no intervals (made before dep-eval wrote them)."
+        )
+    elif board.show_intervals and measured:
+        parts.append(
+            "± h: half the width of the 95 % bootstrap interval over documents (exact bounds "
+            "in the CSV; for the Average, the categories' half-widths combined as independent)."
         )
         without = [row.label for row in measured if not _has_intervals(row)]
         if without:
