@@ -168,7 +168,7 @@ def lm_eval_command(
     return command
 
 
-Run = tuple[str, str, str, Path, "int | None", int]
+Run = tuple[str, str, str, Path, int | None, int]  # name, model, args, folder, limit, seed
 
 
 def select_runs(args: argparse.Namespace) -> list[Run]:

@@ -179,6 +179,13 @@ def test_lm_eval_writes_numbers_into_stderr(beauty_dir: Path, tmp_path: Path) ->
     assert all(isinstance(s["meteor"], float) and len(s["bleu"]) == 10 for s in samples)
 
     from dep_eval.leaderboard import leaderboard_text
+    from dep_eval.report.results import load_results
+    from dep_eval.report.table import paired_difference
 
     text = leaderboard_text([out], "markdown", against="nonperso")
     assert " ±" in text.splitlines()[2] and "(reference)" in text
+    # the samples file pairs by document key: a run against itself is no difference at all
+    [run], _ = load_results([out])
+    assert run.samples_path.is_file()
+    for name in ("meteor", "bleu"):
+        assert paired_difference(run, run, name) == (0.0, 1.0, 3)

@@ -114,30 +114,20 @@ def rouge_f1(predictions: Sequence[str], references: Sequence[str]) -> dict[str,
     _check(predictions, references)
     if not predictions:
         return {name: float("nan") for name in ROUGE_TYPES}
-    scorer = _rouge_scorer()
     totals = dict.fromkeys(ROUGE_TYPES, 0.0)
     for prediction, reference in zip(predictions, references, strict=True):
-        scores = scorer.score(reference, prediction)
-        for name in ROUGE_TYPES:
-            totals[name] += scores[name].fmeasure
+        for name, value in rouge_pair(prediction, reference).items():
+            totals[name] += value
     return {name: total / len(predictions) for name, total in totals.items()}
 
 
 def meteor(predictions: Sequence[str], references: Sequence[str]) -> float:
     """Mean METEOR over the pairs (needs WordNet 3.0; provisioned on first use)."""
-    from nltk.translate.meteor_score import single_meteor_score
-
-    from dep_eval.metrics.tokenize import word_tokens
-    from dep_eval.metrics.wordnet import ensure_wordnet
-
     _check(predictions, references)
     if not predictions:
         return float("nan")
-    ensure_wordnet()
-    total = 0.0
-    for prediction, reference in zip(predictions, references, strict=True):
-        total += single_meteor_score(word_tokens(reference), word_tokens(prediction))
-    return total / len(predictions)
+    pairs = zip(predictions, references, strict=True)
+    return sum(meteor_pair(p, r) for p, r in pairs) / len(predictions)
 
 
 def bleu(predictions: Sequence[str], references: Sequence[str]) -> float:
