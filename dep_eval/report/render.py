@@ -15,11 +15,13 @@ from __future__ import annotations
 import csv
 import io
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 from dep_eval.report.table import AVERAGE, COST, SIGNIFICANCE, Leaderboard, Row
 
 FORMATS = ("markdown", "csv", "latex")
+T = TypeVar("T")
 
 
 def legend(board: Leaderboard) -> str:
@@ -186,40 +188,34 @@ def _number(value: float | None) -> str:
     return "" if value is None else f"{value:.10g}"
 
 
+def _at(values: Sequence[T | None], j: int) -> T | None:
+    return values[j] if j < len(values) else None
+
+
 def _extra_csv_columns(board: Leaderboard) -> list[tuple[str, Callable[[Row], float | None]]]:
     """(header, cell function) of the interval, spread and test columns that have data."""
     extra: list[tuple[str, Callable[[Row], float | None]]] = []
 
     def has(attribute: str, j: int) -> bool:
-        return any(j < len(getattr(r, attribute)) and getattr(r, attribute)[j] for r in board.rows)
+        return any(_at(getattr(row, attribute), j) is not None for row in board.rows)
+
+    def bound(j: int, side: int) -> Callable[[Row], float | None]:
+        return lambda row: None if _at(row.intervals, j) is None else row.intervals[j][side]
+
+    def spread(j: int) -> Callable[[Row], float | None]:
+        return lambda row: _at(row.spreads, j)
+
+    def p_value(j: int) -> Callable[[Row], float | None]:
+        return lambda row: None if _at(row.tests, j) is None else row.tests[j][1]  # type: ignore[index]
 
     for j, column in enumerate(board.columns):
         if has("intervals", j):
-            for side, name in ((0, "95% low"), (1, "95% high")):
-                extra.append(
-                    (
-                        f"{column.title} {name}",
-                        lambda r, j=j, side=side: (
-                            r.intervals[j][side]
-                            if j < len(r.intervals) and r.intervals[j]
-                            else None
-                        ),
-                    )
-                )
+            extra += [(f"{column.title} 95% low", bound(j, 0))]
+            extra += [(f"{column.title} 95% high", bound(j, 1))]
         if has("spreads", j):
-            extra.append(
-                (
-                    f"{column.title} sd across seeds",
-                    lambda r, j=j: r.spreads[j] if j < len(r.spreads) else None,
-                )
-            )
+            extra.append((f"{column.title} sd across seeds", spread(j)))
         if board.reference is not None and has("tests", j):
-            extra.append(
-                (
-                    f"{column.title} p vs {board.reference}",
-                    lambda r, j=j: r.tests[j][1] if j < len(r.tests) and r.tests[j] else None,
-                )
-            )
+            extra.append((f"{column.title} p vs {board.reference}", p_value(j)))
     return extra
 
 
