@@ -157,8 +157,8 @@ def k_curve(
     if not runs:
         logger.info("no DEP runs with k=... in model_args: no K ablation plot")
         return []
-    # (category, variant) -> [(k, value)]
-    lines: dict[str, dict[str, list[tuple[int, float]]]] = defaultdict(lambda: defaultdict(list))
+    # (category, variant) -> [(k, value, interval or None)]
+    lines: dict[str, dict[str, list[tuple]]] = defaultdict(lambda: defaultdict(list))
     for run in runs:
         if metric not in run.metrics:
             continue
@@ -166,7 +166,8 @@ def k_curve(
             f"{k}={v}" for k, v in sorted(run.model_args.items()) if k not in {"k", "pretrained"}
         ]
         variant = f"{method_name(run.method)} ({', '.join(others)})" if others else "DEP"
-        lines[run.column][variant].append((_k_value(run), run.metrics[metric]))  # type: ignore[arg-type]
+        point = (_k_value(run), run.metrics[metric], run.intervals.get(metric))
+        lines[run.column][variant].append(point)
     if not lines:
         logger.info("no DEP k=... run reports %s: no K ablation plot", metric)
         return []
@@ -176,8 +177,14 @@ def k_curve(
     for i, column in enumerate(columns):
         axes = figure.add_subplot(1, len(columns), i + 1)
         for variant, points in sorted(lines[column].items()):
-            points.sort()
-            axes.plot(*zip(*points, strict=True), marker="o", label=variant)
+            points.sort(key=lambda point: point[0])
+            ks, values, _ = zip(*points, strict=True)
+            (line,) = axes.plot(ks, values, marker="o", label=variant)
+            bars = [(k, v, _error(v, c)) for k, v, c in points if c is not None]
+            if bars:
+                bk, bv, be = zip(*bars, strict=True)
+                yerr = list(zip(*be, strict=True))
+                axes.errorbar(bk, bv, yerr=yerr, fmt="none", ecolor=line.get_color(), capsize=2)
         axes.set_title(column)
         axes.set_xlabel("K (history items)")
         axes.set_ylabel(label)
