@@ -62,7 +62,6 @@ LC = "_lc"  # suffix of the length-controlled variants
 BERTSCORE_METRICS = ("bertscore_f1", "bertscore_minilm_f1")
 QUALITY_METRICS = (*TEXT_METRICS, *BERTSCORE_METRICS, *(m + LC for m in TEXT_METRICS))
 INTERVAL_SUFFIXES = ("_stderr", "_ci_low", "_ci_high")
-LENGTH_METRICS = ("gen_words", "ref_words", "length_ratio")
 # output name -> key of the dict ``dep_eval.costs.lookup`` returns
 COST_METRICS = {
     "llm_calls": "llm_calls",
