@@ -34,7 +34,16 @@ Best value in bold, second best underlined, as in the paper's Table 1.
 
 Runs that differ in data source, --limit, generation settings, seeds or n-samples are
 flagged (a marker on the row and a warning under the table). When a method was run twice
-on a category, the newest run is used and the older one named in the notes."""
+on a category, the newest run is used and the older one named in the notes; runs that
+differ only in the sampling seed (--gen_kwargs seed=S) are repetitions: the cell is their
+mean, with "sd" their spread.
+
+Uncertainty: every quality cell shows "± h", half the width of its 95 % bootstrap interval
+over documents (from the results file; --no-intervals hides them). --against METHOD tests
+each cell against METHOD's row on the same documents (paired approximate randomization on
+the per-document scores of the samples files, so runs need --log_samples) and marks
+significant differences (p < 0.05) with ▲ (better) or ▼ (worse). --length-controlled shows
+the metrics of predictions cut to the reference's word count instead."""
 
 EPILOG = """\
 examples:
@@ -42,6 +51,10 @@ examples:
       Markdown table on the terminal
   dep-eval leaderboard out/ --with-paper --output results/leaderboard.md
       with the paper's Table 1 rows (Qwen2.5-7B) as unranked reference lines
+  dep-eval leaderboard out/ --against nonperso
+      ▲/▼ on the cells significantly above/below Non-Perso
+  dep-eval leaderboard out/ --length-controlled --against nonperso
+      the same on predictions cut to the reference's length
   dep-eval leaderboard out/ --format latex --output results/table1.tex
   dep-eval leaderboard out/run-a out/run-b/results_2026-01-10T10-00-00.json --format csv
       several folders and single files are merged into one table"""
@@ -82,8 +95,29 @@ def add_leaderboard_parser(subparsers: Any) -> argparse.ArgumentParser:
         action="store_true",
         help="add the paper's Table 1 rows, marked 'paper, Qwen2.5-7B, not measured here'",
     )
+    add_view_arguments(parser)
     parser.set_defaults(handler=run_leaderboard)
     return parser
+
+
+def add_view_arguments(parser: argparse.ArgumentParser) -> None:
+    """--against, --length-controlled, --no-intervals (shared with ``plot``)."""
+    parser.add_argument(
+        "--against",
+        metavar="METHOD",
+        help="mark cells significantly better/worse than METHOD's row (e.g. nonperso)",
+    )
+    parser.add_argument(
+        "--length-controlled",
+        action="store_true",
+        help="quality metrics of predictions cut to the reference's word count (<metric>_lc)",
+    )
+    parser.add_argument(
+        "--no-intervals",
+        dest="intervals",
+        action="store_false",
+        help="hide the 95 %% intervals and seed spreads",
+    )
 
 
 def choose_format(fmt: str | None, output: Path | None) -> str:
@@ -95,17 +129,34 @@ def choose_format(fmt: str | None, output: Path | None) -> str:
 
 
 def leaderboard_text(
-    paths: Iterable[Path | str], fmt: str = "markdown", *, with_paper: bool = False
+    paths: Iterable[Path | str],
+    fmt: str = "markdown",
+    *,
+    with_paper: bool = False,
+    against: str | None = None,
+    length_controlled: bool = False,
+    intervals: bool = True,
 ) -> str:
     """The leaderboard of ``paths`` rendered as ``fmt`` (for use from Python)."""
-    return render(leaderboard_from_paths(paths, with_paper=with_paper), fmt)
+    board = leaderboard_from_paths(
+        paths, with_paper=with_paper, against=against, length_controlled=length_controlled
+    )
+    board.show_intervals = intervals
+    return render(board, fmt)
 
 
 def run_leaderboard(args: argparse.Namespace) -> None:
     fmt = choose_format(args.format, args.output)
     try:
-        text = leaderboard_text(args.paths, fmt, with_paper=args.with_paper)
-    except FileNotFoundError as error:
+        text = leaderboard_text(
+            args.paths,
+            fmt,
+            with_paper=args.with_paper,
+            against=getattr(args, "against", None),
+            length_controlled=getattr(args, "length_controlled", False),
+            intervals=getattr(args, "intervals", True),
+        )
+    except (FileNotFoundError, ValueError) as error:
         raise SystemExit(f"dep-eval leaderboard: {error}") from error
     if args.output is None:
         sys.stdout.write(text)

@@ -1,6 +1,7 @@
 """``dep-eval plot``: figures from lm-eval output folders, as PNG and SVG.
 
-- ``bars_<metric>``: one bar per method (row) and category, for every quality metric;
+- ``bars_<metric>``: one bar per method (row) and category, for every quality metric, with
+  the cell's 95 % bootstrap interval as an error bar (none for results without intervals);
 - ``k_ablation_<metric>``: DEP's metric against K, from the runs whose ``model_args`` set
   ``k`` (one line per combination of DEP's other args, one panel per category);
 - ``quality_vs_cost_<metric>``: the metric (averaged over the test categories) against
@@ -91,6 +92,13 @@ def _mismatch_note(figure: Figure, rows: Iterable[Row]) -> None:
         )
 
 
+def _error(value: float | None, interval: tuple[float, float] | None) -> tuple | None:
+    """(below, above) for matplotlib's asymmetric ``yerr``; None without an interval."""
+    if value is None or interval is None:
+        return None
+    return max(0.0, value - interval[0]), max(0.0, interval[1] - value)
+
+
 def metric_bars(board: Leaderboard, output_dir: Path, formats: Sequence[str]) -> list[Path]:
     """One grouped bar chart per quality metric: categories on x, one bar per row."""
     rows = [row for row in board.rows if row.kind == "measured"]
@@ -108,13 +116,26 @@ def metric_bars(board: Leaderboard, output_dir: Path, formats: Sequence[str]) ->
         for i, (row, color) in enumerate(zip(rows, _colors(len(rows)), strict=True)):
             xs = [g + (i - (len(rows) - 1) / 2) * width for g in range(len(groups))]
             heights = [row.values[j] for j in indices]
-            shown = [(x, h) for x, h in zip(xs, heights, strict=True) if h is not None]
+            shown = [
+                (x, h, _error(h, row.intervals[j] if j < len(row.intervals) else None))
+                for x, h, j in zip(xs, heights, indices, strict=True)
+                if h is not None
+            ]
             if shown:
-                x, h = zip(*shown, strict=True)
+                x, h, errors = zip(*shown, strict=True)
                 axes.bar(x, h, width=width, color=color, label=_legend_label(row))
+                with_bars = [(xi, hi, e) for xi, hi, e in shown if e is not None]
+                if with_bars:
+                    bx, by, be = zip(*with_bars, strict=True)
+                    axes.errorbar(
+                        bx, by, yerr=list(zip(*be, strict=True)), fmt="none",
+                        ecolor="black", elinewidth=0.8, capsize=2,
+                    )  # fmt: skip
         axes.set_xticks(range(len(groups)), groups)
         axes.set_ylabel(metric.label)
-        figure.suptitle(f"{metric.label} by method and category")
+        has_bars = any(row.intervals[j] for row in rows for j in indices if j < len(row.intervals))
+        note = " (error bars: 95 % intervals)" if has_bars else ""
+        figure.suptitle(f"{metric.label} by method and category{note}")
         axes.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
         _mismatch_note(figure, rows)
         written += _save(figure, output_dir, f"bars_{key}", formats)
@@ -136,8 +157,8 @@ def k_curve(
     if not runs:
         logger.info("no DEP runs with k=... in model_args: no K ablation plot")
         return []
-    # (category, variant) -> [(k, value)]
-    lines: dict[str, dict[str, list[tuple[int, float]]]] = defaultdict(lambda: defaultdict(list))
+    # (category, variant) -> [(k, value, interval or None)]
+    lines: dict[str, dict[str, list[tuple]]] = defaultdict(lambda: defaultdict(list))
     for run in runs:
         if metric not in run.metrics:
             continue
@@ -145,7 +166,8 @@ def k_curve(
             f"{k}={v}" for k, v in sorted(run.model_args.items()) if k not in {"k", "pretrained"}
         ]
         variant = f"{method_name(run.method)} ({', '.join(others)})" if others else "DEP"
-        lines[run.column][variant].append((_k_value(run), run.metrics[metric]))  # type: ignore[arg-type]
+        point = (_k_value(run), run.metrics[metric], run.intervals.get(metric))
+        lines[run.column][variant].append(point)
     if not lines:
         logger.info("no DEP k=... run reports %s: no K ablation plot", metric)
         return []
@@ -155,8 +177,14 @@ def k_curve(
     for i, column in enumerate(columns):
         axes = figure.add_subplot(1, len(columns), i + 1)
         for variant, points in sorted(lines[column].items()):
-            points.sort()
-            axes.plot(*zip(*points, strict=True), marker="o", label=variant)
+            points.sort(key=lambda point: point[0])
+            ks, values, _ = zip(*points, strict=True)
+            (line,) = axes.plot(ks, values, marker="o", label=variant)
+            bars = [(k, v, _error(v, c)) for k, v, c in points if c is not None]
+            if bars:
+                bk, bv, be = zip(*bars, strict=True)
+                yerr = list(zip(*be, strict=True))
+                axes.errorbar(bk, bv, yerr=yerr, fmt="none", ecolor=line.get_color(), capsize=2)
         axes.set_title(column)
         axes.set_xlabel("K (history items)")
         axes.set_ylabel(label)
@@ -214,6 +242,11 @@ def quality_vs_cost(
                     logger.info("quality/cost plot: no %s or cost for %s", label, row.label)
                 continue
             axes.scatter([x], [y], color=color, marker=marker, s=50, label=_legend_label(row))
+            error = _error(y, row.intervals[quality] if quality < len(row.intervals) else None)
+            if error is not None:
+                axes.errorbar(
+                    [x], [y], yerr=[[error[0]], [error[1]]], fmt="none", ecolor=color, capsize=2
+                )
         axes.set_xlabel(x_label)
         axes.set_ylabel(label)
         if i == 1:

@@ -5,6 +5,12 @@ Each run is a plain ``lm_eval`` subprocess (same task, same generation settings 
 exists is skipped, so an interrupted reproduction resumes. Then the leaderboard (Markdown,
 CSV, LaTeX) and the figures are rebuilt into ``RESULTS/``, with ``RESULTS/REPRODUCE.md``
 recording the command, the date and every lm_eval command line.
+
+``--seeds N`` repeats every main run with N sampling seeds: 1234 (the default of this
+project's models, so the plain run folder ``OUTPUT/<run name>/`` is the first seed's),
+1235, ... passed as ``--gen_kwargs seed=S`` (``GenerationSettings.from_lm_eval`` reads it)
+into ``OUTPUT/<run name>_seed<S>/``. The leaderboard merges a row's seeds into their mean
+and spread.
 """
 
 from __future__ import annotations
@@ -43,6 +49,19 @@ def main_runs() -> list[tuple[str, str, str]]:
 
 
 K_RUNS = [(f"dep_k{k}", "dep", f"k={k}") for k in range(0, 9)]
+DEFAULT_SEED = 1234  # GenerationSettings.seed: what a run without --gen_kwargs seed uses
+
+
+def sampling_seeds(count: int) -> list[int]:
+    """The seeds of ``--seeds count``: the default first, so one seed is the plain run."""
+    if count < 1:
+        raise SystemExit(f"dep-eval reproduce: --seeds must be 1 or more, got {count}")
+    return [DEFAULT_SEED + i for i in range(count)]
+
+
+def seed_run_name(name: str, seed: int) -> str:
+    return name if seed == DEFAULT_SEED else f"{name}_seed{seed}"
+
 
 DESCRIPTION = """\
 Run every method and DEP ablation through lm_eval on one data folder and category, then
@@ -53,7 +72,8 @@ EPILOG = """\
 examples:
   dep-eval reproduce --data-dir ../shared/data/amazon_beauty --category All_Beauty
   dep-eval reproduce --data-dir DIR --category All_Beauty --runs nonperso rag dep --limit 10
-  dep-eval reproduce --data-dir DIR --category All_Beauty --k-ablation   # adds K = 0..8"""
+  dep-eval reproduce --data-dir DIR --category All_Beauty --k-ablation   # adds K = 0..8
+  dep-eval reproduce --data-dir DIR --category All_Beauty --seeds 3      # seeds 1234..1236"""
 
 
 def add_reproduce_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -86,6 +106,14 @@ def add_reproduce_parser(subparsers: Any) -> argparse.ArgumentParser:
         action="store_true",
         help="also DEP with K = 0..8 (in OUTPUT/k_ablation; its own table and figure)",
     )
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        default=1,
+        metavar="N",
+        help="sampling seeds per main run: 1234, 1235, ... (default: 1); the leaderboard "
+        "reports their mean and spread; K-ablation runs keep one seed",
+    )
     parser.add_argument("--limit", type=int, help="documents per run (default: all)")
     parser.add_argument(
         "--k-limit", type=int, help="documents per K-ablation run (default: --limit)"
@@ -102,7 +130,12 @@ def add_reproduce_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def lm_eval_command(
-    args: argparse.Namespace, model: str, model_args: str, out: Path, limit: int | None = None
+    args: argparse.Namespace,
+    model: str,
+    model_args: str,
+    out: Path,
+    limit: int | None = None,
+    seed: int | None = None,
 ) -> list[str]:
     metadata = {
         "data_dir": str(Path(args.data_dir).resolve()),
@@ -128,7 +161,8 @@ def lm_eval_command(
         "--batch_size",
         str(args.batch_size),
         "--gen_kwargs",
-        f"max_gen_toks={args.max_gen_toks}",
+        f"max_gen_toks={args.max_gen_toks}"
+        + ("" if seed in (None, DEFAULT_SEED) else f",seed={seed}"),
         "--output_path",
         str(out),
         "--log_samples",
@@ -140,19 +174,24 @@ def lm_eval_command(
     return command
 
 
-def select_runs(args: argparse.Namespace) -> list[tuple[str, str, str, Path, int | None]]:
-    """(name, model, model_args, output folder, limit) of each run to do, in order.
+Run = tuple[str, str, str, Path, int | None, int]  # name, model, args, folder, limit, seed
+
+
+def select_runs(args: argparse.Namespace) -> list[Run]:
+    """(name, model, model_args, output folder, limit, seed) of each run to do, in order.
 
     ``--runs`` picks main runs (or single K runs, dep_k0..dep_k8); ``--k-ablation`` adds all
     nine K runs. K runs have their own folder, so that they get their own table and never sit
-    in the main one with another --limit.
+    in the main one with another --limit. ``--seeds N`` repeats each main run with the next
+    N - 1 seeds, each in its own folder (``seed_run_name``), right after its first seed.
     """
     k_root = args.output / "k_ablation"
     main = [
-        (name, model, margs, args.output / name, args.limit) for name, model, margs in main_runs()
+        (name, model, margs, args.output / name, args.limit, DEFAULT_SEED)
+        for name, model, margs in main_runs()
     ]
     k_limit = args.k_limit or args.limit
-    k_runs = [(n, m, a, k_root / n, k_limit) for n, m, a in K_RUNS]
+    k_runs = [(n, m, a, k_root / n, k_limit, DEFAULT_SEED) for n, m, a in K_RUNS]
     if args.runs:
         unknown = set(args.runs) - {run[0] for run in main + k_runs}
         if unknown:
@@ -163,7 +202,14 @@ def select_runs(args: argparse.Namespace) -> list[tuple[str, str, str, Path, int
     runs = [run for run in main + k_runs if run[0] in args.runs] if args.runs else list(main)
     if args.k_ablation:
         runs += [run for run in k_runs if run not in runs]
-    return runs
+    seeds = sampling_seeds(getattr(args, "seeds", 1))
+    main_names = {run[0] for run in main}
+    out: list[Run] = []
+    for name, model, margs, folder, limit, _ in runs:
+        for seed in seeds if name in main_names else [DEFAULT_SEED]:
+            run_name = seed_run_name(name, seed)
+            out.append((run_name, model, margs, folder.with_name(run_name), limit, seed))
+    return out
 
 
 def run_reproduce(args: argparse.Namespace) -> None:
@@ -173,27 +219,38 @@ def run_reproduce(args: argparse.Namespace) -> None:
     k_root = args.output / "k_ablation"
     runs = select_runs(args)
     done_commands = []
-    for name, model, model_args, out, limit in runs:
+    for name, model, model_args, out, limit, seed in runs:
         existing = sorted(out.rglob("results_*.json"))
         if existing:
             # list the command that made them, with the --limit it really had
             limit = json.loads(existing[-1].read_text()).get("config", {}).get("limit")
             limit = int(limit) if limit else None
             run_args = argparse.Namespace(**{**vars(args), "limit": limit})
-            done_commands.append(lm_eval_command(run_args, model, model_args, out))
+            done_commands.append(lm_eval_command(run_args, model, model_args, out, seed=seed))
             logger.info("%s: results exist in %s, skipped", name, out)
             continue
-        command = lm_eval_command(args, model, model_args, out, limit)
+        command = lm_eval_command(args, model, model_args, out, limit, seed)
         done_commands.append(command)
         logger.info("%s: %s", name, shlex.join(command))
         subprocess.run(command, check=True)
     args.results.mkdir(parents=True, exist_ok=True)
-    main_paths = [args.output / name for name, _, _ in main_runs() if (args.output / name).is_dir()]
+    # every seed's folder there is, also those of an earlier, larger --seeds
+    main_paths = [
+        folder
+        for name, _, _ in main_runs()
+        for folder in [args.output / name, *sorted(args.output.glob(f"{name}_seed*"))]
+        if folder.is_dir()
+    ]
+    # significance marks against Non-Perso when it was run
+    against = "nonperso" if (args.output / "nonperso").is_dir() else None
     for fmt, suffix in (("markdown", "md"), ("csv", "csv"), ("latex", "tex")):
         # the paper's Table 1 reference rows only where they share a category with this run
         paper_category = args.category in {"Books", "Movies_and_TV", "CDs_and_Vinyl"}
-        text = leaderboard_text(main_paths, fmt, with_paper=fmt == "markdown" and paper_category)
+        with_paper = fmt == "markdown" and paper_category
+        text = leaderboard_text(main_paths, fmt, with_paper=with_paper, against=against)
         atomic_write(args.results / f"leaderboard.{suffix}", text)
+    text = leaderboard_text(main_paths, "markdown", against=against, length_controlled=True)
+    atomic_write(args.results / "leaderboard_length_controlled.md", text)
     k_paths = [k_root / name for name, _, _ in K_RUNS if (k_root / name).is_dir()]
     if k_paths:
         text = leaderboard_text(k_paths, "markdown", with_paper=False)

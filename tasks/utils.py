@@ -33,14 +33,13 @@ from typing import Any
 import datasets
 
 from dep_eval.data.loaders import load_task_dataset
-from dep_eval.metrics.harness import (  # noqa: F401 - referenced from the YAMLs
-    bertscore_f1,
-    bleu,
-    meteor,
-    process_results,
-    rouge1,
-    rougeL,
+from dep_eval.metrics.harness import (
+    AGGREGATIONS,
+    process_results,  # noqa: F401 - referenced from the YAMLs
 )
+
+# rouge1, rouge1_stderr, rouge1_ci_low, ..., length_ratio: the aggregations the YAMLs name
+globals().update(AGGREGATIONS)
 
 EVAL_SPLIT = "eval"
 DEFAULT_SPLIT = "test"

@@ -357,3 +357,130 @@ def test_plots_skip_what_the_results_cannot_show(tmp_path: Path) -> None:
 def test_build_leaderboard_of_nothing_is_empty() -> None:
     board = build_leaderboard([])
     assert board.rows == [] and board.columns == []
+
+
+# --------------------------------------------------------------------------- uncertainty
+
+PAIRED = ROOT / "paired"
+
+
+def test_samples_files_match_their_generator(tmp_path: Path) -> None:
+    spec = importlib.util.spec_from_file_location(
+        "make_leaderboard_fixtures", FIXTURES / "make_leaderboard_fixtures.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.ROOT = tmp_path / "leaderboard"
+    module.main()
+    made = {p.relative_to(module.ROOT): p.read_bytes() for p in module.ROOT.rglob("*.jsonl")}
+    committed = {p.relative_to(ROOT): p.read_bytes() for p in ROOT.rglob("*.jsonl")}
+    assert made and made == committed, "re-run tests/fixtures/make_leaderboard_fixtures.py"
+
+
+@pytest.fixture(scope="module")
+def paired_board() -> Leaderboard:
+    return leaderboard_from_paths([PAIRED], against="nonperso")
+
+
+def _row(board: Leaderboard, label: str):
+    return next(r for r in board.rows if r.label == label)
+
+
+def _index(board: Leaderboard, title: str) -> int:
+    return [c.title for c in board.columns].index(title)
+
+
+def test_intervals_are_read_and_shown(paired_board: Leaderboard) -> None:
+    j = _index(paired_board, "Books R-1")
+    nonperso = _row(paired_board, "Non-Perso")
+    low, high = nonperso.intervals[j]
+    assert low < nonperso.values[j] < high and high - low == pytest.approx(0.04)
+    line = next(x for x in to_markdown(paired_board).splitlines() if x.startswith("| Non-Perso"))
+    assert "±0.0200" in line and "(reference)" in line
+    hidden = leaderboard_from_paths([PAIRED], against="nonperso")
+    hidden.show_intervals = False
+    assert "±" not in to_markdown(hidden).split("\n\n")[0]
+
+
+def test_old_results_render_without_intervals_and_say_so(paired_board: Leaderboard) -> None:
+    pag = _row(paired_board, "PAG")
+    assert pag.values[_index(paired_board, "Books R-1")] == pytest.approx(0.2)
+    assert all(interval is None for interval in pag.intervals)
+    text = to_markdown(paired_board)
+    line = next(x for x in text.splitlines() if x.startswith("| PAG"))
+    assert "±" not in line
+    assert "No ± on PAG" in text
+    assert any("PAG: no per-document scores" in note for note in paired_board.notes)
+    # the main fixture is all old files: it renders exactly as before, plus the legend
+    assert "| DEP | **0.3105** |" in to_markdown(leaderboard_from_paths([MAIN]))
+
+
+def test_paired_marks(paired_board: Leaderboard) -> None:
+    dep, rag = _row(paired_board, "DEP"), _row(paired_board, "RAG")
+    for title in ("Books R-1", "Books METEOR", "Books BLEU"):
+        j = _index(paired_board, title)
+        assert dep.significance(j, paired_board.columns[j].metric) == "better", title
+        assert dep.tests[j][1] < 0.05
+        assert rag.tests[j] == (0.0, 1.0)  # the same per-document scores: no difference
+        assert rag.significance(j, paired_board.columns[j].metric) is None
+    line = next(x for x in to_markdown(paired_board).splitlines() if x.startswith("| DEP"))
+    assert line.count("▲") == 4 and "▼" not in line  # R-1, R-L, METEOR, BLEU
+    rows = list(csv.DictReader(io.StringIO(to_csv(paired_board))))
+    assert float(next(r for r in rows if r["label"] == "RAG")["Books R-1 p vs Non-Perso"]) == 1
+
+
+def test_length_controlled_view_shows_how_much_of_a_gain_is_length() -> None:
+    board = leaderboard_from_paths([PAIRED], against="nonperso", length_controlled=True)
+    titles = [c.title for c in board.columns]
+    assert "Books METEOR (lc)" in titles and "Books METEOR" not in titles
+    dep = _row(board, "DEP")
+    j = titles.index("Books METEOR (lc)")
+    # DEP's METEOR gain of 0.05 was all length: cut to the reference's length it is gone
+    assert dep.values[j] == pytest.approx(_row(board, "Non-Perso").values[j], abs=0.005)
+    assert dep.significance(j, board.columns[j].metric) is None
+    assert dep.significance(titles.index("Books R-1 (lc)"), board.columns[0].metric) == "better"
+
+
+def test_length_ratio_is_a_column_that_is_never_ranked(paired_board: Leaderboard) -> None:
+    j = _index(paired_board, "Books len. ratio")
+    assert _row(paired_board, "DEP").values[j] == pytest.approx(40 / 30)
+    assert _row(paired_board, "Non-Perso").values[j] == pytest.approx(25 / 30)
+    assert all(row.marks[j] is None for row in paired_board.rows)
+
+
+def test_seeds_are_merged_into_mean_and_spread(paired_board: Leaderboard) -> None:
+    from dep_eval.report.results import load_results
+
+    results, notes = load_results([PAIRED])
+    dep_runs = [r for r in results if r.method == "dep"]
+    assert sorted(r.sampling_seed for r in dep_runs) == [1234, 1235, 1236] and not notes
+    dep = _row(paired_board, "DEP")
+    j = _index(paired_board, "Books R-1")
+    values = [r.metrics["rouge1"] for r in dep_runs]
+    assert dep.seeds == 3
+    assert dep.values[j] == pytest.approx(sum(values) / 3)
+    assert dep.spreads[j] == pytest.approx(float(__import__("statistics").stdev(values)))
+    line = next(x for x in to_markdown(paired_board).splitlines() if x.startswith("| DEP"))
+    assert " sd 0.00" in line
+    # a row with other seeds than the rest is flagged, never silently compared
+    assert [m.setting for m in paired_board.mismatches] == ["sampling seeds"]
+
+
+def test_against_an_absent_method_is_an_error() -> None:
+    with pytest.raises(ValueError, match="--against dpl: no row of that method"):
+        leaderboard_from_paths([PAIRED], against="dpl")
+
+
+def test_latex_and_plots_carry_intervals_and_marks(
+    paired_board: Leaderboard, tmp_path: Path
+) -> None:
+    text = to_latex(paired_board)
+    assert r"$\pm$0.0200" in text and r"$^{\blacktriangle}$" in text
+    assert "±" not in text and "▲" not in text
+    plot_all([PAIRED], tmp_path / "paired", formats=["svg"])
+    plot_all([MAIN], tmp_path / "main", formats=["svg"])
+    # matplotlib draws each errorbar() call's bars as one LineCollection: one per row with
+    # intervals (Non-Perso, RAG, DEP; not PAG), none for the old files of the main fixture
+    bars = (tmp_path / "paired" / "bars_meteor.svg").read_text()
+    assert bars.count('<g id="LineCollection_') == 3
+    assert "LineCollection" not in (tmp_path / "main" / "bars_meteor.svg").read_text()

@@ -281,20 +281,36 @@ def _doc(user: str = "u1", text: str = "Soft and shiny hair.") -> dict:
     return sample.to_doc()
 
 
-def test_process_results_pairs_and_costs(fresh_backend, monkeypatch) -> None:
+def test_process_results_scores_each_document_and_adds_costs(
+    fresh_backend, monkeypatch, wordnet_ready: str
+) -> None:
     fresh_backend("off")
     doc = _doc(user="metrics-test-no-cost")
     out = harness.process_results(doc, ["  My hair is soft.\n"])
-    pair = ("My hair is soft.", "Soft and shiny hair.")
-    assert out == dict.fromkeys(("rouge1", "rougeL", "meteor", "bleu"), pair)
+    prediction, reference = "My hair is soft.", "Soft and shiny hair."
+    # ROUGE-1: tokens my/hair/is/soft vs soft/and/shiny/hair: 2 of 4 each way, F1 = 1/2
+    assert out["rouge1"] == pytest.approx(0.5)
+    assert out["meteor"] == pytest.approx(lexical.meteor([prediction], [reference]))
+    assert out["bleu"] == lexical.bleu_statistics(prediction, reference)
+    # the interval metrics carry the same per-document value, each right after its metric
+    names = list(out)
+    for metric in ("rouge1", "rougeL", "meteor", "bleu", "rouge1_lc", "bleu_lc"):
+        at = names.index(metric)
+        assert names[at + 1 : at + 4] == [f"{metric}{s}" for s in harness.INTERVAL_SUFFIXES]
+        assert out[f"{metric}_ci_low"] == out[metric]
+    assert not any(name.startswith("bertscore") for name in out)  # BERTScore is off
+    # 4 generated words, 4 reference words: nothing to cut
+    assert (out["gen_words"], out["ref_words"], out["length_ratio"]) == (4.0, 4.0, (4, 4))
+    assert out["rouge1_lc"] == out["rouge1"]
 
     doc = _doc(user="metrics-test-cost")
     key = Sample.from_doc(doc).key
     costs.record(key, costs.DocumentCost(3, 120, 40, 1.5))
     monkeypatch.setattr(costs, "_setup_seconds", {"dep": 7.0, "other": 1.0})
     monkeypatch.setattr(bertscore, "metric_name", lambda: "bertscore_minilm_f1")
+    monkeypatch.setattr(bertscore, "f1_scores", lambda p, r: [0.25] * len(p))
     out = harness.process_results(doc, ["x"])
-    assert out["bertscore_minilm_f1"] == ("x", "Soft and shiny hair.")
+    assert out["bertscore_minilm_f1"] == out["bertscore_minilm_f1_stderr"] == 0.25
     assert "bertscore_f1" not in out
     assert {k: out[k] for k in harness.COST_METRICS} == {
         "llm_calls": 3.0,
@@ -305,11 +321,30 @@ def test_process_results_pairs_and_costs(fresh_backend, monkeypatch) -> None:
     assert out["setup_seconds"] == 8.0  # the run's one-off total, on every document
 
 
+def test_length_controlled_scores_cut_the_prediction_to_the_reference(wordnet_ready) -> None:
+    reference = "the cat sat"
+    prediction = "the cat sat on the mat today"
+    assert lexical.truncate_to_reference(prediction, reference) == "the cat sat"
+    assert lexical.truncate_to_reference("a  b", "x y z") == "a  b"  # shorter: untouched
+    scores = harness.document_scores(prediction, reference)
+    # cut to 3 words the prediction equals the reference; uncut, R-1 = 2*(3/7*1)/(3/7+1) = 0.6
+    assert scores["rouge1"] == pytest.approx(0.6)
+    assert scores["rouge1_lc"] == pytest.approx(1.0)
+    length = harness.length_values(prediction, reference)
+    assert length == {"gen_words": 7.0, "ref_words": 3.0, "length_ratio": (7, 3)}
+    # the ratio of totals, not the mean of ratios: (7 + 1) / (3 + 5)
+    assert harness.AGGREGATIONS["length_ratio"]([(7, 3), (1, 5)]) == pytest.approx(1.0)
+
+
 def test_aggregations_score_the_corpus() -> None:
-    items = [("The cat sat on the mat.", "The cat lay on the rug."), ("cat the", "the cat")]
-    assert harness.rouge1(items) == pytest.approx((2 / 3 + 1) / 2)
-    assert harness.rougeL(items) == pytest.approx((2 / 3 + 1 / 2) / 2)
-    assert harness.bleu(items) == pytest.approx(lexical.bleu(*zip(*items, strict=True)))
+    pairs = [("The cat sat on the mat.", "The cat lay on the rug."), ("cat the", "the cat")]
+    rouge = [lexical.rouge_pair(p, r) for p, r in pairs]
+    assert harness.rouge1([s["rouge1"] for s in rouge]) == pytest.approx((2 / 3 + 1) / 2)
+    assert harness.rougeL([s["rougeL"] for s in rouge]) == pytest.approx((2 / 3 + 1 / 2) / 2)
+    # corpus BLEU from the summed per-document statistics is sacrebleu's corpus BLEU
+    statistics = [lexical.bleu_statistics(p, r) for p, r in pairs]
+    assert harness.bleu(statistics) == pytest.approx(lexical.bleu(*zip(*pairs, strict=True)))
+    assert math.isnan(harness.rouge1([]))
 
 
 def test_no_import_of_heavy_libraries_at_package_import() -> None:

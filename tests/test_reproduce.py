@@ -90,3 +90,65 @@ def test_k_ablation_gets_its_own_table_and_never_enters_the_main_one(tmp_path: P
     assert "DEP (k=" not in main and "DEP (k=" in k_table
     assert (results / "figures" / "k_ablation_meteor.png").is_file()
     assert "--limit 20" in (results / "REPRODUCE.md").read_text()  # the K runs' own limit
+
+
+def test_seeds_repeat_each_main_run_in_its_own_folder() -> None:
+    runs = select_runs(
+        args(output=Path("o"), runs=["nonperso", "dep_k2"], k_ablation=False, seeds=3)
+    )
+    assert [(run[0], run[3], run[5]) for run in runs] == [
+        ("nonperso", Path("o/nonperso"), 1234),  # the first seed is the plain run
+        ("nonperso_seed1235", Path("o/nonperso_seed1235"), 1235),
+        ("nonperso_seed1236", Path("o/nonperso_seed1236"), 1236),
+        ("dep_k2", Path("o/k_ablation/dep_k2"), 1234),  # K runs keep one seed
+    ]
+    commands = [lm_eval_command(args(), run[1], run[2], run[3], run[4], run[5]) for run in runs]
+    gen_kwargs = [c[c.index("--gen_kwargs") + 1] for c in commands]
+    assert gen_kwargs == [
+        "max_gen_toks=128",  # the default seed is not spelled out: same command as before
+        "max_gen_toks=128,seed=1235",
+        "max_gen_toks=128,seed=1236",
+        "max_gen_toks=128",
+    ]
+    with pytest.raises(SystemExit, match="--seeds must be 1 or more"):
+        select_runs(args(output=Path("o"), runs=None, k_ablation=False, seeds=0))
+
+
+def test_the_seed_reaches_the_generation_settings() -> None:
+    from dep_eval.methods.lm_eval_model import generation_settings
+
+    # what lm-eval hands a model for --gen_kwargs max_gen_toks=128,seed=1235 on our task
+    settings = generation_settings({"until": [], "max_gen_toks": 128, "seed": 1235})
+    assert settings.seed == 1235
+    assert generation_settings({}).seed == 1234  # reproduce's first seed
+
+
+def test_reproduce_tables_merge_seeds_and_mark_against_nonperso(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out, results = tmp_path / "out", tmp_path / "results"
+    paired = FIXTURES / "paired" / "HuggingFaceTB__SmolLM2-135M-Instruct"
+    for name, stamps in (
+        ("nonperso", ["2026-05-01T10-00-00"]),
+        ("dep", ["2026-05-01T12-00-00"]),
+        ("dep_seed1235", ["2026-05-01T13-00-00"]),
+        ("dep_seed1236", ["2026-05-01T14-00-00"]),
+    ):
+        folder = out / name / paired.name
+        folder.mkdir(parents=True)
+        for stamp in stamps:  # finished runs: reproduce skips them
+            for path in paired.glob(f"*{stamp}*"):
+                shutil.copy(path, folder / path.name)
+
+    def no_llm(command: list[str], **_: object) -> None:
+        raise AssertionError(f"every run exists, yet reproduce ran {command}")
+
+    monkeypatch.setattr("dep_eval.reproduce.subprocess.run", no_llm)
+    # --runs dep: the earlier nonperso folder still joins the tables, as the reference
+    run_reproduce(args(output=out, results=results, runs=["dep"], k_ablation=False, seeds=3))
+    table = (results / "leaderboard.md").read_text()
+    dep = next(line for line in table.splitlines() if line.startswith("| DEP"))
+    nonperso = next(line for line in table.splitlines() if line.startswith("| Non-Perso"))
+    assert " sd " in dep and "▲" in dep and "(reference)" in nonperso
+    assert "(lc)" in (results / "leaderboard_length_controlled.md").read_text()
+    assert "seed=1236" in (results / "REPRODUCE.md").read_text()

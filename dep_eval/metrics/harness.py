@@ -4,9 +4,30 @@ How lm-eval 0.4.13 uses these (``lm_eval/evaluator.py``, ``evaluator_utils.py``)
 ``process_results(doc, results)`` runs once per document after all generation and returns
 ``{metric_name: value}``; the values of each name are collected over the task's documents
 and handed as one list to that metric's ``aggregation`` (from the YAML ``metric_list``).
-So text metrics return the ``(prediction, reference)`` pair and the aggregation scores the
-whole corpus at once: the paper's numbers are corpus-level (BLEU pools n-gram counts; the
-others are means computed in one batched pass).
+With ``--log_samples`` the same per-document values are written into the samples file.
+
+Per document, every quality metric returns its own score (ROUGE-1/-L F1, METEOR, BERTScore
+F1) or, for BLEU, sacrebleu's sufficient statistics (``lexical.bleu_statistics``); the
+aggregations turn them into the paper's corpus-level numbers: means of the scores, corpus
+BLEU of the summed statistics (n-gram counts pooled over the corpus, not a mean of sentence
+BLEUs). The samples file thus keeps every document's scores, so two runs over the same
+documents can be paired later (``dep-eval leaderboard --against``).
+
+Uncertainty: lm-eval fills ``<metric>_stderr`` only for its own aggregation functions and
+writes "N/A" for ours. lm-eval also writes every metric's aggregate under
+``<metric>,<filter>``, after the "N/A" of the metric before it. So each quality metric
+comes with three more metrics from the task's own ``metric_list``: ``<metric>_stderr``
+(listed after ``<metric>``, so its number replaces lm-eval's "N/A"), ``<metric>_ci_low`` and
+``<metric>_ci_high``: the bootstrap standard error and the 95 % percentile interval over
+documents, 1,000 seeded resamples, the corpus statistic recomputed on each
+(``dep_eval.metrics.uncertainty``). They receive the same per-document values, computed
+once per metric and cached. No lm-eval code is patched; a test runs lm_eval and checks that
+the numbers land (tests/test_uncertainty.py).
+
+Length-controlled variants (``<metric>_lc``, not BERTScore): the same metrics on the
+prediction cut to the reference's word count (``lexical.truncate_to_reference``). Length
+metrics: ``gen_words`` and ``ref_words`` (mean whitespace-separated words) and
+``length_ratio`` (total generated words over total reference words).
 
 Names that may be absent:
 - BERTScore goes out under ``bertscore_f1`` (the paper's led-base encoder) or
@@ -18,8 +39,6 @@ Names that may be absent:
   ``seconds_per_sample``) come from ``dep_eval.costs``, which this project's models fill
   while generating. For other models (e.g. lm-eval's ``hf``) nothing was recorded, and the
   cost names are left out rather than reported as zeros or NaN.
-Stderr: lm-eval bootstraps only its own registered aggregations, so these report "N/A"
-instead of re-scoring the corpus thousands of times.
 """
 
 from __future__ import annotations
@@ -27,18 +46,22 @@ from __future__ import annotations
 import functools
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
+
+import numpy as np
 
 from dep_eval import costs
 from dep_eval.data.records import Sample
-from dep_eval.metrics import bertscore, lexical
+from dep_eval.metrics import bertscore, lexical, uncertainty
 
 logger = logging.getLogger(__name__)
 
-Pair = tuple[str, str]  # (prediction, reference)
-
 TEXT_METRICS = ("rouge1", "rougeL", "meteor", "bleu")
+LC = "_lc"  # suffix of the length-controlled variants
+BERTSCORE_METRICS = ("bertscore_f1", "bertscore_minilm_f1")
+QUALITY_METRICS = (*TEXT_METRICS, *BERTSCORE_METRICS, *(m + LC for m in TEXT_METRICS))
+INTERVAL_SUFFIXES = ("_stderr", "_ci_low", "_ci_high")
 # output name -> key of the dict ``dep_eval.costs.lookup`` returns
 COST_METRICS = {
     "llm_calls": "llm_calls",
@@ -80,46 +103,112 @@ def _costs(doc: dict[str, Any]) -> dict[str, float]:
     return out
 
 
+def document_scores(prediction: str, reference: str) -> dict[str, Any]:
+    """Every lexical quality metric of one pair, plain and length-controlled."""
+    out: dict[str, Any] = {}
+    for suffix, text in (
+        ("", prediction),
+        (LC, lexical.truncate_to_reference(prediction, reference)),
+    ):
+        rouge = lexical.rouge_pair(text, reference)
+        out["rouge1" + suffix] = rouge["rouge1"]
+        out["rougeL" + suffix] = rouge["rougeL"]
+        out["meteor" + suffix] = lexical.meteor_pair(text, reference)
+        out["bleu" + suffix] = lexical.bleu_statistics(text, reference)
+    return out
+
+
+def length_values(prediction: str, reference: str) -> dict[str, Any]:
+    words = (lexical.word_count(prediction), lexical.word_count(reference))
+    return {"gen_words": float(words[0]), "ref_words": float(words[1]), "length_ratio": words}
+
+
 def process_results(doc: dict[str, Any], results: Sequence[Any]) -> dict[str, Any]:
     """Per-document values for every metric; see the module docstring."""
-    pair: Pair = (prediction_text(results), reference_text(doc))
-    out: dict[str, Any] = dict.fromkeys(TEXT_METRICS, pair)
+    prediction, reference = prediction_text(results), reference_text(doc)
+    scores = document_scores(prediction, reference)
     name = bertscore.metric_name()
     if name is not None:
-        out[name] = pair
+        scores[name] = bertscore.f1_scores([prediction], [reference])[0]
+    out: dict[str, Any] = {}
+    for metric, value in scores.items():
+        out[metric] = value
+        # after the metric itself: lm-eval writes its "N/A" stderr first, then these
+        for suffix in INTERVAL_SUFFIXES:
+            out[metric + suffix] = value
+    out.update(length_values(prediction, reference))
     out.update(_costs(doc))
     return out
 
 
-def _split(items: Sequence[Pair]) -> tuple[list[str], list[str]]:
-    return [item[0] for item in items], [item[1] for item in items]
+def _is_bleu(metric: str) -> bool:
+    return metric.removesuffix(LC) == "bleu"
 
 
-@functools.lru_cache(maxsize=4)
-def _rouge(items: tuple[Pair, ...]) -> dict[str, float]:
-    # ROUGE-1 and ROUGE-L of the same corpus are computed in one pass and cached, since
-    # lm-eval calls their aggregations separately with equal lists.
-    return lexical.rouge_f1(*_split(items))
+def _bleu_statistic(rows: np.ndarray) -> np.ndarray:
+    sums = np.asarray(rows).sum(axis=-2)
+    flat = sums.reshape(-1, sums.shape[-1])
+    scores = [lexical.bleu_from_statistics(row) for row in flat]
+    return np.asarray(scores, dtype=float).reshape(sums.shape[:-1])
 
 
-def rouge1(items: Sequence[Pair]) -> float:
-    return _rouge(tuple(map(tuple, items)))["rouge1"]
+def statistic_of(metric: str) -> uncertainty.Statistic:
+    """How ``metric``'s per-document rows make its corpus score."""
+    return _bleu_statistic if _is_bleu(metric) else uncertainty.mean_statistic
 
 
-def rougeL(items: Sequence[Pair]) -> float:  # noqa: N802 - named after the metric
-    return _rouge(tuple(map(tuple, items)))["rougeL"]
-
-
-def meteor(items: Sequence[Pair]) -> float:
-    return lexical.meteor(*_split(items))
-
-
-def bleu(items: Sequence[Pair]) -> float:
-    return lexical.bleu(*_split(items))
-
-
-def bertscore_f1(items: Sequence[Pair]) -> float:
-    """Mean BERTScore F1; serves both names (the encoder was fixed when the name was)."""
+def corpus_score(metric: str, items: Sequence[Any]) -> float:
     if not items:
         return math.nan
-    return bertscore.corpus_f1(*_split(items))
+    return float(statistic_of(metric)(np.asarray(items, dtype=float)))
+
+
+@functools.lru_cache(maxsize=8)
+def _interval(metric: str, items: tuple) -> uncertainty.Interval | None:
+    # <metric>_stderr, _ci_low and _ci_high get equal lists in a row: one bootstrap for all
+    interval = uncertainty.bootstrap_interval(np.asarray(items, dtype=float), statistic_of(metric))
+    if interval is not None:
+        logger.info(
+            "%s: %.4g, 95%% bootstrap interval [%.4g, %.4g] (%d documents, %d resamples)",
+            metric, interval.estimate, interval.low, interval.high, interval.n, interval.resamples,
+        )  # fmt: skip
+    return interval
+
+
+def _hashable(items: Sequence[Any]) -> tuple:
+    return tuple(tuple(item) if isinstance(item, (list, tuple)) else item for item in items)
+
+
+def _aggregation(metric: str, part: str) -> Callable[[Sequence[Any]], float | str]:
+    def aggregate(items: Sequence[Any]) -> float | str:
+        if part == "":
+            return corpus_score(metric, items)
+        interval = _interval(metric, _hashable(items)) if items else None
+        if interval is None:  # one document, or intervals switched off
+            return "N/A"
+        return {"_stderr": interval.stderr, "_ci_low": interval.low, "_ci_high": interval.high}[
+            part
+        ]
+
+    aggregate.__name__ = aggregate.__qualname__ = metric + part
+    return aggregate
+
+
+def _length_ratio(items: Sequence[Sequence[float]]) -> float:
+    generated = sum(item[0] for item in items)
+    reference = sum(item[1] for item in items)
+    return generated / reference if reference else math.nan
+
+
+# Every aggregation the task YAMLs name (tasks/utils.py re-exports them).
+AGGREGATIONS: dict[str, Callable[[Sequence[Any]], Any]] = {
+    metric + part: _aggregation(metric, part)
+    for metric in QUALITY_METRICS
+    for part in ("", *INTERVAL_SUFFIXES)
+}
+AGGREGATIONS["length_ratio"] = _length_ratio
+rouge1 = AGGREGATIONS["rouge1"]
+rougeL = AGGREGATIONS["rougeL"]  # noqa: N816 - named after the metric
+meteor = AGGREGATIONS["meteor"]
+bleu = AGGREGATIONS["bleu"]
+bertscore_f1 = AGGREGATIONS["bertscore_f1"]

@@ -2,8 +2,12 @@
 
 Markdown and LaTeX are for reading: rounded numbers, best in bold, second best underlined
 (as in the paper's Table 1), '–' for missing cells, mismatch markers on row labels and the
-warnings spelled out under the table. CSV is for further processing: full-precision
-numbers, empty cells for missing values, and the warnings in a column of their own.
+warnings spelled out under the table. Quality cells carry "± h", half the width of their
+95 % bootstrap interval (unless ``show_intervals`` is off), "sd s" for the spread across
+sampling seeds, and ▲/▼ when the paired test against the reference row is significant.
+CSV is for further processing: full-precision numbers, empty cells for missing values, the
+exact interval bounds, seed spreads and p-values in columns of their own, and the warnings
+in a last column.
 """
 
 from __future__ import annotations
@@ -11,10 +15,13 @@ from __future__ import annotations
 import csv
 import io
 import re
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
-from dep_eval.report.table import AVERAGE, COST, Leaderboard, Row
+from dep_eval.report.table import AVERAGE, COST, SIGNIFICANCE, Leaderboard, Row
 
 FORMATS = ("markdown", "csv", "latex")
+T = TypeVar("T")
 
 
 def legend(board: Leaderboard) -> str:
@@ -34,7 +41,85 @@ def legend(board: Leaderboard) -> str:
         )
     if any(row.kind == "paper" for row in board.rows):
         parts.append("Paper rows: Table 1 of the paper, not measured here and not ranked.")
+    measured = [row for row in board.rows if row.kind == "measured"]
+    with_intervals = [row for row in measured if _has_intervals(row)]
+    if board.show_intervals and measured and not with_intervals:
+        parts.append(
+            "No ±: these results files have no intervals (made before dep-eval wrote them)."
+        )
+    elif board.show_intervals and measured:
+        parts.append(
+            "± h: half the width of the 95 % bootstrap interval over documents (exact bounds "
+            "in the CSV; for the Average, the categories' half-widths combined as independent)."
+        )
+        without = [row.label for row in measured if not _has_intervals(row)]
+        if without:
+            parts.append(
+                f"No ± on {', '.join(without)}: their results files have no intervals "
+                "(made before dep-eval wrote them)."
+            )
+        if any(
+            "±?" in _annotation(board, row, j)[0]
+            for row in measured
+            for j in range(len(board.columns))
+        ):
+            parts.append("±?: no interval for this cell (e.g. a single document).")
+        if any(row.seeds > 1 for row in measured):
+            seeds = sorted({row.seeds for row in measured if row.seeds > 1})
+            parts.append(
+                "sd s: standard deviation of the score across sampling seeds "
+                f"({'/'.join(map(str, seeds))} seeds; the value is their mean, the interval "
+                "the mean of their bounds)."
+            )
+    if board.reference is not None:
+        parts.append(
+            f"{BETTER} / {WORSE}: significantly better / worse than {board.reference} "
+            f"(paired approximate randomization over the same documents, p < {SIGNIFICANCE}); "
+            "no mark: not significant."
+        )
+    if any(column.metric.key == "length_ratio" for column in board.columns):
+        parts.append("len. ratio: generated words / reference words (not ranked).")
+    if board.length_controlled:
+        parts.append(
+            "(lc): length-controlled, each prediction cut to its reference's number of "
+            "words before scoring."
+        )
     return " ".join(parts)
+
+
+BETTER, WORSE = "▲", "▼"
+
+
+def _has_intervals(row: Row) -> bool:
+    return any(interval is not None for interval in row.intervals)
+
+
+def _annotation(board: Leaderboard, row: Row, j: int) -> tuple[str, str]:
+    """(text after the number, significance mark) of cell ``j`` of ``row``."""
+    column, value = board.columns[j], row.values[j]
+    if row.kind != "measured" or value is None or not column.metric.quality:
+        return "", ""
+    text = ""
+    decimals = column.metric.decimals
+    if board.show_intervals:
+        interval = row.intervals[j] if j < len(row.intervals) else None
+        if interval is not None:
+            text += f" ±{(interval[1] - interval[0]) / 2:.{decimals}f}"
+        elif _has_intervals(row):
+            text += " ±?"
+        spread = row.spreads[j] if j < len(row.spreads) else None
+        if spread is not None and row.seeds > 1:
+            text += f" sd {spread:.{decimals}f}"
+    significance = row.significance(j, column.metric)
+    mark = {"better": BETTER, "worse": WORSE}.get(significance or "", "")
+    return text, f" {mark}" if mark else ""
+
+
+def _label(board: Leaderboard, row: Row) -> str:
+    label = _flagged(row)
+    if row.reference:
+        label += " (reference)"
+    return label
 
 
 WARNING_TITLE = "Warning: mismatched runs"
@@ -77,12 +162,14 @@ def to_markdown(board: Leaderboard) -> str:
         "|" + "---|" + "---:|" * len(board.columns),
     ]
     for row in board.rows:
-        label = _md_escape(_flagged(row))
+        label = _md_escape(_label(board, row))
         label = f"*{label}*" if row.kind == "paper" else label
-        cells = [
-            _md_cell(column.metric.display(value), mark)
-            for column, value, mark in zip(board.columns, row.values, row.marks, strict=True)
-        ]
+        cells = []
+        for j, (column, value, mark) in enumerate(
+            zip(board.columns, row.values, row.marks, strict=True)
+        ):
+            text, significance = _annotation(board, row, j)
+            cells.append(_md_cell(column.metric.display(value), mark) + text + significance)
         lines.append("| " + " | ".join([label, *cells]) + " |")
     lines += ["", legend(board)]
     if board.mismatches:
@@ -96,19 +183,64 @@ def to_markdown(board: Leaderboard) -> str:
 # --------------------------------------------------------------------------- CSV
 
 
+def _number(value: float | None) -> str:
+    # 10 significant digits: full precision without float noise (0.16999999999999998).
+    return "" if value is None else f"{value:.10g}"
+
+
+def _at(values: Sequence[T | None], j: int) -> T | None:
+    return values[j] if j < len(values) else None
+
+
+def _extra_csv_columns(board: Leaderboard) -> list[tuple[str, Callable[[Row], float | None]]]:
+    """(header, cell function) of the interval, spread and test columns that have data."""
+    extra: list[tuple[str, Callable[[Row], float | None]]] = []
+
+    def has(attribute: str, j: int) -> bool:
+        return any(_at(getattr(row, attribute), j) is not None for row in board.rows)
+
+    def bound(j: int, side: int) -> Callable[[Row], float | None]:
+        return lambda row: None if _at(row.intervals, j) is None else row.intervals[j][side]
+
+    def spread(j: int) -> Callable[[Row], float | None]:
+        return lambda row: _at(row.spreads, j)
+
+    def p_value(j: int) -> Callable[[Row], float | None]:
+        return lambda row: None if _at(row.tests, j) is None else row.tests[j][1]  # type: ignore[index]
+
+    for j, column in enumerate(board.columns):
+        if has("intervals", j):
+            extra += [(f"{column.title} 95% low", bound(j, 0))]
+            extra += [(f"{column.title} 95% high", bound(j, 1))]
+        if has("spreads", j):
+            extra.append((f"{column.title} sd across seeds", spread(j)))
+        if board.reference is not None and has("tests", j):
+            extra.append((f"{column.title} p vs {board.reference}", p_value(j)))
+    return extra
+
+
 def to_csv(board: Leaderboard) -> str:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
+    extra = _extra_csv_columns(board)
     writer.writerow(
-        ["label", "kind", "method", "model_args", *(c.title for c in board.columns), "warnings"]
+        [
+            "label",
+            "kind",
+            "method",
+            "model_args",
+            *(c.title for c in board.columns),
+            *(title for title, _ in extra),
+            "warnings",
+        ]
     )
     by_marker = {m.marker: m.describe() for m in board.mismatches}
     for row in board.rows:
         args = ";".join(f"{k}={v}" for k, v in sorted(row.model_args.items()))
-        # 10 significant digits: full precision without float noise (0.16999999999999998).
-        values = ["" if v is None else f"{v:.10g}" for v in row.values]
+        values = [_number(v) for v in row.values]
+        more = [_number(cell(row)) for _, cell in extra]
         warnings = " | ".join(by_marker[flag] for flag in row.flags)
-        writer.writerow([row.label, row.kind, row.method, args, *values, warnings])
+        writer.writerow([row.label, row.kind, row.method, args, *values, *more, warnings])
     return out.getvalue()
 
 
@@ -128,6 +260,9 @@ _LATEX_SPECIAL = {
     "–": "--",
 }
 _LATEX_RE = re.compile("|".join(re.escape(k) for k in _LATEX_SPECIAL))
+
+
+_LATEX_SIGNIFICANCE = {"▲": r"$^{\blacktriangle}$", "▼": r"$^{\blacktriangledown}$"}
 
 
 def latex_escape(text: str) -> str:
@@ -157,7 +292,7 @@ def to_latex(board: Leaderboard) -> str:
     metric_line = ["Method", *(latex_escape(c.metric.label) for c in board.columns)]
 
     lines = [
-        r"% Needs \usepackage{booktabs} and \usepackage{graphicx}.",
+        r"% Needs \usepackage{booktabs}, \usepackage{graphicx} and \usepackage{amssymb}.",
         r"\begin{table*}[t]",
         r"\centering",
         r"\resizebox{\textwidth}{!}{%",
@@ -173,12 +308,16 @@ def to_latex(board: Leaderboard) -> str:
         if row.kind != previous_kind:
             lines.append(r"\midrule")
             previous_kind = row.kind
-        label = latex_escape(_flagged(row))
+        label = latex_escape(_label(board, row))
         label = rf"\textit{{{label}}}" if row.kind == "paper" else label
-        cells = [
-            _latex_cell(column.metric.display(value), mark)
-            for column, value, mark in zip(board.columns, row.values, row.marks, strict=True)
-        ]
+        cells = []
+        for j, (column, value, mark) in enumerate(
+            zip(board.columns, row.values, row.marks, strict=True)
+        ):
+            text, significance = _annotation(board, row, j)
+            text = latex_escape(text).replace("±", r"$\pm$")
+            significance = _LATEX_SIGNIFICANCE.get(significance.strip(), "")
+            cells.append(_latex_cell(column.metric.display(value), mark) + text + significance)
         lines.append(" & ".join([label, *cells]) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}}"]
     if board.mismatches:
@@ -188,5 +327,8 @@ def to_latex(board: Leaderboard) -> str:
             *(rf"{latex_escape(m.describe())}\par" for m in board.mismatches),
             "}",
         ]
-    lines += [rf"\caption{{{latex_escape(legend(board))}}}", r"\end{table*}"]
+    caption = latex_escape(legend(board)).replace("±", r"$\pm$")
+    for symbol, command in _LATEX_SIGNIFICANCE.items():
+        caption = caption.replace(symbol, command)
+    lines += [rf"\caption{{{caption}}}", r"\end{table*}"]
     return "\n".join(lines) + "\n"

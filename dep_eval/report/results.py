@@ -13,15 +13,26 @@ lm-eval 0.4.13 (``loggers/evaluation_tracker.py``) writes one JSON file per run 
 
 Group entries (``amazon_review_personalized``) have no ``configs`` entry and are skipped: a
 group's score is a size-weighted mean the leaderboard recomputes its own way.
+
+Intervals: ``<metric>_ci_low`` / ``<metric>_ci_high`` (written by this project's tasks, see
+``dep_eval.metrics.harness``) become ``TaskResult.intervals``; files from before them have
+none. Per-document scores are read from the samples file beside the results file
+(``samples_<task>_<date>.jsonl``, written with ``--log_samples``), keyed by each document's
+identity (``Sample.key``), so that two runs can be paired document by document.
+
+Sampling seeds: a run's ``--gen_kwargs seed=S`` (this project's models default to 1234) is
+not a "generation setting" that makes runs incomparable; runs that differ only in it are
+kept side by side (one per seed) and the leaderboard reports their mean and spread.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,8 +52,11 @@ RUNTIME_ARGS = frozenset(
 )
 # The settings two cells must share to be compared. "n-samples" and "task version" are
 # compared within a category only (categories legitimately differ in size).
-GLOBAL_SETTINGS = ("data source", "limit", "generation settings", "seed")
+GLOBAL_SETTINGS = ("data source", "limit", "generation settings", "seed", "sampling seeds")
 PER_CATEGORY_SETTINGS = ("n-samples", "task version")
+# What this project's models use when --gen_kwargs has no seed (GenerationSettings.seed).
+DEFAULT_SAMPLING_SEED = 1234
+INTERVAL_BOUNDS = ("_ci_low", "_ci_high")
 
 
 @dataclass(frozen=True)
@@ -59,6 +73,25 @@ class TaskResult:
     settings: Mapping[str, str]  # canonical JSON per setting name
     n_samples: int | None
     date: float
+    intervals: Mapping[str, tuple[float, float]] = field(default_factory=dict)
+    sampling_seed: int = DEFAULT_SAMPLING_SEED
+    # after merging the runs of several sampling seeds (dep_eval.report.table.merge_seeds):
+    seeds: tuple[int, ...] = ()
+    spreads: Mapping[str, float] = field(default_factory=dict)  # std over the seeds
+    members: tuple[TaskResult, ...] = ()  # the per-seed results
+
+    @property
+    def runs(self) -> tuple[TaskResult, ...]:
+        """The single-seed results this one stands for (itself when not merged)."""
+        return self.members or (self,)
+
+    @property
+    def samples_path(self) -> Path:
+        """Where lm-eval's --log_samples put this task's samples."""
+        stamp = self.path.stem.removeprefix("results_")
+        if stamp == self.path.stem:  # --output_path FILE.json: <stem>_<date>.json
+            return self.path.with_name(f"samples_{self.task}_{self.path.stem}.jsonl")
+        return self.path.with_name(f"samples_{self.task}_{stamp}.jsonl")
 
     @property
     def row_key(self) -> tuple[str, tuple[tuple[str, str], ...]]:
@@ -148,7 +181,7 @@ def _metrics(task_results: Mapping[str, Any]) -> dict[str, float]:
     out: dict[str, float] = {}
     for key, value in task_results.items():
         name, sep, filter_name = key.partition(",")
-        if not sep or name.endswith("_stderr"):
+        if not sep or name.endswith(("_stderr", *INTERVAL_BOUNDS)):
             continue
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             continue  # "N/A" and friends
@@ -160,12 +193,46 @@ def _metrics(task_results: Mapping[str, Any]) -> dict[str, float]:
     return out
 
 
+def _intervals(task_results: Mapping[str, Any]) -> dict[str, tuple[float, float]]:
+    """``{"rouge1": (low, high)}`` from ``rouge1_ci_low,none`` and ``rouge1_ci_high,none``."""
+    bounds: dict[str, dict[str, float]] = {}
+    for key, value in task_results.items():
+        name, sep, filter_name = key.partition(",")
+        if not sep or filter_name != "none" or not name.endswith(INTERVAL_BOUNDS):
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue  # "N/A": a single document, or intervals switched off
+        suffix = next(b for b in INTERVAL_BOUNDS if name.endswith(b))
+        bounds.setdefault(name.removesuffix(suffix), {})[suffix] = float(value)
+    return {
+        name: (pair["_ci_low"], pair["_ci_high"])
+        for name, pair in bounds.items()
+        if len(pair) == 2 and all(math.isfinite(v) for v in pair.values())
+    }
+
+
+def _generation(data: Mapping[str, Any], task_config: Mapping[str, Any]) -> dict[str, Any]:
+    generation = dict(task_config.get("generation_kwargs") or {})
+    # --gen_kwargs overrides the YAML
+    generation.update(parse_typed_args((data.get("config") or {}).get("gen_kwargs")))
+    return generation
+
+
+def _sampling_seed(generation: Mapping[str, Any]) -> int:
+    seed = generation.get("seed")
+    try:
+        return DEFAULT_SAMPLING_SEED if seed is None else int(seed)
+    except (TypeError, ValueError):
+        return DEFAULT_SAMPLING_SEED
+
+
 def _settings(data: Mapping[str, Any], task: str, task_config: Mapping[str, Any]) -> dict:
     run = data.get("config") or {}
     metadata = task_config.get("metadata") or {}
     source = {k: metadata[k] for k in ("source", "data_dir") if metadata.get(k) is not None}
-    generation = dict(task_config.get("generation_kwargs") or {})
-    generation.update(parse_typed_args(run.get("gen_kwargs")))  # --gen_kwargs overrides the YAML
+    generation = _generation(data, task_config)
+    seed = _sampling_seed(generation)
+    generation.pop("seed", None)  # the sampling seed: compared as "sampling seeds"
     n_samples = (data.get("n-samples") or {}).get(task) or {}
     return {
         # Without source/data_dir the loader fell back to DEP_EVAL_DATA_DIR or the hub,
@@ -176,6 +243,7 @@ def _settings(data: Mapping[str, Any], task: str, task_config: Mapping[str, Any]
         "seed": canonical({k: run.get(k) for k in ("random_seed", "numpy_seed", "torch_seed")}),
         "n-samples": canonical(n_samples.get("effective")),
         "task version": canonical((data.get("versions") or {}).get(task)),
+        "sampling seeds": canonical([seed]),
     }
 
 
@@ -218,6 +286,8 @@ def read_results_file(path: Path) -> list[TaskResult]:
                 settings=_settings(data, task, task_config),
                 n_samples=int(effective) if isinstance(effective, (int, float)) else None,
                 date=float(date),
+                intervals=_intervals(task_results),
+                sampling_seed=_sampling_seed(_generation(data, task_config or {})),
             )
         )
     return out
@@ -246,8 +316,9 @@ def load_results(paths: Iterable[Path | str]) -> tuple[list[TaskResult], list[st
     latest: dict[tuple, TaskResult] = {}
     notes = []
     for result in sorted(results, key=lambda r: r.date):
-        # By category, not task name: one _custom task serves many categories.
-        key = (result.row_key, result.column)
+        # By category, not task name: one _custom task serves many categories; by sampling
+        # seed, since runs with other seeds are repetitions, not replacements.
+        key = (result.row_key, result.column, result.sampling_seed)
         if key in latest:
             old = latest[key]
             note = f"{result.column} of {result.method} in {old.path} superseded by {result.path}"
@@ -255,3 +326,60 @@ def load_results(paths: Iterable[Path | str]) -> tuple[list[TaskResult], list[st
             notes.append(note)
         latest[key] = result
     return sorted(latest.values(), key=lambda r: (r.row_key, r.task)), notes
+
+
+# --------------------------------------------------------------------------- samples
+
+
+def _doc_key(sample: Mapping[str, Any]) -> str:
+    from dep_eval.data.records import Sample
+
+    try:
+        return Sample.from_doc(sample["doc"]).key
+    except (KeyError, TypeError, ValueError):
+        # not this project's document layout: lm-eval's hash of the document
+        return f"hash:{sample.get('doc_hash')}"
+
+
+def _is_score(value: Any) -> bool:
+    """A per-document score or row of statistics (old files hold (prediction, reference))."""
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, (int, float)):
+        return True
+    return (
+        isinstance(value, list)
+        and bool(value)
+        and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+    )
+
+
+@functools.lru_cache(maxsize=64)
+def _read_samples(path: Path) -> dict[str, dict[str, Any]]:
+    """metric -> doc key -> per-document value, for every numeric metric in the file."""
+    out: dict[str, dict[str, Any]] = {}
+    with path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                sample = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise ValueError(f"{path}, line {number}: not JSON ({error})") from error
+            if sample.get("filter", "none") != "none":
+                continue
+            key = _doc_key(sample)
+            for metric in sample.get("metrics") or ():
+                value = sample.get(metric)
+                if _is_score(value):
+                    out.setdefault(metric, {})[key] = value
+    return out
+
+
+def document_scores(result: TaskResult, metric: str) -> dict[str, Any] | None:
+    """Doc key -> ``metric``'s per-document value in ``result``'s samples file, or None when
+    there is none (run without --log_samples, or a file from before per-document scores)."""
+    path = result.samples_path
+    if not path.is_file():
+        return None
+    return _read_samples(path).get(metric)

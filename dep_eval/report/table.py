@@ -12,16 +12,27 @@ the table says:
   missing cells and the paper's reference rows take no part;
 - runs that were set up differently (data source, limit, generation settings, seeds,
   n-samples, task version) are reported as ``Mismatch``es and their rows marked, never
-  silently put side by side.
+  silently put side by side;
+- uncertainty: each quality cell carries its 95 % bootstrap interval over documents (from
+  the results file; ``None`` for files from before intervals). Runs of one row that differ
+  only in the sampling seed are merged (``merge_seeds``): the cell is the mean over seeds,
+  its interval the mean of the per-seed bounds, and ``spreads`` the standard deviation
+  across seeds. With ``against=METHOD`` every per-category quality cell is tested against
+  that method's row, document by document (``dep_eval.metrics.uncertainty.paired_test``);
+- length: ``length_ratio`` (generated over reference words) is a column of its own, shown
+  and not ranked; ``length_controlled=True`` puts the metrics of predictions cut to the
+  reference's word count (``<metric>_lc``) in the quality columns instead.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
+import statistics
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from dep_eval.report.paper import paper_rows
@@ -30,6 +41,8 @@ from dep_eval.report.results import (
     KNOWN_CATEGORIES,
     PER_CATEGORY_SETTINGS,
     TaskResult,
+    canonical,
+    document_scores,
     load_results,
 )
 
@@ -42,6 +55,8 @@ class Metric:
     label: str
     higher_is_better: bool
     decimals: int
+    ranked: bool = True  # False: shown, never marked best (a length ratio is not a score)
+    quality: bool = True  # a score with a bootstrap interval
 
     def display(self, value: float | None) -> str:
         return "–" if value is None else f"{value:.{self.decimals}f}"
@@ -55,13 +70,19 @@ QUALITY_METRICS = (
     Metric("bleu", "BLEU", True, 2),  # sacrebleu's 0-100 scale, as in the paper
     Metric(PAPER_BERTSCORE, "BERTScore", True, 4),
 )
-COST_METRICS = (
-    Metric("llm_calls", "calls/sample", False, 2),
-    Metric("prompt_tokens", "prompt tok./sample", False, 1),
-    Metric("generated_tokens", "gen. tok./sample", False, 1),
-    Metric("seconds_per_sample", "s/sample", False, 2),
-    Metric("setup_seconds", "setup s (total)", False, 1),
+LC = "_lc"  # dep_eval.metrics.harness: the prediction cut to the reference's word count
+LENGTH_CONTROLLED_METRICS = tuple(
+    Metric(m.key + LC, f"{m.label} (lc)", True, m.decimals) for m in QUALITY_METRICS[:4]
 )
+LENGTH_RATIO = Metric("length_ratio", "len. ratio", False, 2, ranked=False, quality=False)
+COST_METRICS = (
+    Metric("llm_calls", "calls/sample", False, 2, quality=False),
+    Metric("prompt_tokens", "prompt tok./sample", False, 1, quality=False),
+    Metric("generated_tokens", "gen. tok./sample", False, 1, quality=False),
+    Metric("seconds_per_sample", "s/sample", False, 2, quality=False),
+    Metric("setup_seconds", "setup s (total)", False, 1, quality=False),
+)
+SIGNIFICANCE = 0.05
 AVERAGE = "Average"
 COST = "Cost"
 PAPER_CATEGORY_ORDER = tuple(KNOWN_CATEGORIES.values())
@@ -100,6 +121,19 @@ class Row:
     model_args: dict[str, str] = field(default_factory=dict)
     marks: list[str | None] = field(default_factory=list)  # "best" / "second" per column
     flags: list[str] = field(default_factory=list)  # markers of the mismatches it is in
+    intervals: list[tuple[float, float] | None] = field(default_factory=list)  # 95 % bounds
+    spreads: list[float | None] = field(default_factory=list)  # std across sampling seeds
+    # against the reference row: (difference, p-value) per column, None when not tested
+    tests: list[tuple[float, float] | None] = field(default_factory=list)
+    seeds: int = 1
+    reference: bool = False  # the row the others are tested against
+
+    def significance(self, j: int, metric: Metric) -> str | None:
+        """ "better" / "worse" when column ``j`` differs from the reference at p < 0.05."""
+        test = self.tests[j] if j < len(self.tests) else None
+        if test is None or test[1] >= SIGNIFICANCE:
+            return None
+        return "better" if (test[0] > 0) == metric.higher_is_better else "worse"
 
 
 @dataclass(frozen=True)
@@ -121,6 +155,9 @@ class Leaderboard:
     rows: list[Row]
     mismatches: list[Mismatch] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    reference: str | None = None  # label of the row tested against (--against)
+    length_controlled: bool = False
+    show_intervals: bool = True
 
     @property
     def groups(self) -> list[tuple[str, list[Column]]]:
@@ -212,7 +249,7 @@ def rank_marks(values: Sequence[float | None], metric: Metric) -> list[str | Non
     """Marks: "best" for every value equal to the best, "second" for the next distinct one."""
     shown = [None if v is None else float(metric.display(v)) for v in values]
     present = [v for v in shown if v is not None]
-    if len(present) < 2:  # one number is not a ranking
+    if len(present) < 2 or not metric.ranked:  # one number is not a ranking
         return [None] * len(values)
     distinct = sorted(set(present), reverse=metric.higher_is_better)
     mark = {distinct[0]: "best"}
@@ -292,10 +329,66 @@ def _where(
 # --------------------------------------------------------------------------- building
 
 
+def merge_seeds(results: Sequence[TaskResult]) -> list[TaskResult]:
+    """One result per (row, category): the runs with other sampling seeds merged into it.
+
+    Metrics are the mean over the seeds, ``spreads`` their standard deviation, intervals the
+    mean of the per-seed bounds; a setting on which the seeds' runs disagree keeps all its
+    values, so that the merged cell is flagged against the others.
+    """
+    groups: dict[tuple, list[TaskResult]] = defaultdict(list)
+    for result in results:
+        groups[(result.row_key, result.column)].append(result)
+    merged = []
+    for runs in groups.values():
+        runs.sort(key=lambda r: r.sampling_seed)
+        seeds = tuple(r.sampling_seed for r in runs)
+        if len(runs) == 1:
+            merged.append(replace(runs[0], seeds=seeds))
+            continue
+        names = set.intersection(*(set(r.metrics) for r in runs))
+        metrics = {n: statistics.fmean(r.metrics[n] for r in runs) for n in sorted(names)}
+        spreads = {n: statistics.stdev(r.metrics[n] for r in runs) for n in sorted(names)}
+        intervals = {
+            n: (
+                statistics.fmean(r.intervals[n][0] for r in runs),
+                statistics.fmean(r.intervals[n][1] for r in runs),
+            )
+            for n in sorted(names)
+            if all(n in r.intervals for r in runs)
+        }
+        settings = {}
+        for name in runs[0].settings:
+            values = sorted({r.settings[name] for r in runs})
+            settings[name] = values[0] if len(values) == 1 else canonical(values)
+        settings["sampling seeds"] = canonical(list(seeds))
+        sizes = {r.n_samples for r in runs}
+        newest = max(runs, key=lambda r: r.date)
+        merged.append(
+            replace(
+                newest,
+                metrics=metrics,
+                intervals=intervals,
+                settings=settings,
+                n_samples=sizes.pop() if len(sizes) == 1 else None,
+                seeds=seeds,
+                spreads=spreads,
+                members=tuple(runs),
+            )
+        )
+    return sorted(merged, key=lambda r: (r.row_key, r.task))
+
+
 def build_leaderboard(
-    results: Sequence[TaskResult], *, with_paper: bool = False, notes: Sequence[str] = ()
+    results: Sequence[TaskResult],
+    *,
+    with_paper: bool = False,
+    notes: Sequence[str] = (),
+    length_controlled: bool = False,
+    against: str | None = None,
 ) -> Leaderboard:
     """The table for ``results`` (normally from ``load_results``)."""
+    results = merge_seeds(results)
     by_row: dict[tuple, list[TaskResult]] = defaultdict(list)
     for result in results:
         by_row[result.row_key].append(result)
@@ -306,8 +399,12 @@ def build_leaderboard(
     test_columns = [c for c in data_columns if not c.endswith(" (val)")]
     present = {name for r in results for name in r.metrics}
     costs = [m for m in COST_METRICS if m.key in present]
+    quality = LENGTH_CONTROLLED_METRICS if length_controlled else QUALITY_METRICS
+    length = [LENGTH_RATIO] if LENGTH_RATIO.key in present else []
 
     def fallbacks(columns: Iterable[str]) -> list[Metric]:
+        if length_controlled:  # no length-controlled BERTScore (it would cost an encoder pass)
+            return []
         names = {n for r in results if r.column in columns for n in r.metrics}
         return [fallback_bertscore(n) for n in sorted(names) if is_fallback_bertscore(n)]
 
@@ -316,15 +413,18 @@ def build_leaderboard(
         groups.append((AVERAGE, fallbacks(test_columns)))
     groups += [(c, fallbacks([c])) for c in data_columns if c.endswith(" (val)")]
     columns = [
-        Column(group, metric) for group, extra in groups for metric in (*QUALITY_METRICS, *extra)
+        Column(group, metric) for group, extra in groups for metric in (*quality, *extra, *length)
     ]
     columns += [Column(COST, metric) for metric in costs]
 
     rows = []
     for key in keys:
         cells = {cell.column: cell for cell in by_row[key]}
-        values = _row_values(columns, test_columns, cells)
-        rows.append(Row(labels[key], "measured", values, key[0], dict(key[1])))
+        values, intervals, spreads = _row_values(columns, test_columns, cells)
+        row = Row(labels[key], "measured", values, key[0], dict(key[1]))
+        row.intervals, row.spreads = intervals, spreads
+        row.seeds = max(len(cell.seeds) for cell in by_row[key])
+        rows.append(row)
 
     mismatches, flags = find_mismatches(results, labels)
     for row, key in zip(rows, keys, strict=True):
@@ -341,28 +441,127 @@ def build_leaderboard(
         for row, mark in zip(rows, marks, strict=True):
             row.marks.append(mark)
 
+    reference = None
+    if against is not None:
+        reference = _test_against(against, keys, rows, by_row, columns, notes)
+
     if with_paper:
         rows += _paper_rows(columns, test_columns)
-    return Leaderboard(columns, rows, mismatches, notes)
+    return Leaderboard(
+        columns, rows, mismatches, notes, reference=reference, length_controlled=length_controlled
+    )
+
+
+def _doc_rows(cell: TaskResult, metric: str) -> dict[str, object] | None:
+    """Doc key -> per-document value of ``metric``, averaged over the cell's seeds."""
+    import numpy as np
+
+    per_seed = [document_scores(run, metric) for run in cell.runs]
+    if any(scores is None for scores in per_seed):
+        return None
+    shared = set.intersection(*(set(scores) for scores in per_seed))  # type: ignore[arg-type]
+    return {
+        key: np.mean([np.asarray(s[key], dtype=float) for s in per_seed], axis=0)  # type: ignore[index]
+        for key in shared
+    }
+
+
+def paired_difference(
+    cell: TaskResult, reference: TaskResult, metric: str
+) -> tuple[float, float, int] | str:
+    """(difference, p-value, documents) of ``cell`` minus ``reference`` on their shared
+    documents, or the reason why they cannot be paired."""
+    from dep_eval.metrics.harness import statistic_of
+    from dep_eval.metrics.uncertainty import paired_test
+
+    mine, theirs = _doc_rows(cell, metric), _doc_rows(reference, metric)
+    if mine is None or theirs is None:
+        return "no per-document scores (run without --log_samples, or an older results file)"
+    shared = sorted(mine.keys() & theirs.keys())
+    if len(shared) < 2:
+        return f"only {len(shared)} shared documents"
+    test = paired_test([mine[k] for k in shared], [theirs[k] for k in shared], statistic_of(metric))
+    return test.difference, test.p_value, len(shared)
+
+
+def _test_against(
+    against: str,
+    keys: Sequence[tuple],
+    rows: Sequence[Row],
+    by_row: dict[tuple, list[TaskResult]],
+    columns: Sequence[Column],
+    notes: list[str],
+) -> str:
+    """Fill every row's ``tests`` against the (plainest) row of method ``against``."""
+    candidates = [k for k in keys if k[0].lower() == against.lower()]
+    if not candidates:
+        methods = ", ".join(sorted({k[0] for k in keys}))
+        raise ValueError(f"--against {against}: no row of that method here (methods: {methods})")
+    reference_key = min(candidates, key=lambda k: len(k[1]))  # fewest model args
+    index = list(keys).index(reference_key)
+    rows[index].reference = True
+    reference_cells = {cell.column: cell for cell in by_row[reference_key]}
+    problems: dict[str, set[str]] = defaultdict(set)
+    for key, row in zip(keys, rows, strict=True):
+        row.tests = [None] * len(columns)
+        if key == reference_key:
+            continue
+        cells = {cell.column: cell for cell in by_row[key]}
+        for j, column in enumerate(columns):
+            cell, reference = cells.get(column.group), reference_cells.get(column.group)
+            if not column.metric.quality or cell is None or reference is None:
+                continue  # Average, costs, the length ratio; or a missing cell
+            if column.metric.key not in cell.metrics or column.metric.key not in reference.metrics:
+                continue
+            outcome = paired_difference(cell, reference, column.metric.key)
+            if isinstance(outcome, str):
+                problems[outcome].add(row.label)
+                continue
+            difference, p_value, shared = outcome
+            row.tests[j] = (difference, p_value)
+            sizes = {len(_doc_rows(cell, column.metric.key) or ()), shared}
+            if len(sizes) > 1:
+                problems[f"tested on the {shared} documents shared with the reference"].add(
+                    f"{row.label} ({column.group})"
+                )
+    label = rows[index].label
+    for problem, where in sorted(problems.items()):
+        notes.append(f"not tested against {label}: {', '.join(sorted(where))}: {problem}")
+    return label
 
 
 def _row_values(
     columns: Sequence[Column], test_columns: Sequence[str], cells: dict[str, TaskResult]
-) -> list[float | None]:
+) -> tuple[list[float | None], list[tuple[float, float] | None], list[float | None]]:
+    """Per column: the value, its 95 % interval and its spread across seeds."""
     tests = [cells[c] for c in test_columns if c in cells] or list(cells.values())
     values: list[float | None] = []
+    intervals: list[tuple[float, float] | None] = []
+    spreads: list[float | None] = []
     for column in columns:
         key = column.metric.key
+        interval, spread = None, None
         if column.group == COST:
-            values.append(_cost(tests, key))
+            value = _cost(tests, key)
         elif column.group == AVERAGE:
             per_category = [cells[c].metrics.get(key) if c in cells else None for c in test_columns]
             complete = all(v is not None for v in per_category)
-            values.append(sum(per_category) / len(per_category) if complete else None)  # type: ignore[arg-type]
+            value = sum(per_category) / len(per_category) if complete else None  # type: ignore[arg-type]
+            bounds = [cells[c].intervals.get(key) if c in cells else None for c in test_columns]
+            if value is not None and all(b is not None for b in bounds):
+                # categories are independent samples: half-widths add in quadrature
+                half = math.sqrt(sum(((b[1] - b[0]) / 2) ** 2 for b in bounds)) / len(bounds)  # type: ignore[index]
+                interval = (value - half, value + half)
         else:
             cell = cells.get(column.group)
-            values.append(None if cell is None else cell.metrics.get(key))
-    return values
+            value = None if cell is None else cell.metrics.get(key)
+            if cell is not None and value is not None:
+                interval = cell.intervals.get(key)
+                spread = cell.spreads.get(key)
+        values.append(value)
+        intervals.append(interval)
+        spreads.append(spread)
+    return values, intervals, spreads
 
 
 def _paper_rows(columns: Sequence[Column], test_columns: Sequence[str]) -> list[Row]:
@@ -377,7 +576,16 @@ def _paper_rows(columns: Sequence[Column], test_columns: Sequence[str]) -> list[
                 values.append(sum(numbers) / len(numbers) if complete else None)  # type: ignore[arg-type]
             else:
                 values.append(paper.values.get(column.group, {}).get(key))
-        rows.append(Row(paper.label, "paper", values, marks=[None] * len(columns)))
+        rows.append(
+            Row(
+                paper.label,
+                "paper",
+                values,
+                marks=[None] * len(columns),
+                intervals=[None] * len(columns),
+                spreads=[None] * len(columns),
+            )
+        )
     return rows
 
 
@@ -393,6 +601,18 @@ def load_some_results(paths: Iterable[Path | str]) -> tuple[list, list[str]]:
     return results, notes
 
 
-def leaderboard_from_paths(paths: Iterable[Path | str], *, with_paper: bool = False) -> Leaderboard:
+def leaderboard_from_paths(
+    paths: Iterable[Path | str],
+    *,
+    with_paper: bool = False,
+    length_controlled: bool = False,
+    against: str | None = None,
+) -> Leaderboard:
     results, notes = load_some_results(paths)
-    return build_leaderboard(results, with_paper=with_paper, notes=notes)
+    return build_leaderboard(
+        results,
+        with_paper=with_paper,
+        notes=notes,
+        length_controlled=length_controlled,
+        against=against,
+    )
