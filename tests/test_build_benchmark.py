@@ -624,6 +624,18 @@ def test_empty_result_is_a_clear_error(tmp_path: Path) -> None:
         build(tmp_path, few, base_world()[1], name="few")
 
 
+def test_a_truncated_gz_is_a_clear_error(tmp_path: Path) -> None:
+    reviews, metas = base_world()
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    whole = write_jsonl(raw / "reviews.jsonl.gz", reviews).read_bytes()
+    (raw / "reviews.jsonl.gz").write_bytes(whole[: len(whole) // 2])
+    m = write_jsonl(raw / "meta.jsonl", metas)
+    with pytest.raises(DataError, match=r"reviews.jsonl.gz: could not read it .*GZIP"):
+        build_benchmark(raw / "reviews.jsonl.gz", m, "Cat", tmp_path / "out", None, ENGINE)
+    assert list((tmp_path / "out").iterdir()) == []
+
+
 def test_existing_folder_needs_overwrite(tmp_path: Path) -> None:
     reviews, metas = base_world()
     folder = build(tmp_path, reviews, metas)

@@ -274,7 +274,8 @@ def _run_recipe(
         "WHEN d[1] = 'Product Description' THEN array_to_string(d[2:], ' ') "
         "ELSE array_to_string(d, ' ') END"
     )
-    q.run(f"""
+    q.run(
+        f"""
         CREATE TABLE meta_read AS
         WITH raw AS (SELECT *, {problem} AS problem FROM {_read_json_sql(meta, META_FIELDS)}),
         parsed AS (
@@ -293,7 +294,9 @@ def _run_recipe(
                  WHEN coalesce(rating_number, 0) = 0 THEN 'no rating_number'
                END AS status,
                asin, title, description
-        FROM joined""")
+        FROM joined""",
+        reading=meta,
+    )
     meta_status = _status_counts(q, "meta_read", meta)
     q.run("""
         CREATE TABLE items AS
@@ -308,20 +311,22 @@ def _run_recipe(
         "duplicate_parent_asin_dropped": kept_meta - n_items,
         "items": n_items,
     }
-    _log_step("step 1 (items)", steps["step1_items"])
+    _log_step(q, "step 1 (items)", steps["step1_items"])
     _require(n_items, "step 1 (items)", steps)
 
     # ---- Step 2: reviews. Text of at least 200 characters, and a rating, a title and a
     # timestamp (non-zero, non-empty: DPL tests truthiness); asin := parent_asin; only items
     # kept in step 1. ``line`` is the row's position in the raw file: the tie-breaker.
     problem = _problem_sql(REVIEW_FIELDS, REVIEW_REQUIRED)
-    q.run(f"""
+    q.run(
+        f"""
         CREATE TABLE reviews_read AS
         WITH raw AS (
             SELECT *, {problem} AS problem FROM {_read_json_sql(reviews, REVIEW_FIELDS)}),
         parsed AS (
             SELECT problem, user_id ->> '$' AS user_id, parent_asin ->> '$' AS asin,
-                   text ->> '$' AS text, title ->> '$' AS title, CASE WHEN problem IS NULL THEN rating::DOUBLE END AS rating,
+                   text ->> '$' AS text, title ->> '$' AS title,
+                   CASE WHEN problem IS NULL THEN rating::DOUBLE END AS rating,
                    CASE WHEN problem IS NULL THEN timestamp::BIGINT END AS timestamp
             FROM raw),
         judged AS (
@@ -341,7 +346,9 @@ def _run_recipe(
                CASE WHEN status IS NULL THEN title END AS title,
                CASE WHEN status IS NULL THEN rating END AS rating,
                CASE WHEN status IS NULL THEN timestamp END AS timestamp
-        FROM judged""")
+        FROM judged""",
+        reading=reviews,
+    )
     review_status = _status_counts(q, "reviews_read", reviews)
     q.run("""
         CREATE TABLE step2 AS
@@ -354,7 +361,7 @@ def _run_recipe(
         "item_not_kept_in_step1": kept_reviews - q.one("SELECT count(*) FROM step2"),
         **_counts(q, "step2"),
     }
-    _log_step("step 2 (reviews)", steps["step2_reviews"])
+    _log_step(q, "step 2 (reviews)", steps["step2_reviews"])
     _require(steps["step2_reviews"]["rows"], "step 2 (reviews)", steps)
 
     # ---- Step 3: until nothing changes: per user, greedy de-duplication newest first by
@@ -386,7 +393,7 @@ def _run_recipe(
         q.run("DROP TABLE cur")
         q.run("ALTER TABLE nxt RENAME TO cur")
         rounds.append(_counts(q, "cur"))
-        logger.info("step 3 round %d: %s", len(rounds), rounds[-1])
+        _log_step(q, f"step 3 round {len(rounds)}", rounds[-1])
         if after == before or after == 0:
             break
     steps["step3_core"] = {"rounds": rounds, **rounds[-1]}
@@ -439,7 +446,7 @@ def _run_recipe(
         **_counts(q, "step4"),
         "profile_rows": q.one("SELECT count(*) FROM step4 WHERE input_index IS NULL"),
     }
-    _log_step("step 4 (normalise, de-duplicate, split)", steps["step4_normalise_split"])
+    _log_step(q, "step 4 (normalise, de-duplicate, split)", steps["step4_normalise_split"])
 
     # ---- Step 5: until no user is dropped: drop profile reviews of items with fewer than
     # 5 profile users, then users with fewer than 8 profile reviews. Input reviews are
@@ -465,7 +472,7 @@ def _run_recipe(
         q.run("DROP TABLE users5")
         q.run("ALTER TABLE users_new RENAME TO users5")
         rounds.append(_counts(q, "prof"))
-        logger.info("step 5 round %d: %s", len(rounds), rounds[-1])
+        _log_step(q, f"step 5 round {len(rounds)}", rounds[-1])
         if after == before or after == 0:
             break
     steps["step5_profile_core"] = {
@@ -516,7 +523,7 @@ def _run_recipe(
         TO {_quote(str(out / "meta.jsonl"))} (FORMAT json)""")
     written["meta"] = _line_count(out / "meta.jsonl")
     steps["step6_splits"] = {f"{name}_rows": count for name, count in written.items()}
-    _log_step("steps 6-7 (splits written)", steps["step6_splits"])
+    _log_step(q, "steps 6-7 (splits written)", steps["step6_splits"])
     return steps
 
 
@@ -529,11 +536,19 @@ class _Query:
 
     def __init__(self, con: Any) -> None:
         self.con = con
+        self.started = time.monotonic()
 
-    def run(self, sql: str) -> None:
+    def run(self, sql: str, reading: Path | None = None) -> None:
         try:
             self.con.execute(sql).fetchall()
         except Exception as exc:
+            reason = str(exc).splitlines()[0] if str(exc) else ""
+            if reading is not None:  # a truncated .gz, an unreadable file, ...
+                raise DataError(
+                    f"could not read it ({type(exc).__name__}: {reason}); check or "
+                    "re-download the file",
+                    file=str(reading),
+                ) from exc
             raise DataError(f"DuckDB failed ({type(exc).__name__}: {exc}) running: {sql}") from exc
 
     def one(self, sql: str) -> Any:
@@ -635,8 +650,8 @@ def _require(count: int, step: str, steps: dict[str, Any]) -> None:
         )
 
 
-def _log_step(step: str, counts: dict[str, Any]) -> None:
-    logger.info("%s: %s", step, json.dumps(counts))
+def _log_step(q: _Query, step: str, counts: dict[str, Any]) -> None:
+    logger.info("%s (%.1f s): %s", step, time.monotonic() - q.started, json.dumps(counts))
 
 
 def _line_count(path: Path) -> int:
