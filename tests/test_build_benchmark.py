@@ -613,6 +613,19 @@ def test_gz_and_plain_build_the_same_bytes_and_reruns_are_identical(tmp_path: Pa
     assert inputs["reviews"]["bytes"] == (tmp_path / "raw-gz" / "reviews.jsonl.gz").stat().st_size
 
 
+def test_rows_written_in_slices_are_the_same_bytes(tmp_path: Path, monkeypatch: Any) -> None:
+    from dep_eval.data import build as build_module
+
+    reviews, metas = random_world(5)
+    whole = build(tmp_path, reviews, metas, RANDOM_RECIPE, name="whole")
+    monkeypatch.setattr(build_module, "_COPIES_PER_SLICE", 40)  # a slice per user or two
+    sliced = build(tmp_path, reviews, metas, RANDOM_RECIPE, name="sliced")
+    assert len(read_rows(whole, "test")) > 5
+    for name in ("train.jsonl", "val.jsonl", "test.jsonl", "meta.jsonl", "manifest.json"):
+        assert (whole / name).read_bytes() == (sliced / name).read_bytes(), name
+    assert not list(sliced.glob(".part*"))
+
+
 def test_empty_result_is_a_clear_error(tmp_path: Path) -> None:
     reviews, _ = base_world()
     metas = [meta(f"I{i}", ["too short"]) for i in range(20)]

@@ -74,6 +74,7 @@ logger = logging.getLogger(__name__)
 HUB_REPO = "McAuley-Lab/Amazon-Reviews-2023"
 SPLIT_FILES = ("train.jsonl", "val.jsonl", "test.jsonl", "meta.jsonl")
 _SHOWN_PROBLEMS = 5  # first record numbers listed per kind of malformed line
+_COPIES_PER_SLICE = 500_000  # profile reviews written per output slice (bounds memory)
 
 # Every character for which Python's str.isspace() is true: what ``str.strip()`` and the
 # ``\s`` of ``re`` (on str) match. RE2's own \s is ASCII-only, so the class is spelled out;
@@ -500,23 +501,42 @@ def _run_recipe(
     splits["test"] = f"t.input_index = {n - 1}"
 
     # ---- Step 7: the DPL-main / DPL-meta layout loaders.py reads. Users in the order of
-    # their first review in the file, targets in time order; meta in file order.
-    written: dict[str, int] = {}
+    # their first review in the file, targets in time order; meta in file order. A row
+    # repeats its user's history, so the rows are built a slice of users at a time (about
+    # _COPIES_PER_SLICE reviews in all their profiles), each slice appended to the files:
+    # one statement for a big category would hold every profile list in memory at once.
+    q.run(f"""
+        CREATE TABLE slices AS
+        SELECT user_id, first_line,
+               (sum(weight) OVER (ORDER BY first_line ROWS UNBOUNDED PRECEDING) - 1)
+                   // {_COPIES_PER_SLICE} AS slice
+        FROM (SELECT user_id, first_line, count(*) * {n} AS weight
+              FROM final JOIN user_order USING (user_id) GROUP BY user_id, first_line)""")
+    n_slices = q.one("SELECT coalesce(max(slice), -1) + 1 FROM slices")
+    part = out / ".part.jsonl"
     for split, condition in splits.items():
-        path = out / f"{split}.jsonl"
-        q.run(f"""
-            COPY (
-                WITH profiles AS (
-                    SELECT t.user_id, t.seq, list({_review_struct("p")} ORDER BY p.seq) AS profile
-                    FROM final t JOIN final p ON p.user_id = t.user_id AND p.seq < t.seq
-                    WHERE {condition}
-                    GROUP BY t.user_id, t.seq)
-                SELECT user_id, {_quote(category)} AS category, profile,
-                       {_review_struct("t")} AS data
-                FROM final t JOIN profiles USING (user_id, seq) JOIN user_order USING (user_id)
-                ORDER BY user_order.first_line, seq
-            ) TO {_quote(str(path))} (FORMAT json)""")
-        written[split] = _line_count(path)
+        with (out / f"{split}.jsonl").open("wb") as target:
+            for index in range(n_slices):
+                q.run(f"""
+                    COPY (
+                        WITH f AS (
+                            SELECT final.*, slices.first_line FROM final JOIN slices
+                            USING (user_id) WHERE slices.slice = {index}),
+                        profiles AS (
+                            SELECT t.user_id, t.seq,
+                                   list({_review_struct("p")} ORDER BY p.seq) AS profile
+                            FROM f t JOIN f p ON p.user_id = t.user_id AND p.seq < t.seq
+                            WHERE {condition}
+                            GROUP BY t.user_id, t.seq)
+                        SELECT user_id, {_quote(category)} AS category, profile,
+                               {_review_struct("t")} AS data
+                        FROM f t JOIN profiles USING (user_id, seq)
+                        ORDER BY t.first_line, seq
+                    ) TO {_quote(str(part))} (FORMAT json)""")
+                with part.open("rb") as piece:
+                    shutil.copyfileobj(piece, target, 1 << 20)
+        part.unlink(missing_ok=True)
+    written = {split: _line_count(out / f"{split}.jsonl") for split in splits}
     q.run(f"""
         COPY (SELECT asin, title, description FROM items
               WHERE asin IN (SELECT asin FROM meta_items) ORDER BY line)
