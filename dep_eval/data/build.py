@@ -60,6 +60,7 @@ from pathlib import Path
 from typing import Any
 
 from dep_eval.data.parsing import DataError
+from dep_eval.io import atomic_folder
 
 __all__ = [
     "HUB_REPO",
@@ -219,42 +220,40 @@ def build_benchmark(
             f"{final} already exists; remove it or pass --overwrite to replace it",
             file=str(final),
         )
-    output.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
-    staging = Path(tempfile.mkdtemp(prefix=f".{category}.building-", dir=output))
-    work = Path(tempfile.mkdtemp(prefix="dep-eval-build-", dir=engine.temp_dir or output))
+    output.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=".dep-eval-build-", dir=engine.temp_dir or output))
     try:
-        con = duckdb.connect(
-            str(work / "work.duckdb"),
-            config={
-                "memory_limit": engine.memory_limit,
-                "threads": engine.threads,
-                "temp_directory": str(work / "spill"),
-                "preserve_insertion_order": True,  # rowid = position in the raw file
-            },
-        )
-        try:
-            steps = _run_recipe(con, reviews, meta, category, recipe, staging)
-        finally:
-            con.close()
-        names = input_names or (reviews.name, meta.name)
-        manifest = {
-            "category": category,
-            "tool": _versions(),
-            "inputs": {
-                "reviews": _describe_file(reviews, names[0]),
-                "meta": _describe_file(meta, names[1]),
-            },
-            "recipe": asdict(recipe),
-            "steps": steps,
-            "outputs": {name: _describe_file(staging / name, name) for name in SPLIT_FILES},
-        }
-        _write_text(staging / "manifest.json", json.dumps(manifest, indent=2) + "\n")
-        staging.chmod(0o777 & ~_umask())  # mkdtemp's folder is private; the result is not
-        _replace_dir(staging, final)
+        with atomic_folder(final) as staging:
+            con = duckdb.connect(
+                str(work / "work.duckdb"),
+                config={
+                    "memory_limit": engine.memory_limit,
+                    "threads": engine.threads,
+                    "temp_directory": str(work / "spill"),
+                    "preserve_insertion_order": True,  # rowid = position in the raw file
+                },
+            )
+            try:
+                steps = _run_recipe(con, reviews, meta, category, recipe, staging)
+            finally:
+                con.close()
+            names = input_names or (reviews.name, meta.name)
+            manifest = {
+                "category": category,
+                "tool": _versions(),
+                "inputs": {
+                    "reviews": _describe_file(reviews, names[0]),
+                    "meta": _describe_file(meta, names[1]),
+                },
+                "recipe": asdict(recipe),
+                "steps": steps,
+                "outputs": {name: _describe_file(staging / name, name) for name in SPLIT_FILES},
+            }
+            (staging / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+            staging.chmod(0o777 & ~_umask())  # a staging folder is private; the result is not
     finally:
         shutil.rmtree(work, ignore_errors=True)
-        shutil.rmtree(staging, ignore_errors=True)
     logger.info("built %s in %.1f s", final, time.monotonic() - started)
     return final
 
@@ -697,27 +696,10 @@ def _versions() -> dict[str, str]:
     return {"dep-eval": dep_eval_version, "duckdb": duckdb.__version__}
 
 
-def _write_text(path: Path, text: str) -> None:
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(text, encoding="utf-8")
-    os.replace(temporary, path)
-
-
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
-
-
-def _replace_dir(staging: Path, final: Path) -> None:
-    """Move the finished folder into place; an old one is moved aside first, then removed."""
-    old = None
-    if final.exists():
-        old = final.with_name(f".{final.name}.old-{os.getpid()}")
-        os.replace(final, old)
-    os.replace(staging, final)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------- hub
