@@ -14,6 +14,7 @@ import sys
 import typing
 from typing import Any
 
+from dep_eval.data.build import add_build_parser
 from dep_eval.leaderboard import add_leaderboard_parser
 from dep_eval.plots import add_plot_parser
 from dep_eval.reproduce import add_reproduce_parser
@@ -155,6 +156,7 @@ def main(argv: list[str] | None = None) -> None:
     add_leaderboard_parser(sub)  # `leaderboard` and `plot` bring their own handler
     add_plot_parser(sub)
     add_reproduce_parser(sub)
+    add_build_parser(sub)
     if argv and argv[0] == "lm_eval":
         run_lm_eval(argv[1:])
         return

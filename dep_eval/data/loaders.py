@@ -439,8 +439,36 @@ def _log_skips(label: str, what: str, lenient: Lenient) -> None:
 @functools.cache
 def _items_cached(source: str, category: str) -> dict[str, Item]:
     src = parse_source(source)
+    if isinstance(src, LocalSource):
+        _log_manifest(_category_dir(src, category) / "manifest.json")
     label, rows = _raw_meta(src, category)
     return _parse_meta(label, rows, strict=isinstance(src, LocalSource))
+
+
+def _log_manifest(path: Path) -> None:
+    """Say how a folder built by ``dep-eval build-benchmark`` was made (once per load)."""
+    if not path.is_file():
+        return
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+        inputs = ", ".join(
+            f"{entry['name']} (sha256 {entry['sha256'][:12]})"
+            for entry in manifest["inputs"].values()
+        )
+        splits = manifest["steps"]["step6_splits"]
+        logger.info(
+            "%s: built by dep-eval %s from %s; %d users, %d/%d/%d train/val/test rows; recipe %s",
+            path,
+            manifest["tool"]["dep-eval"],
+            inputs,
+            manifest["steps"]["step5_profile_core"]["users"],
+            splits["train_rows"],
+            splits["val_rows"],
+            splits["test_rows"],
+            json.dumps(manifest["recipe"]),
+        )
+    except (ValueError, KeyError, TypeError) as exc:  # informative only: never block a load
+        logger.warning("%s: unreadable build manifest (%s: %s)", path, type(exc).__name__, exc)
 
 
 @functools.cache
