@@ -426,8 +426,9 @@ def test_meta_conflicting_duplicate(toy: Callable[..., str]) -> None:
 def test_missing_split_file(toy: Callable[..., str], tmp_path: Path) -> None:
     source = toy([_row("u1", ["A"], "B")])
     (tmp_path / "Toys" / "val.jsonl").unlink()
+    # the split asked for (the pool no longer needs every split: issue 19, row 16)
     with pytest.raises(DataError, match=r"missing file .*val\.jsonl; .*present: meta\.jsonl"):
-        load_pool(source, "Toys")
+        load_split(source, "Toys", "val")
 
 
 def test_missing_data_dir(tmp_path: Path) -> None:
@@ -453,6 +454,152 @@ def test_arrow_round_trip_keeps_float_ratings_and_empty_descriptions(
     (doc,) = list(dataset)
     assert Sample.from_doc(doc) == load_split(source, "Toys", "test")[0]
     assert isinstance(doc["target"]["rating"], float) and doc["item"]["description"] == ""
+
+
+# ------------------------------------------------- issue 19: through the task's own loader
+
+
+def _task_load(tmp_path: Path, split: str = "test") -> dict[str, datasets.Dataset]:
+    """What ``lm_eval --tasks amazon_review_personalized_custom`` calls for its data."""
+    from dep_eval.tasks.utils import load_dataset
+
+    return load_dataset(data_dir=str(tmp_path), category="Toys", split=split)
+
+
+def _task_error(tmp_path: Path, split: str = "test") -> DataError:
+    with pytest.raises(DataError) as caught:
+        _task_load(tmp_path, split)
+    return caught.value
+
+
+@pytest.mark.bad_input("rating-out-of-range")
+@pytest.mark.parametrize(("where", "rating"), [("data", 9), ("profile", -1), ("data", 100.0)])
+def test_rating_out_of_range(
+    toy: Callable[..., str], tmp_path: Path, where: str, rating: float
+) -> None:
+    row = _row("u1", ["A"], "B")
+    review = row["data"] if where == "data" else row["profile"][0]
+    review["rating"] = rating
+    toy([_row("u2", ["A"], "C"), row])
+    field = "data.rating" if where == "data" else "profile[0].rating"
+    error = _task_error(tmp_path)
+    _assert_where(error, "test", 2, field)
+    assert f"rating {rating!r} is outside the valid range 1-5" in str(error)
+
+
+@pytest.mark.bad_input("no-usable-rows")
+@pytest.mark.parametrize("content", ["empty", "blank lines", "every row skipped"])
+def test_split_without_usable_rows(toy: Callable[..., str], tmp_path: Path, content: str) -> None:
+    toy([_row("u1", ["A"], "B")])
+    test_file = tmp_path / "Toys" / "test.jsonl"
+    if content == "empty":
+        test_file.write_text("")
+    elif content == "blank lines":
+        test_file.write_text("\n  \n\n")
+    else:
+        _write(test_file, [_row("u1", [], "B"), _row("u2", [], "C")])
+    message = str(_task_error(tmp_path))
+    assert f"{test_file} has no usable rows" in message
+    if content == "every row skipped":
+        assert "(2 skipped: line 1: user 'u1' has an empty profile; line 2: user 'u2'" in message
+    else:
+        assert "(0 skipped: the file holds no rows" in message
+
+
+@pytest.mark.bad_input("timestamp-overflow")
+def test_timestamp_beyond_64_bits(toy: Callable[..., str], tmp_path: Path) -> None:
+    toy([_row("u1", ["A"], "B")])
+    test_file = tmp_path / "Toys" / "test.jsonl"
+    # written by hand: 1e19 is how a JSON writer prints a float timestamp this large
+    test_file.write_text(test_file.read_text().replace('"timestamp": 1}', '"timestamp": 1e19}'))
+    error = _task_error(tmp_path)
+    _assert_where(error, "test", 1, "data.timestamp")
+    assert "does not fit in 64 bits" in str(error)
+
+
+@pytest.mark.bad_input("lone-surrogate")
+def test_lone_surrogate_escape_in_a_text(toy: Callable[..., str], tmp_path: Path) -> None:
+    toy([_row("u1", ["A"], "B")])
+    test_file = tmp_path / "Toys" / "test.jsonl"
+    # json.dumps writes it as the escape \ud800, the way a text cut mid-emoji comes out
+    bad = _row("u2", ["A", "B"], "C")
+    bad["profile"][1]["text"] = "broken emoji \ud83d here"
+    with test_file.open("a", encoding="utf-8") as out:
+        out.write(json.dumps(bad) + "\n")
+    error = _task_error(tmp_path)
+    _assert_where(error, "test", 2, "profile[1].text")
+    assert "lone surrogate escape \\ud83d at character 13" in str(error)
+
+
+@pytest.mark.bad_input("lone-surrogate-meta")
+def test_lone_surrogate_escape_in_meta(toy: Callable[..., str], tmp_path: Path) -> None:
+    meta = [dict(m) for m in META]
+    meta[1]["description"] = "\udfff"
+    toy([_row("u1", ["A"], "B")], meta=meta)
+    error = _task_error(tmp_path)
+    _assert_where(error, "meta", 2, "description")
+    assert "lone surrogate" in str(error)
+
+
+@pytest.mark.bad_input("data-dir-is-a-file")
+def test_data_dir_that_is_a_file(tmp_path: Path) -> None:
+    not_a_folder = tmp_path / "data.jsonl"
+    not_a_folder.write_text("{}\n")
+    from dep_eval.tasks.utils import load_dataset
+
+    with pytest.raises(DataError, match=rf"{not_a_folder} is a file, not a folder; point data_dir"):
+        load_dataset(data_dir=str(not_a_folder), category="Toys")
+
+
+@pytest.mark.bad_input("long-review-text")
+def test_very_long_review_text_is_logged_and_clipped(
+    toy: Callable[..., str], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from dep_eval import prompts
+    from dep_eval.data.parsing import LONG_TEXT_CHARS, PROMPT_REVIEW_CHARS
+    from dep_eval.metrics.harness import MAX_SCORED_CHARS, process_results
+
+    assert PROMPT_REVIEW_CHARS == prompts.MAX_REVIEW_CHARS  # the warning quotes the real cap
+    huge = "word " * 400_000  # 2 MB
+    row = _row("u1", ["A"], "B")
+    row["data"]["text"] = huge
+    toy([row])
+    with caplog.at_level(logging.WARNING, logger="dep_eval.data.parsing"):
+        (doc,) = list(_task_load(tmp_path)["eval"])
+    assert "Toys/test.jsonl:1, field 'data.text': review text of 2,000,000 characters" in (
+        caplog.text
+    )
+    assert f"scoring reads its first {LONG_TEXT_CHARS:,}" in caplog.text
+    scored = process_results(doc, [huge])
+    prediction, reference = scored["meteor"]
+    assert len(prediction) == len(reference) == MAX_SCORED_CHARS == LONG_TEXT_CHARS
+    sample = Sample.from_doc(doc)
+    pool = load_pool(sample.source, "Toys")
+    shown = prompts.past_review_block(1, sample.target, pool)
+    assert len(shown) < PROMPT_REVIEW_CHARS + 200
+
+
+@pytest.mark.bad_input("test-only-folder")
+def test_folder_with_only_test_and_meta_runs(
+    toy: Callable[..., str], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    source = toy([_row("u1", ["A", "B"], "C"), _row("u2", ["A"], "D")])
+    (tmp_path / "Toys" / "train.jsonl").unlink()
+    (tmp_path / "Toys" / "val.jsonl").unlink()
+    docs = _task_load(tmp_path)["eval"]
+    assert len(docs) == 2
+    with caplog.at_level(logging.WARNING, logger="dep_eval.data.loaders"):
+        pool = load_pool(source, "Toys")
+    assert "pool built from test.jsonl only (train.jsonl, val.jsonl absent)" in caplog.text
+    assert f"{tmp_path / 'Toys'}" in caplog.text
+    assert {u: [r.asin for r in rs] for u, rs in pool.reviews.items()} == {
+        "u1": ["A", "B"],
+        "u2": ["A"],
+    }
+    # the split asked for must still be there
+    error = _task_error(tmp_path, split="val")
+    assert f"missing file {tmp_path / 'Toys' / 'val.jsonl'}" in str(error)
+    assert "present: meta.jsonl, test.jsonl" in str(error)
 
 
 # --------------------------------------------------------------------------- hub path

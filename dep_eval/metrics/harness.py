@@ -18,6 +18,10 @@ Names that may be absent:
   ``seconds_per_sample``) come from ``dep_eval.costs``, which this project's models fill
   while generating. For other models (e.g. lm-eval's ``hf``) nothing was recorded, and the
   cost names are left out rather than reported as zeros or NaN.
+Scored length: prediction and reference are each clipped to their first ``MAX_SCORED_CHARS``
+characters before scoring (``dep_eval.data.parsing.LONG_TEXT_CHARS``, far above any real
+review; the loader logs every longer text with its line). Without a cap one pasted megabyte
+takes METEOR and BERTScore over a minute for a single document.
 Stderr: lm-eval bootstraps only its own registered aggregations, so these report "N/A"
 instead of re-scoring the corpus thousands of times.
 """
@@ -31,6 +35,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from dep_eval import costs
+from dep_eval.data.parsing import LONG_TEXT_CHARS
 from dep_eval.data.records import Sample
 from dep_eval.metrics import bertscore, lexical
 
@@ -38,6 +43,7 @@ logger = logging.getLogger(__name__)
 
 Pair = tuple[str, str]  # (prediction, reference)
 
+MAX_SCORED_CHARS = LONG_TEXT_CHARS
 TEXT_METRICS = ("rouge1", "rougeL", "meteor", "bleu")
 # output name -> key of the dict ``dep_eval.costs.lookup`` returns
 COST_METRICS = {
@@ -82,7 +88,10 @@ def _costs(doc: dict[str, Any]) -> dict[str, float]:
 
 def process_results(doc: dict[str, Any], results: Sequence[Any]) -> dict[str, Any]:
     """Per-document values for every metric; see the module docstring."""
-    pair: Pair = (prediction_text(results), reference_text(doc))
+    pair: Pair = (
+        prediction_text(results)[:MAX_SCORED_CHARS],
+        reference_text(doc)[:MAX_SCORED_CHARS],
+    )
     out: dict[str, Any] = dict.fromkeys(TEXT_METRICS, pair)
     name = bertscore.metric_name()
     if name is not None:
