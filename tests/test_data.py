@@ -179,6 +179,7 @@ def test_source_resolution(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
         parse_source("hub:a/reviews")
 
 
+@pytest.mark.bad_input("missing-category", "no-category", "unknown-split")
 def test_missing_category_lists_existing_ones(beauty_root: Path) -> None:
     with pytest.raises(DataError, match=r"'Books' not found .*categories there: All_Beauty"):
         load_task_dataset(category="Books", data_dir=str(beauty_root))
@@ -273,18 +274,21 @@ def test_pool_drops_copies_of_target_texts(toy: Callable[..., str]) -> None:
     assert not pool.peers("u1", "D")
 
 
+@pytest.mark.bad_input("bad-json")
 def test_bad_json(toy: Callable[..., str]) -> None:
     error = _error(toy([_row("u1", ["A"], "B"), '{"user_id": "u2", "profile": [']))
     _assert_where(error, "test", 2, None)
     assert "invalid JSON" in str(error)
 
 
+@pytest.mark.bad_input("not-an-object")
 def test_row_not_an_object(toy: Callable[..., str]) -> None:
     error = _error(toy([_row("u1", ["A"], "B"), "[1, 2]"]))
     _assert_where(error, "test", 2, None)
     assert "expected a JSON object" in str(error)
 
 
+@pytest.mark.bad_input("missing-field")
 def test_missing_row_field(toy: Callable[..., str]) -> None:
     row = _row("u1", ["A"], "B")
     del row["user_id"]
@@ -293,12 +297,14 @@ def test_missing_row_field(toy: Callable[..., str]) -> None:
     assert "missing" in str(error) and "add it" in str(error)
 
 
+@pytest.mark.bad_input("missing-review-field")
 def test_missing_review_field(toy: Callable[..., str]) -> None:
     row = _row("u1", ["A", "B"], "C")
     del row["profile"][1]["text"]
     _assert_where(_error(toy([row])), "test", 1, "profile[1].text")
 
 
+@pytest.mark.bad_input("rating-wrong-type")
 def test_rating_of_wrong_type(toy: Callable[..., str]) -> None:
     row = _row("u1", ["A"], "B")
     row["data"]["rating"] = "5 stars"
@@ -307,12 +313,14 @@ def test_rating_of_wrong_type(toy: Callable[..., str]) -> None:
     assert "expected a number" in str(error) and "'5 stars'" in str(error)
 
 
+@pytest.mark.bad_input("rating-boolean")
 def test_boolean_is_not_a_rating(toy: Callable[..., str]) -> None:
     row = _row("u1", ["A"], "B")
     row["profile"][0]["rating"] = True
     _assert_where(_error(toy([row])), "test", 1, "profile[0].rating")
 
 
+@pytest.mark.bad_input("timestamp-wrong-type")
 def test_timestamp_of_wrong_type(toy: Callable[..., str]) -> None:
     row = _row("u1", ["A"], "B")
     row["profile"][0]["timestamp"] = 1.5
@@ -321,11 +329,13 @@ def test_timestamp_of_wrong_type(toy: Callable[..., str]) -> None:
     assert "integer" in str(error)
 
 
+@pytest.mark.bad_input("profile-not-a-list")
 def test_profile_not_a_list(toy: Callable[..., str]) -> None:
     error = _error(toy([_row("u1", ["A"], "B", profile={"asin": "A"})]))
     _assert_where(error, "test", 1, "profile")
 
 
+@pytest.mark.bad_input("int-rating-float-timestamp")
 def test_int_rating_and_integral_timestamp_are_coerced(toy: Callable[..., str]) -> None:
     row = _row("u1", ["A"], "B")
     row["profile"][0]["rating"] = 5
@@ -335,18 +345,21 @@ def test_int_rating_and_integral_timestamp_are_coerced(toy: Callable[..., str]) 
     assert sample.target.timestamp == 7 and isinstance(sample.target.timestamp, int)
 
 
+@pytest.mark.bad_input("unknown-target-asin")
 def test_unknown_target_asin(toy: Callable[..., str]) -> None:
     error = _error(toy([_row("u1", ["A"], "Z")]))
     _assert_where(error, "test", 1, "data.asin")
     assert "'Z' is not in meta.jsonl" in str(error)
 
 
+@pytest.mark.bad_input("unknown-profile-asin")
 def test_unknown_profile_asin(toy: Callable[..., str]) -> None:
     error = _error(toy([_row("u1", ["A", "Z"], "B")]))
     _assert_where(error, "test", 1, "profile[1].asin")
     assert "'Z' is not in meta.jsonl" in str(error)
 
 
+@pytest.mark.bad_input("empty-profile")
 def test_empty_profile_is_skipped_with_a_warning(
     toy: Callable[..., str], caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -358,6 +371,7 @@ def test_empty_profile_is_skipped_with_a_warning(
     assert "test.jsonl line 2" in caplog.text and "empty profile" in caplog.text
 
 
+@pytest.mark.bad_input("target-in-profile")
 def test_target_inside_its_profile(toy: Callable[..., str]) -> None:
     row = _row("u1", ["A"], "B")
     row["profile"].append(dict(row["data"]))
@@ -366,24 +380,28 @@ def test_target_inside_its_profile(toy: Callable[..., str]) -> None:
     assert "leak" in str(error)
 
 
+@pytest.mark.bad_input("empty-target-text")
 def test_empty_target_text(toy: Callable[..., str]) -> None:
     row = _row("u1", ["A"], "B")
     row["data"]["text"] = "  "
     _assert_where(_error(toy([row])), "test", 1, "data.text")
 
 
+@pytest.mark.bad_input("category-mismatch")
 def test_category_mismatch(toy: Callable[..., str]) -> None:
     error = _error(toy([_row("u1", ["A"], "B", category="Books")]))
     _assert_where(error, "test", 1, "category")
     assert "'Books'" in str(error) and "'Toys'" in str(error)
 
 
+@pytest.mark.bad_input("duplicate-row")
 def test_duplicate_row(toy: Callable[..., str]) -> None:
     error = _error(toy([_row("u1", ["A"], "B"), _row("u1", ["A"], "B")]))
     _assert_where(error, "test", 2, "data")
     assert "duplicate row" in str(error) and "line 1" in str(error)
 
 
+@pytest.mark.bad_input("unsorted-profile")
 def test_unsorted_profile_is_sorted(toy: Callable[..., str]) -> None:
     row = _row("u1", ["A", "B"], "C")
     row["profile"].reverse()
@@ -391,6 +409,7 @@ def test_unsorted_profile_is_sorted(toy: Callable[..., str]) -> None:
     assert [r.asin for r in sample.profile] == ["A", "B"]
 
 
+@pytest.mark.bad_input("meta-missing-title")
 def test_meta_missing_title(toy: Callable[..., str]) -> None:
     meta = [dict(m) for m in META]
     del meta[2]["title"]
@@ -398,6 +417,7 @@ def test_meta_missing_title(toy: Callable[..., str]) -> None:
     _assert_where(error, "meta", 3, "title")
 
 
+@pytest.mark.bad_input("meta-description-missing")
 def test_meta_description_missing_or_null_is_empty(toy: Callable[..., str]) -> None:
     meta = [dict(m) for m in META]
     del meta[1]["description"]
@@ -408,6 +428,7 @@ def test_meta_description_missing_or_null_is_empty(toy: Callable[..., str]) -> N
     assert load_split(source, "Toys", "test")[0].item.description == ""
 
 
+@pytest.mark.bad_input("meta-description-wrong-type")
 def test_meta_description_of_wrong_type(toy: Callable[..., str]) -> None:
     meta = [dict(m) for m in META]
     meta[3]["description"] = ["Product Description", "a list, as in raw Amazon meta"]
@@ -416,6 +437,7 @@ def test_meta_description_of_wrong_type(toy: Callable[..., str]) -> None:
     assert "expected a string" in str(error)
 
 
+@pytest.mark.bad_input("meta-conflicting-duplicate")
 def test_meta_conflicting_duplicate(toy: Callable[..., str]) -> None:
     meta = [*META, {"asin": "A", "title": "Another title", "description": ""}]
     error = _error(toy([_row("u1", ["A"], "B")], meta=meta))
@@ -423,6 +445,7 @@ def test_meta_conflicting_duplicate(toy: Callable[..., str]) -> None:
     assert "line 1" in str(error)
 
 
+@pytest.mark.bad_input("missing-split-file")
 def test_missing_split_file(toy: Callable[..., str], tmp_path: Path) -> None:
     source = toy([_row("u1", ["A"], "B")])
     (tmp_path / "Toys" / "val.jsonl").unlink()
@@ -431,11 +454,13 @@ def test_missing_split_file(toy: Callable[..., str], tmp_path: Path) -> None:
         load_split(source, "Toys", "val")
 
 
+@pytest.mark.bad_input("missing-data-dir")
 def test_missing_data_dir(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="does not exist"):
         load_split(local_source(tmp_path / "nowhere"), "Toys", "test")
 
 
+@pytest.mark.bad_input("data-dir-is-category-folder")
 def test_data_dir_pointing_at_the_category_folder(toy: Callable[..., str], tmp_path: Path) -> None:
     toy([_row("u1", ["A"], "B")])
     with pytest.raises(DataError, match="data_dir must be its parent folder"):
@@ -470,6 +495,26 @@ def _task_error(tmp_path: Path, split: str = "test") -> DataError:
     with pytest.raises(DataError) as caught:
         _task_load(tmp_path, split)
     return caught.value
+
+
+@pytest.mark.bad_input("not-utf8")
+def test_bytes_that_are_not_utf8(toy: Callable[..., str], tmp_path: Path) -> None:
+    toy([_row("u1", ["A"], "B"), _row("u2", ["A"], "C")])
+    test_file = tmp_path / "Toys" / "test.jsonl"
+    test_file.write_bytes(test_file.read_bytes().replace(b"text of A", b"text \xe9 of A", 2))
+    error = _task_error(tmp_path)
+    _assert_where(error, "test", 1, None)
+    assert "not valid UTF-8" in str(error) and "re-save as UTF-8" in str(error)
+
+
+@pytest.mark.bad_input("byte-order-mark")
+def test_byte_order_mark(toy: Callable[..., str], tmp_path: Path) -> None:
+    toy([_row("u1", ["A"], "B")])
+    test_file = tmp_path / "Toys" / "test.jsonl"
+    test_file.write_bytes(b"\xef\xbb\xbf" + test_file.read_bytes())
+    error = _task_error(tmp_path)
+    _assert_where(error, "test", 1, None)
+    assert "Unexpected UTF-8 BOM" in str(error)
 
 
 @pytest.mark.bad_input("rating-out-of-range")
@@ -666,6 +711,7 @@ def test_hub_loader_matches_local(
     assert hub_pool.reviewers == local_pool.reviewers
 
 
+@pytest.mark.bad_input("hub-unknown-asins")
 def test_hub_skips_unknown_asins_with_a_warning(
     beauty_root: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -687,6 +733,7 @@ def test_hub_skips_unknown_asins_with_a_warning(
     assert "1 rows skipped" in caplog.text and "row 5" in caplog.text
 
 
+@pytest.mark.bad_input("hub-wrong-type")
 def test_hub_type_errors_name_the_row_and_field(
     beauty_root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -706,6 +753,7 @@ def test_hub_type_errors_name_the_row_and_field(
     assert f"[{CATEGORY}/val] row 3" in str(error)
 
 
+@pytest.mark.bad_input("hub-unreachable")
 def test_hub_failure_says_how_to_work_offline(monkeypatch: pytest.MonkeyPatch) -> None:
     _mock_hub(monkeypatch, {})
     with pytest.raises(DataError, match="Offline, set data_dir") as caught:

@@ -98,6 +98,7 @@ def test_untrained_module_is_announced_loudly(
     assert "RANDOMLY INITIALISED" in caplog.text
 
 
+@pytest.mark.bad_input("dep-no-checkpoint")
 def test_without_a_checkpoint_dep_says_how_to_get_one(llm, monkeypatch, tmp_path) -> None:
     import dep_eval.dep.method as method
 
@@ -186,6 +187,7 @@ def test_long_prompts_drop_the_oldest_reviews(llm, pool: DataPool) -> None:
     assert len(llm.tokenize(cut)) <= budget
 
 
+@pytest.mark.bad_input("dep-checkpoint-other-llm")
 def test_checkpoint_for_another_llm_is_refused_with_the_reason(llm, tmp_path) -> None:
     from dep_eval.dep.checkpoint import CheckpointError, save_checkpoint
     from dep_eval.dep.module import DEPConfig, DEPModule
@@ -198,6 +200,7 @@ def test_checkpoint_for_another_llm_is_refused_with_the_reason(llm, tmp_path) ->
         DEP(DEPConfigArgs(checkpoint=str(tmp_path / "qwen")), llm)
 
 
+@pytest.mark.bad_input("dep-k-out-of-range")
 def test_k_beyond_the_checkpoint_is_an_error(llm) -> None:
     with pytest.raises(ValueError, match="outside 0..8"):
         DEP(DEPConfigArgs(allow_untrained=True, k=9), llm)

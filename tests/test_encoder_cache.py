@@ -118,7 +118,7 @@ def corrupt_nan(shard: Path, enc: CachedEncoder) -> None:
     ],
     ids=["truncated", "foreign", "other-encoder", "wrong-dim", "wrong-count", "nan"],
 )
-@pytest.mark.bad_input("encoder-cache-nan")
+@pytest.mark.bad_input("encoder-cache-untrusted", "encoder-cache-nan")
 def test_untrusted_cache_is_reencoded(
     tmp_path: Path, reference: np.ndarray, caplog: pytest.LogCaptureFixture, corrupt, message
 ) -> None:
@@ -205,6 +205,7 @@ def test_identity_distinguishes_encoders(tmp_path: Path) -> None:
     assert CachedEncoder("sentence-transformers/all-MiniLM-L6-v2").path == default.path
 
 
+@pytest.mark.bad_input("encoder-dim-mismatch")
 def test_configured_dim_must_match_model(tmp_path: Path) -> None:
     enc = CachedEncoder(cache_dir=tmp_path, dim=1024, use_cache=False)
     with pytest.raises(ValueError, match="produces 384-d embeddings but 1024"):

@@ -150,6 +150,7 @@ def test_provisioning_copies_files_and_nltk_reads_them(
     assert reader.synset("good.a.01").lexname() == "adj.all"
 
 
+@pytest.mark.bad_input("wordnet-missing")
 def test_provisioning_names_the_packages_to_install(tmp_path: Path) -> None:
     source = tmp_path / "empty"
     source.mkdir()
@@ -278,6 +279,7 @@ def test_fallback_name_when_the_paper_encoder_cannot_load(
         bertscore.backend()
 
 
+@pytest.mark.bad_input("bertscore-mode")
 def test_bertscore_off_and_bad_mode(fresh_backend) -> None:
     fresh_backend("off")
     assert bertscore.metric_name() is None

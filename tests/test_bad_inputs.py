@@ -1,0 +1,153 @@
+"""docs/bad_inputs.md against the tests, and bad inputs through a real ``lm_eval`` run.
+
+The table in docs/bad_inputs.md and the ``@pytest.mark.bad_input(<id>, ...)`` markers of the
+tests are one list read from two ends: the first test below fails when either side has an id
+the other lacks, or names another test for it. The ``lm_eval`` tests run the installed CLI
+as a subprocess on a tiny data folder, with the embedded SmolLM2 and one document.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+TESTS = Path(__file__).resolve().parent
+DOC = TESTS.parent / "docs" / "bad_inputs.md"
+ROW = re.compile(r"^\| `([a-z0-9-]+)` \|.*\| `(tests/[\w/]+\.py::\w+)` \|$")
+
+
+def _doc_rows() -> list[tuple[str, str]]:
+    rows = []
+    for line in DOC.read_text(encoding="utf-8").splitlines():
+        if line.startswith("| `"):
+            match = ROW.match(line)
+            assert match, f"docs/bad_inputs.md: malformed table row: {line}"
+            rows.append((match.group(1), match.group(2)))
+    return rows
+
+
+def _marked_tests() -> list[tuple[str, str]]:
+    """(case id, "tests/<file>::<test>") for every ``pytest.mark.bad_input`` in tests/."""
+    found = []
+    for path in sorted(TESTS.glob("test_*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not isinstance(node, ast.FunctionDef):
+                continue
+            for decorator in node.decorator_list:
+                if (
+                    isinstance(decorator, ast.Call)
+                    and ast.unparse(decorator.func) == "pytest.mark.bad_input"
+                ):
+                    for arg in decorator.args:
+                        assert isinstance(arg, ast.Constant), f"{path.name}::{node.name}"
+                        found.append((arg.value, f"tests/{path.name}::{node.name}"))
+    return found
+
+
+def test_the_table_and_the_tests_agree() -> None:
+    doc, marked = _doc_rows(), _marked_tests()
+    assert len(doc) >= 60
+    doc_ids = [case for case, _ in doc]
+    assert len(doc_ids) == len(set(doc_ids)), "an id appears twice in docs/bad_inputs.md"
+    marked_ids = [case for case, _ in marked]
+    assert len(marked_ids) == len(set(marked_ids)), "an id marks two tests"
+    assert set(doc_ids) - set(marked_ids) == set(), "rows of the doc that no test marks"
+    assert set(marked_ids) - set(doc_ids) == set(), "marked tests missing from the doc"
+    assert dict(doc) == dict(marked), "a row names another test than the one marked"
+
+
+# --------------------------------------------------------------------------- real lm_eval
+
+
+def _review(asin: str, timestamp: int, rating: float = 4.0) -> dict[str, Any]:
+    return {
+        "asin": asin,
+        "rating": rating,
+        "title": f"about {asin}",
+        "text": f"My review of {asin}, written at {timestamp}.",
+        "timestamp": timestamp,
+    }
+
+
+def _row(user: str, asins: str, target: str) -> dict[str, Any]:
+    return {
+        "user_id": user,
+        "category": "Toys",
+        "profile": [_review(asin, i) for i, asin in enumerate(asins)],
+        "data": _review(target, len(asins)),
+    }
+
+
+def _data_dir(root: Path, test_rows: list[dict[str, Any]] | str) -> Path:
+    """``root/Toys/{train,val,test,meta}.jsonl``; ``test_rows`` may be the raw file text."""
+    folder = root / "Toys"
+    folder.mkdir(parents=True)
+
+    def write(name: str, rows: list[dict[str, Any]]) -> None:
+        (folder / name).write_text("".join(json.dumps(row) + "\n" for row in rows))
+
+    write("meta.jsonl", [{"asin": a, "title": f"Toy {a}", "description": ""} for a in "ABCD"])
+    write("train.jsonl", [_row("u1", "A", "B")])
+    write("val.jsonl", [_row("u1", "AB", "C")])
+    if isinstance(test_rows, str):
+        (folder / "test.jsonl").write_text(test_rows)
+    else:
+        write("test.jsonl", test_rows)
+    return root
+
+
+def _lm_eval(
+    data_dir: Path, tmp_path: Path, model: str = "nonperso", model_args: str = ""
+) -> subprocess.CompletedProcess[str]:
+    lm_eval = Path(sys.executable).parent / "lm_eval"
+    command = [
+        str(lm_eval),
+        "--model",
+        model,
+        "--tasks",
+        "amazon_review_personalized_custom",
+        "--metadata",
+        json.dumps({"data_dir": str(data_dir), "category": "Toys"}),
+        "--limit",
+        "1",
+        "--gen_kwargs",
+        "max_gen_toks=4",
+        "--output_path",
+        str(tmp_path / "out"),
+    ]
+    if model_args:
+        command[3:3] = ["--model_args", model_args]
+    return subprocess.run(
+        command, cwd=tmp_path, capture_output=True, text=True, env=dict(os.environ), check=False
+    )
+
+
+@pytest.mark.bad_input("lm-eval-rating-out-of-range")
+def test_lm_eval_names_a_bad_rating(tmp_path: Path) -> None:
+    bad = _row("u2", "AB", "C")
+    bad["profile"][1]["rating"] = 9
+    data_dir = _data_dir(tmp_path / "data", [_row("u1", "AB", "D"), bad])
+    done = _lm_eval(data_dir, tmp_path)
+    assert done.returncode != 0
+    assert not (tmp_path / "out").exists()  # nothing was evaluated
+    test_file = data_dir / "Toys" / "test.jsonl"
+    expected = f"{test_file}:2, field 'profile[1].rating': rating 9 is outside the valid range 1-5"
+    assert expected in done.stderr, done.stderr[-3000:]
+
+
+@pytest.mark.bad_input("lm-eval-no-usable-rows")
+def test_lm_eval_names_an_empty_split(tmp_path: Path) -> None:
+    data_dir = _data_dir(tmp_path / "data", "\n\n")
+    done = _lm_eval(data_dir, tmp_path)
+    assert done.returncode != 0
+    test_file = data_dir / "Toys" / "test.jsonl"
+    assert f"{test_file} has no usable rows (0 skipped: " in done.stderr, done.stderr[-3000:]
+    assert "Keys mismatch" not in done.stderr
