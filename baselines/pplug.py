@@ -28,7 +28,12 @@ from torch import nn
 
 from dep_eval.data.pool import DataPool
 from dep_eval.data.records import Item, Sample
-from dep_eval.dep.checkpoint import identity_fields, load_checkpoint
+from dep_eval.dep.checkpoint import (
+    check_compatible,
+    identity_fields,
+    load_checkpoint,
+    read_config,
+)
 from dep_eval.dep.encoder import DEFAULT_ENCODER_DIM, DEFAULT_ENCODER_NAME
 from dep_eval.dep.method import SHIPPED_CHECKPOINT as DEP_SHIPPED_CHECKPOINT
 from dep_eval.dep.module import DEFAULT_LLM_HIDDEN_SIZE, DEFAULT_LLM_NAME
@@ -132,16 +137,36 @@ class PPlug(PersonalizationMethod):
         self.encoder: Any = None
 
     @staticmethod
-    def _load(config: PPlugConfig, llm: CausalLM) -> PPlugModule:
+    def _folder(config: PPlugConfig, llm_name: str) -> str:
         folder = config.checkpoint
-        if folder is None and llm.name == EMBEDDED_LLM and SHIPPED_CHECKPOINT.is_dir():
+        if folder is None and llm_name == EMBEDDED_LLM and SHIPPED_CHECKPOINT.is_dir():
             folder = str(SHIPPED_CHECKPOINT)
         if folder is None:
             raise ValueError(
-                f"--model pplug needs a PPlug checkpoint for {llm.name}: pass --model_args "
+                f"--model pplug needs a PPlug checkpoint for {llm_name}: pass --model_args "
                 "checkpoint=PATH. Train one with `dep-eval train --method pplug --data-dir DIR "
                 "--category CAT --output runs/NAME` (its best epoch lands in runs/NAME/best)."
             )
+        return folder
+
+    @classmethod
+    def check_before_loading(
+        cls, config: PPlugConfig, llm_name: str, llm_hidden_size: int | None = None
+    ) -> None:
+        """No checkpoint, a wrong format (e.g. a DEP checkpoint), another encoder or LLM
+        hidden size, from config.json alone: before the LLM and the weights load."""
+        module_config = read_config(cls._folder(config, llm_name), PPlugModule)
+        size_differs = llm_hidden_size not in (None, module_config.llm_hidden_size)
+        check_compatible(
+            module_config,
+            encoder_name=config.encoder,
+            llm_name=llm_name if size_differs else None,
+            llm_hidden_size=llm_hidden_size,
+        )
+
+    @classmethod
+    def _load(cls, config: PPlugConfig, llm: CausalLM) -> PPlugModule:
+        folder = cls._folder(config, llm.name)
         return load_checkpoint(
             folder,
             encoder_name=config.encoder,

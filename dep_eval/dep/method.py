@@ -20,7 +20,12 @@ import torch
 
 from dep_eval.data.pool import DataPool
 from dep_eval.data.records import Sample
-from dep_eval.dep.checkpoint import identity_fields, load_checkpoint
+from dep_eval.dep.checkpoint import (
+    check_compatible,
+    identity_fields,
+    load_checkpoint,
+    read_config,
+)
 from dep_eval.dep.embeddings import DEPInputs, DifferenceEmbedder
 from dep_eval.dep.module import DEPConfig, DEPModule, DEPOutput
 from dep_eval.llm import EMBEDDED_LLM, CausalLM, Prompt
@@ -46,15 +51,31 @@ MARKER_TEXTS = (" <his>", " </his>", " <diff>", " </diff>")
 SHIPPED_CHECKPOINT = Path(__file__).resolve().parent.parent / "checkpoints" / "dep-smollm2-minilm"
 
 
+def checkpoint_folder(config: DEPConfigArgs, llm_name: str) -> str | None:
+    """The checkpoint a run uses: the one given, else the shipped one for the embedded LLM."""
+    shipped = (SHIPPED_CHECKPOINT / "config.json").exists()
+    if config.checkpoint is None and llm_name == EMBEDDED_LLM and shipped:
+        return str(SHIPPED_CHECKPOINT)
+    return config.checkpoint
+
+
+def _no_checkpoint(llm_name: str) -> ValueError:
+    return ValueError(
+        f"--model dep needs a DEP checkpoint for {llm_name}: pass "
+        "--model_args checkpoint=PATH. Train one with `dep-eval train --data-dir DIR "
+        "--category CAT --output runs/NAME` (its best epoch lands in runs/NAME/best); "
+        "the checkpoint shipped with dep-eval fits only the embedded SmolLM2-135M-Instruct."
+    )
+
+
+def _check_k(k: int, k_max: int) -> None:
+    if not 0 <= k <= k_max:
+        raise ValueError(f"k={k} is outside 0..{k_max}, the K of this checkpoint")
+
+
 def load_for_inference(config: DEPConfigArgs, llm: CausalLM) -> DEPModule:
     """The DEP module a run asked for, checked against the LLM and encoder it will meet."""
-    folder = config.checkpoint
-    if (
-        folder is None
-        and llm.name == EMBEDDED_LLM
-        and (SHIPPED_CHECKPOINT / "config.json").exists()
-    ):
-        folder = str(SHIPPED_CHECKPOINT)
+    folder = checkpoint_folder(config, llm.name)
     if folder is None:
         if config.allow_untrained:
             logger.warning(
@@ -74,12 +95,7 @@ def load_for_inference(config: DEPConfigArgs, llm: CausalLM) -> DEPModule:
                 )
             torch.manual_seed(0)
             return DEPModule(module_config).to(llm.device)
-        raise ValueError(
-            f"--model dep needs a DEP checkpoint for {llm.name}: pass "
-            "--model_args checkpoint=PATH. Train one with `dep-eval train --data-dir DIR "
-            "--category CAT --output runs/NAME` (its best epoch lands in runs/NAME/best); "
-            "the checkpoint shipped with dep-eval fits only the embedded SmolLM2-135M-Instruct."
-        )
+        raise _no_checkpoint(llm.name)
     return load_checkpoint(
         folder,
         encoder_name=config.encoder,
@@ -113,9 +129,7 @@ class DEP(PersonalizationMethod):
         super().__init__(config, llm)
         self.module = load_for_inference(config, llm) if module is None else module
         self.module_config: DEPConfig = self.module.config
-        k_max = self.module_config.k
-        if not 0 <= config.k <= k_max:
-            raise ValueError(f"k={config.k} is outside 0..{k_max}, the K of this checkpoint")
+        _check_k(config.k, self.module_config.k)
         # token names come from the checkpoint (the reference's by default): K his and K diff
         # placeholders, whose embeddings the aligned codes replace, and four markers
         tokens = self.module_config.soft_tokens
@@ -130,6 +144,29 @@ class DEP(PersonalizationMethod):
         )
         self.embedders: dict[tuple[str, str], DifferenceEmbedder] = {}
         self.encoder = None
+
+    @classmethod
+    def check_before_loading(
+        cls, config: DEPConfigArgs, llm_name: str, llm_hidden_size: int | None = None
+    ) -> None:
+        """What can be refused from the checkpoint's config.json alone, before the LLM (minutes
+        for a 7B model) and the checkpoint's weights load: no checkpoint, a wrong format, ``k``
+        beyond its K, another encoder, and (when known) another LLM hidden size."""
+        folder = checkpoint_folder(config, llm_name)
+        if folder is None:
+            if not config.allow_untrained:
+                raise _no_checkpoint(llm_name)
+            _check_k(config.k, DEPConfig().k)
+            return
+        module_config = read_config(folder)
+        _check_k(config.k, module_config.k)
+        size_differs = llm_hidden_size not in (None, module_config.llm_hidden_size)
+        check_compatible(
+            module_config,
+            encoder_name=config.encoder,
+            llm_name=llm_name if size_differs else None,  # a name alone is only warned about
+            llm_hidden_size=llm_hidden_size,
+        )
 
     @classmethod
     def for_training(cls, config: TrainConfig, llm: CausalLM) -> DEP:
