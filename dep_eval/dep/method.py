@@ -28,7 +28,7 @@ from dep_eval.dep.checkpoint import (
 )
 from dep_eval.dep.embeddings import DEPInputs, DifferenceEmbedder
 from dep_eval.dep.module import DEPConfig, DEPModule, DEPOutput
-from dep_eval.llm import EMBEDDED_LLM, CausalLM, Prompt
+from dep_eval.engine import EMBEDDED_LLM, Engine, Prompt
 from dep_eval.methods.base import MethodConfig, PersonalizationMethod, TrainingBatch
 from dep_eval.methods.lm_eval_model import lm_eval_model_for
 from dep_eval.prompts import SYSTEM, fit_prompt, review_messages
@@ -73,7 +73,7 @@ def _check_k(k: int, k_max: int) -> None:
         raise ValueError(f"k={k} is outside 0..{k_max}, the K of this checkpoint")
 
 
-def load_for_inference(config: DEPConfigArgs, llm: CausalLM) -> DEPModule:
+def load_for_inference(config: DEPConfigArgs, llm: Engine) -> DEPModule:
     """The DEP module a run asked for, checked against the LLM and encoder it will meet."""
     folder = checkpoint_folder(config, llm.name)
     if folder is None:
@@ -125,7 +125,7 @@ class DEP(PersonalizationMethod):
     Config = DEPConfigArgs
     config: DEPConfigArgs
 
-    def __init__(self, config: DEPConfigArgs, llm: CausalLM, module: torch.nn.Module | None = None):
+    def __init__(self, config: DEPConfigArgs, llm: Engine, module: torch.nn.Module | None = None):
         super().__init__(config, llm)
         self.module = load_for_inference(config, llm) if module is None else module
         self.module_config: DEPConfig = self.module.config
@@ -169,7 +169,7 @@ class DEP(PersonalizationMethod):
         )
 
     @classmethod
-    def for_training(cls, config: TrainConfig, llm: CausalLM) -> DEP:
+    def for_training(cls, config: TrainConfig, llm: Engine) -> DEP:
         """DEP around a fresh module, for ``dep_eval.train``."""
         from dep_eval.dep.encoder import CachedEncoder
 
