@@ -158,15 +158,17 @@ def test_lm_eval_names_an_empty_split(tmp_path: Path) -> None:
 
 @pytest.mark.bad_input("early-dep-k")
 def test_dep_k_is_checked_from_the_checkpoint_config_alone() -> None:
-    from dep_eval.dep.method import DEP, EMBEDDED_LLM, DEPConfigArgs
+    from dep_eval.dep.config import DEPArgs
+    from dep_eval.dep.method import DEP
+    from dep_eval.engine import EMBEDDED_LLM
 
-    DEP.check_before_loading(DEPConfigArgs(k=8), EMBEDDED_LLM)  # the shipped checkpoint: K=8
+    DEP.check_before_loading(DEPArgs(k=8), EMBEDDED_LLM)  # the shipped checkpoint: K=8
     with pytest.raises(ValueError, match="k=9 is outside 0..8, the K of this checkpoint"):
-        DEP.check_before_loading(DEPConfigArgs(k=9), EMBEDDED_LLM)
+        DEP.check_before_loading(DEPArgs(k=9), EMBEDDED_LLM)
     with pytest.raises(ValueError, match="k=-1 is outside"):
-        DEP.check_before_loading(DEPConfigArgs(k=-1, allow_untrained=True), "some/llm")
-    with pytest.raises(ValueError, match="needs a DEP checkpoint for some/llm"):
-        DEP.check_before_loading(DEPConfigArgs(), "some/llm")
+        DEP.check_before_loading(DEPArgs(k=-1, allow_untrained=True), "some/llm")
+    with pytest.raises(ValueError, match="needs a dep checkpoint for some/llm"):
+        DEP.check_before_loading(DEPArgs(), "some/llm")
 
 
 @pytest.mark.bad_input("early-checkpoint")
@@ -174,20 +176,21 @@ def test_a_checkpoint_that_cannot_fit_is_refused_from_its_config(tmp_path: Path)
     import torch
     from dep_eval.baselines.pplug import PPlug, PPlugConfig
 
-    from dep_eval.dep.checkpoint import CheckpointError, save_checkpoint
-    from dep_eval.dep.method import DEP, DEPConfigArgs
-    from dep_eval.dep.module import DEPConfig, DEPModule
+    from dep_eval.checkpoint import CheckpointError, save_checkpoint
+    from dep_eval.dep.config import DEPArgs, DEPConfig
+    from dep_eval.dep.method import DEP
+    from dep_eval.dep.module import DEPModule
 
     torch.manual_seed(0)
     folder = str(save_checkpoint(DEPModule(DEPConfig()), tmp_path / "dep"))
     with pytest.raises(CheckpointError, match="expected 'dep-eval/pplug-module'"):
         PPlug.check_before_loading(PPlugConfig(checkpoint=folder), "any/llm")
     with pytest.raises(CheckpointError, match="hidden size 576 .* but the loaded LLM has 3584"):
-        DEP.check_before_loading(DEPConfigArgs(checkpoint=folder), "Qwen/Qwen2.5-7B", 3584)
+        DEP.check_before_loading(DEPArgs(checkpoint=folder), "Qwen/Qwen2.5-7B", 3584)
     with pytest.raises(CheckpointError, match="encoder 'all-MiniLM-L6-v2' but the encoder is"):
-        DEP.check_before_loading(DEPConfigArgs(checkpoint=folder, encoder="BAAI/bge-m3"), "x")
+        DEP.check_before_loading(DEPArgs(checkpoint=folder, encoder="BAAI/bge-m3"), "x")
     with pytest.raises(CheckpointError, match="config.json is missing"):
-        DEP.check_before_loading(DEPConfigArgs(checkpoint=str(tmp_path)), "x")
+        DEP.check_before_loading(DEPArgs(checkpoint=str(tmp_path)), "x")
 
 
 # ------------------------------------------------- engine arguments and the LLM's files
@@ -289,8 +292,9 @@ def test_a_damaged_converted_llm_is_rebuilt_from_the_gguf(
 def _dep_checkpoint(folder: Path) -> Path:
     import torch
 
-    from dep_eval.dep.checkpoint import save_checkpoint
-    from dep_eval.dep.module import DEPConfig, DEPModule
+    from dep_eval.checkpoint import save_checkpoint
+    from dep_eval.dep.config import DEPConfig
+    from dep_eval.dep.module import DEPModule
 
     torch.manual_seed(0)
     return save_checkpoint(DEPModule(DEPConfig()), folder)

@@ -18,19 +18,18 @@ def tiny_config(data_dir: Path, output: Path, **overrides: object) -> TrainConfi
         output=str(output),
         data_dir=str(data_dir),
         categories=("All_Beauty",),
-        k=2,
         epochs=2,
         lr=1e-3,
         micro_batch_size=1,
         grad_accum=2,
         max_rows=4,
-        with_text=False,
         max_target_tokens=8,
         val_rows=2,
         val_max_new_tokens=4,
         device="cpu",
         seed=3,
     )
+    values["method_options"] = {"k": 2, "with_text": False}
     values.update(overrides)
     return TrainConfig(**values)
 

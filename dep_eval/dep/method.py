@@ -1,40 +1,36 @@
-"""DEP as a personalization method: METHOD.md steps 1-8 and 10 at inference.
+"""DEP as a personalization method: steps 1-8 and 10 of docs/method.md at inference.
 
 Per document: steps 1-5 (``DifferenceEmbedder``: his and diff embeddings of up to K past
 reviews), steps 6-7 (``DEPModule``: SAE codes, then the his and diff aligners into the LLM's
 hidden size), step 8 (the prompt: each shown past review carries a his slot and a diff slot,
 each one placeholder token between start/end markers, whose input embeddings are the
-aligned codes). The LLM stays frozen; the trainer (``dep_eval.train``) uses ``DEP.prompts``
-and ``DEP.soft_vectors`` so that training and inference build exactly the same inputs.
+aligned codes). The LLM stays frozen; for training (step 9), ``training_batch`` builds the
+same prompts with the slot vectors still attached to the module's graph.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from collections.abc import Sequence
-from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 
+from dep_eval.checkpoint import (
+    check_for_run,
+    checkpoint_for_run,
+    identity_fields,
+    load_for_run,
+)
 from dep_eval.data.pool import DataPool
 from dep_eval.data.records import Sample
-from dep_eval.dep.checkpoint import (
-    check_compatible,
-    identity_fields,
-    load_checkpoint,
-    read_config,
-)
+from dep_eval.dep.config import DEPArgs, DEPConfig, DEPTrainArgs
 from dep_eval.dep.embeddings import DEPInputs, DifferenceEmbedder
-from dep_eval.dep.module import DEPConfig, DEPModule, DEPOutput
-from dep_eval.engine import EMBEDDED_LLM, Engine, Prompt
-from dep_eval.methods.base import MethodConfig, PersonalizationMethod, TrainingBatch
-from dep_eval.methods.lm_eval_model import lm_eval_model_for
+from dep_eval.dep.module import DEPModule, DEPOutput
+from dep_eval.encoder import CachedEncoder
+from dep_eval.engine import Engine, Prompt
+from dep_eval.methods.base import TrainableMethod, TrainingBatch
 from dep_eval.prompts import SYSTEM, fit_prompt, review_messages
-
-if TYPE_CHECKING:
-    from dep_eval.train.trainer import TrainConfig
+from dep_eval.registry import register_method
 
 logger = logging.getLogger(__name__)
 
@@ -48,23 +44,29 @@ SYSTEM_WITH_SLOTS = SYSTEM + (
 MARKER_TEXTS = (" <his>", " </his>", " <diff>", " </diff>")
 
 
-SHIPPED_CHECKPOINT = Path(__file__).resolve().parent.parent / "checkpoints" / "dep-smollm2-minilm"
+SHIPPED_CHECKPOINT = "dep-smollm2-minilm"  # under dep_eval/checkpoints/
 
 
-def checkpoint_folder(config: DEPConfigArgs, llm_name: str) -> str | None:
-    """The checkpoint a run uses: the one given, else the shipped one for the embedded LLM."""
-    shipped = (SHIPPED_CHECKPOINT / "config.json").exists()
-    if config.checkpoint is None and llm_name == EMBEDDED_LLM and shipped:
-        return str(SHIPPED_CHECKPOINT)
-    return config.checkpoint
-
-
-def _no_checkpoint(llm_name: str) -> ValueError:
-    return ValueError(
-        f"--model dep needs a DEP checkpoint for {llm_name}: pass "
-        "--model_args checkpoint=PATH. Train one with `dep-eval train --data-dir DIR "
-        "--category CAT --output runs/NAME` (its best epoch lands in runs/NAME/best); "
-        "the checkpoint shipped with dep-eval fits only the embedded SmolLM2-135M-Instruct."
+def load_for_inference(config: DEPArgs, llm: Engine) -> DEPModule:
+    """The DEP module a run asked for, checked against the LLM and encoder it will meet."""
+    folder = checkpoint_for_run(config.checkpoint, SHIPPED_CHECKPOINT, llm.name)
+    if folder is None and config.allow_untrained:
+        logger.warning(
+            "!!! DEP is running with a RANDOMLY INITIALISED module (allow_untrained=true). "
+            "Its scores mean nothing; this switch exists for tests only. !!!"
+        )
+        module_config = DEPConfig(llm_name=llm.name, llm_hidden_size=llm.hidden_size)
+        if config.encoder:
+            module_config = DEPConfig(**identity_fields(CachedEncoder(config.encoder), llm))
+        torch.manual_seed(0)
+        return DEPModule(module_config).to(llm.device)
+    return load_for_run(
+        DEPModule,
+        folder,
+        method="dep",
+        shipped=SHIPPED_CHECKPOINT,
+        llm=llm,
+        encoder=config.encoder,
     )
 
 
@@ -73,59 +75,13 @@ def _check_k(k: int, k_max: int) -> None:
         raise ValueError(f"k={k} is outside 0..{k_max}, the K of this checkpoint")
 
 
-def load_for_inference(config: DEPConfigArgs, llm: Engine) -> DEPModule:
-    """The DEP module a run asked for, checked against the LLM and encoder it will meet."""
-    folder = checkpoint_folder(config, llm.name)
-    if folder is None:
-        if config.allow_untrained:
-            logger.warning(
-                "!!! DEP is running with a RANDOMLY INITIALISED module (allow_untrained=true). "
-                "Its scores mean nothing; this switch exists for tests only. !!!"
-            )
-            module_config = DEPConfig(llm_name=llm.name, llm_hidden_size=llm.hidden_size)
-            if config.encoder:
-                from dep_eval.dep.encoder import CachedEncoder
-
-                encoder = CachedEncoder(config.encoder)
-                module_config = DEPConfig(
-                    encoder_name=encoder.name,
-                    encoder_dim=encoder.dim,
-                    llm_name=llm.name,
-                    llm_hidden_size=llm.hidden_size,
-                )
-            torch.manual_seed(0)
-            return DEPModule(module_config).to(llm.device)
-        raise _no_checkpoint(llm.name)
-    return load_checkpoint(
-        folder,
-        encoder_name=config.encoder,
-        llm_name=llm.name,
-        llm_hidden_size=llm.hidden_size,
-        device=llm.device,
-    )
-
-
-@dataclasses.dataclass
-class DEPConfigArgs(MethodConfig):
-    """``--model_args`` of ``--model dep`` (the checkpoint's own config holds the rest)."""
-
-    checkpoint: str | None = None
-    encoder: str | None = None  # default: the one the checkpoint was trained with
-    k: int = 8  # past reviews with slots, 0..K of the checkpoint; 0 = non-personalized
-    use_his: bool = True
-    use_diff: bool = True
-    with_text: bool = True  # past review texts in the prompt, or only their slots
-    align_slots: bool = True  # False reproduces the reference's slot/text mismatch
-    max_prompt_tokens: int = 3072
-    allow_untrained: bool = False  # tests only: a randomly initialised DEP module
-
-
-class DEP(PersonalizationMethod):
+class DEP(TrainableMethod):
     name = "dep"
-    Config = DEPConfigArgs
-    config: DEPConfigArgs
+    Config = DEPArgs
+    TrainArgs = DEPTrainArgs
+    config: DEPArgs
 
-    def __init__(self, config: DEPConfigArgs, llm: Engine, module: torch.nn.Module | None = None):
+    def __init__(self, config: DEPArgs, llm: Engine, module: DEPModule | None = None):
         super().__init__(config, llm)
         self.module = load_for_inference(config, llm) if module is None else module
         self.module_config: DEPConfig = self.module.config
@@ -147,44 +103,42 @@ class DEP(PersonalizationMethod):
 
     @classmethod
     def check_before_loading(
-        cls, config: DEPConfigArgs, llm_name: str, llm_hidden_size: int | None = None
+        cls, config: DEPArgs, llm_name: str, llm_hidden_size: int | None = None
     ) -> None:
-        """What can be refused from the checkpoint's config.json alone, before the LLM (minutes
-        for a 7B model) and the checkpoint's weights load: no checkpoint, a wrong format, ``k``
-        beyond its K, another encoder, and (when known) another LLM hidden size."""
-        folder = checkpoint_folder(config, llm_name)
-        if folder is None:
-            if not config.allow_untrained:
-                raise _no_checkpoint(llm_name)
+        """From the checkpoint's config.json alone, before the LLM and the weights load: no
+        checkpoint, a wrong format, ``k`` beyond its K, another encoder or hidden size."""
+        folder = checkpoint_for_run(config.checkpoint, SHIPPED_CHECKPOINT, llm_name)
+        if folder is None and config.allow_untrained:
             _check_k(config.k, DEPConfig().k)
             return
-        module_config = read_config(folder)
-        _check_k(config.k, module_config.k)
-        size_differs = llm_hidden_size not in (None, module_config.llm_hidden_size)
-        check_compatible(
-            module_config,
-            encoder_name=config.encoder,
-            llm_name=llm_name if size_differs else None,  # a name alone is only warned about
+        module_config = check_for_run(
+            DEPModule,
+            config.checkpoint,
+            method="dep",
+            shipped=SHIPPED_CHECKPOINT,
+            llm_name=llm_name,
             llm_hidden_size=llm_hidden_size,
+            encoder=config.encoder,
         )
+        _check_k(config.k, module_config.k)
 
     @classmethod
-    def for_training(cls, config: TrainConfig, llm: Engine) -> DEP:
-        """DEP around a fresh module, for ``dep_eval.train``."""
-        from dep_eval.dep.encoder import CachedEncoder
-
-        encoder = CachedEncoder(config.encoder)
+    def for_training(
+        cls, args: DEPTrainArgs, llm: Engine, *, encoder: str | None, max_prompt_tokens: int
+    ) -> DEP:
+        """DEP around a fresh module."""
+        cached = CachedEncoder(encoder)
         module = DEPModule(
-            DEPConfig(**identity_fields(encoder, llm), sae_dim=config.sae_dim, k=config.k)
+            DEPConfig(**identity_fields(cached, llm), sae_dim=args.sae_dim, k=args.k)
         ).to(llm.device)
-        args = DEPConfigArgs(
-            k=config.k,
-            with_text=config.with_text,
-            align_slots=config.align_slots,
-            max_prompt_tokens=config.max_length,
+        run_args = DEPArgs(
+            k=args.k,
+            with_text=args.with_text,
+            align_slots=args.align_slots,
+            max_prompt_tokens=max_prompt_tokens,
         )
-        method = cls(args, llm, module=module)
-        method.encoder = encoder
+        method = cls(run_args, llm, module=module)
+        method.encoder = cached
         return method
 
     def training_batch(self, samples: Sequence[Sample], pool: DataPool) -> TrainingBatch:
@@ -198,11 +152,9 @@ class DEP(PersonalizationMethod):
         )
 
     def setup(self, pool: DataPool) -> None:
-        from dep_eval.dep.encoder import CachedEncoder
-
         if self.encoder is None:
             self.encoder = CachedEncoder(self.config.encoder or self.module_config.encoder_name)
-        self.embedders[pool.category] = DifferenceEmbedder(
+        self.embedders[(pool.source, pool.category)] = DifferenceEmbedder(
             self.encoder,
             pool,
             k=self.module_config.k,
@@ -214,7 +166,8 @@ class DEP(PersonalizationMethod):
     # -- steps 1-5 and 6-7 ------------------------------------------------------------
 
     def dep_inputs(self, samples: Sequence[Sample]) -> DEPInputs:
-        return self.embedders[samples[0].category](samples)
+        first = samples[0]
+        return self.embedders[(first.source, first.category)](samples)
 
     def codes(self, inputs: DEPInputs) -> DEPOutput:
         """Steps 6-7: aligned his and diff vectors (B, K, H) plus the SAE's losses."""
@@ -283,4 +236,4 @@ class DEP(PersonalizationMethod):
         return self.prompts([sample], pool, inputs, out.his, out.diff)[0]
 
 
-DEPLM = lm_eval_model_for(DEP)
+DEPLM = register_method(DEP, label="DEP", order=50)
