@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file, save_file
 
-from dep_eval.dep import encoder as encoder_module
+from dep_eval import encoder as encoder_module
 from dep_eval.encoder import CachedEncoder, default_cache_dir
 
 TEXTS = [
