@@ -37,7 +37,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: configs record the prompt a module was trained with
+READABLE_VERSIONS = (1, 2)
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 SHIPPED_DIR = Path(__file__).resolve().parent / "checkpoints"
@@ -84,10 +85,10 @@ def read_config(module_class: type, folder: str | os.PathLike[str]) -> Any:
         raise CheckpointError(f"{path} is unreadable: {error}") from error
     if meta.get("format") != expected:
         raise CheckpointError(f"{path}: format {meta.get('format')!r}, expected {expected!r}")
-    if meta.get("format_version") != FORMAT_VERSION:
+    if meta.get("format_version") not in READABLE_VERSIONS:
         raise CheckpointError(
             f"{path}: format version {meta.get('format_version')!r}; this dep-eval reads "
-            f"version {FORMAT_VERSION}"
+            f"versions {', '.join(map(str, READABLE_VERSIONS))} (a newer dep-eval wrote it?)"
         )
     try:
         return module_class.config_class.from_dict(meta["config"])

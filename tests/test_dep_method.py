@@ -220,3 +220,32 @@ def test_two_sources_with_one_category_keep_their_own_embedders(llm, pool: DataP
     assert set(dep.embedders) == {(pool.source, "Cat"), ("local:/elsewhere", "Cat")}
     assert dep.embedders[(pool.source, "Cat")].pool is pool
     assert dep.embedders[("local:/elsewhere", "Cat")].pool is other
+
+
+def test_the_checkpoint_defines_its_prompt(llm, caplog) -> None:
+    # the shipped checkpoint was trained on slots-only prompts; --model dep uses them
+    assert DEP(DEPArgs(), llm).config.with_text is False
+    with caplog.at_level("WARNING"):
+        asked = DEP(DEPArgs(with_text=True), llm)
+    assert asked.config.with_text is True
+    assert "this checkpoint was trained with with_text=false" in caplog.text
+    assert caplog.text.count("trained with") == 1  # k and align_slots agree: no noise
+
+
+def test_a_format_1_checkpoint_without_a_prompt_record_keeps_loading(llm, tmp_path) -> None:
+    import json
+
+    from dep_eval.checkpoint import SHIPPED_DIR
+    from dep_eval.dep.method import SHIPPED_CHECKPOINT
+
+    old = tmp_path / "v1"
+    old.mkdir()
+    meta = json.loads((SHIPPED_DIR / SHIPPED_CHECKPOINT / "config.json").read_text())
+    meta["format_version"] = 1
+    del meta["config"]["trained_prompt"]
+    (old / "config.json").write_text(json.dumps(meta))
+    (old / "model.safetensors").write_bytes(
+        (SHIPPED_DIR / SHIPPED_CHECKPOINT / "model.safetensors").read_bytes()
+    )
+    dep = DEP(DEPArgs(checkpoint=str(old)), llm)
+    assert (dep.config.with_text, dep.config.k, dep.config.align_slots) == (True, 8, True)

@@ -22,6 +22,9 @@ class PPlugModuleConfig:
             "persona": "[PPLUG_PERSONA]",
         }
     )
+    # the prompt it was trained with (PPlug's has no options: the system text version only);
+    # empty for checkpoints of format version 1
+    trained_prompt: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

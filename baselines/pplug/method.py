@@ -42,6 +42,7 @@ SYSTEM_WITH_PERSONA = SYSTEM + (
 )
 INSTRUCTION_INIT_TEXT = " Write the way this user writes, using their persona:"
 SHIPPED_CHECKPOINT = "pplug-smollm2-minilm"  # under dep_eval/checkpoints/
+SYSTEM_VERSION = 1  # recorded in checkpoints; bump when SYSTEM_WITH_PERSONA changes
 
 
 def item_text(item: Item) -> str:
@@ -68,6 +69,14 @@ class PPlug(TrainableMethod):
             if module is None
             else module
         )
+        trained = self.module.config.trained_prompt.get("system", SYSTEM_VERSION)
+        if trained != SYSTEM_VERSION:
+            logger.warning(
+                "this checkpoint was trained with system text version %s; this dep-eval "
+                "writes version %s",
+                trained,
+                SYSTEM_VERSION,
+            )
         tokens = self.module.config.soft_tokens
         self.tokens = (tokens["instruction"], tokens["persona"])
         llm.add_placeholder_tokens(list(self.tokens))
@@ -94,7 +103,10 @@ class PPlug(TrainableMethod):
         cls, args: MethodConfig, llm: Engine, *, encoder: str | None, max_prompt_tokens: int
     ) -> PPlug:
         cached = CachedEncoder(encoder)
-        module = PPlugModule(PPlugModuleConfig(**identity_fields(cached, llm)))
+        module_config = PPlugModuleConfig(
+            **identity_fields(cached, llm), trained_prompt={"system": SYSTEM_VERSION}
+        )
+        module = PPlugModule(module_config)
         # start the instruction vector at a real instruction's mean token embedding
         with torch.no_grad():
             module.instruction.copy_(llm.text_embedding(INSTRUCTION_INIT_TEXT))

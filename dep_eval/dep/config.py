@@ -45,6 +45,9 @@ class DEPConfig:
     cold_start: str = "his_only"
     weighting: str = "reference"
     soft_tokens: dict[str, list[str]] = field(default_factory=dict)
+    # the prompt the module was trained with (k, with_text, align_slots, system text version):
+    # inference takes it as its defaults. Empty for checkpoints of format version 1.
+    trained_prompt: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.soft_tokens:
@@ -80,15 +83,19 @@ class DEPConfig:
 
 @dataclass
 class DEPArgs(MethodConfig):
-    """``--model_args`` of ``--model dep`` (the checkpoint's own config holds the rest)."""
+    """``--model_args`` of ``--model dep`` (the checkpoint's own config holds the rest).
+
+    ``k``, ``with_text`` and ``align_slots`` left at None take the values the checkpoint was
+    trained with (``DEPConfig.trained_prompt``), else K, true and true.
+    """
 
     checkpoint: str | None = None
     encoder: str | None = None  # default: the one the checkpoint was trained with
-    k: int = 8  # past reviews with slots, 0..K of the checkpoint; 0 = non-personalized
+    k: int | None = None  # past reviews with slots, 0..K of the checkpoint; 0 = non-personalized
     use_his: bool = True
     use_diff: bool = True
-    with_text: bool = True  # past review texts in the prompt, or only their slots
-    align_slots: bool = True  # False reproduces the reference's slot/text mismatch
+    with_text: bool | None = None  # past review texts in the prompt, or only their slots
+    align_slots: bool | None = None  # False reproduces the reference's slot/text mismatch
     max_prompt_tokens: int = 3072
     allow_untrained: bool = False  # tests only: a randomly initialised DEP module
 

@@ -10,6 +10,7 @@ same prompts with the slot vectors still attached to the module's graph.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Sequence
 
@@ -45,6 +46,37 @@ MARKER_TEXTS = (" <his>", " </his>", " <diff>", " </diff>")
 
 
 SHIPPED_CHECKPOINT = "dep-smollm2-minilm"  # under dep_eval/checkpoints/
+SYSTEM_VERSION = 1  # recorded in checkpoints; bump when SYSTEM or SYSTEM_WITH_SLOTS changes
+
+
+def prompt_settings(args: DEPArgs, module_config: DEPConfig) -> DEPArgs:
+    """``args`` with k, with_text and align_slots filled from the checkpoint's training prompt.
+
+    An explicit value that differs from what the checkpoint was trained with is honoured,
+    with a warning: scores of a prompt the module never saw are easy to misread.
+    """
+    trained = module_config.trained_prompt
+    values = {}
+    for name, fallback in (("k", module_config.k), ("with_text", True), ("align_slots", True)):
+        asked, recorded = getattr(args, name), trained.get(name)
+        values[name] = asked if asked is not None else (fallback if recorded is None else recorded)
+        if asked is not None and recorded is not None and asked != recorded:
+            logger.warning(
+                "this checkpoint was trained with %s=%s; running with %s=%s as asked",
+                name,
+                str(recorded).lower(),
+                name,
+                str(asked).lower(),
+            )
+    version = trained.get("system", SYSTEM_VERSION)
+    if version != SYSTEM_VERSION:
+        logger.warning(
+            "this checkpoint was trained with system text version %s; this dep-eval writes "
+            "version %s",
+            version,
+            SYSTEM_VERSION,
+        )
+    return dataclasses.replace(args, **values)
 
 
 def load_for_inference(config: DEPArgs, llm: Engine) -> DEPModule:
@@ -85,6 +117,7 @@ class DEP(TrainableMethod):
         super().__init__(config, llm)
         self.module = load_for_inference(config, llm) if module is None else module
         self.module_config: DEPConfig = self.module.config
+        self.config = config = prompt_settings(config, self.module_config)
         _check_k(config.k, self.module_config.k)
         # token names come from the checkpoint (the reference's by default): K his and K diff
         # placeholders, whose embeddings the aligned codes replace, and four markers
@@ -109,7 +142,8 @@ class DEP(TrainableMethod):
         checkpoint, a wrong format, ``k`` beyond its K, another encoder or hidden size."""
         folder = checkpoint_for_run(config.checkpoint, SHIPPED_CHECKPOINT, llm_name)
         if folder is None and config.allow_untrained:
-            _check_k(config.k, DEPConfig().k)
+            if config.k is not None:  # None: the checkpoint's own
+                _check_k(config.k, DEPConfig().k)
             return
         module_config = check_for_run(
             DEPModule,
@@ -120,7 +154,8 @@ class DEP(TrainableMethod):
             llm_hidden_size=llm_hidden_size,
             encoder=config.encoder,
         )
-        _check_k(config.k, module_config.k)
+        if config.k is not None:
+            _check_k(config.k, module_config.k)
 
     @classmethod
     def for_training(
@@ -128,9 +163,20 @@ class DEP(TrainableMethod):
     ) -> DEP:
         """DEP around a fresh module."""
         cached = CachedEncoder(encoder)
-        module = DEPModule(
-            DEPConfig(**identity_fields(cached, llm), sae_dim=args.sae_dim, k=args.k)
-        ).to(llm.device)
+        trained_prompt = {
+            "k": args.k,
+            "with_text": args.with_text,
+            "align_slots": args.align_slots,
+            "system": SYSTEM_VERSION,
+        }
+        module_config = DEPConfig(
+            **identity_fields(cached, llm),
+            sae_dim=args.sae_dim,
+            k=args.k,
+            align_slots=args.align_slots,
+            trained_prompt=trained_prompt,
+        )
+        module = DEPModule(module_config).to(llm.device)
         run_args = DEPArgs(
             k=args.k,
             with_text=args.with_text,

@@ -291,7 +291,7 @@ class Trainer:
             return
         module = self.accelerator.unwrap_model(self.module)
         folder = self.output / f"epoch-{epoch}"
-        save_checkpoint(module, folder)
+        save_checkpoint(module, folder, extra={"max_target_tokens": self.config.max_target_tokens})
         state = {
             "epoch": epoch,
             "optimizer": self.optimizer.state_dict(),
