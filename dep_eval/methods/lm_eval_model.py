@@ -113,10 +113,11 @@ class PersonalizedLM(LM):
         if key not in self._pools:
             from dep_eval.data.loaders import load_pool
 
+            method = self.method  # loads the engine on first use: not a cost of the data set
             started = time.perf_counter()
             pool = load_pool(sample.source, sample.category)
-            self.method.setup(pool)
-            costs.record_setup(self.method.name, time.perf_counter() - started)
+            method.setup(pool)
+            costs.record_setup(method.name, time.perf_counter() - started)
             self._pools[key] = pool
         return self._pools[key]
 
