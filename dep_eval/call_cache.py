@@ -3,7 +3,9 @@
 Keyed by the LLM, the generation settings, the seed and the rendered prompt, so a rerun,
 another task over the same users, or a run interrupted half-way reuses every call already
 made. One append-only JSONL file per LLM: each finished batch is appended and flushed, so
-a crash loses at most the batch in flight; a torn last line is detected and skipped.
+a crash loses at most the batch in flight. An unreadable line (torn JSON, bytes that are not
+UTF-8, a missing key) is skipped with a warning naming the file and line; a torn last line
+is ended with a newline before the next append, so it cannot swallow the next entry.
 """
 
 from __future__ import annotations
@@ -45,27 +47,39 @@ class CallCache:
             self._load()
 
     def _load(self) -> None:
-        with self.path.open(encoding="utf-8") as lines:
+        # Bytes, decoded per line inside the ``try``: one bad byte must cost one entry, not
+        # the whole cache (and with it the run).
+        with self.path.open("rb") as lines:
             for number, line in enumerate(lines, 1):
+                if not line.strip():
+                    continue
                 try:
-                    row = json.loads(line)
+                    row = json.loads(line.decode("utf-8"))
                     self.entries[row["key"]] = Generation(
                         row["text"], row["prompt_tokens"], row["generated_tokens"], row["seconds"]
                     )
-                except (json.JSONDecodeError, KeyError, TypeError):
+                except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as exc:
                     logger.warning(
-                        "%s line %d: unreadable cache entry skipped (torn write?)",
+                        "%s:%d: unreadable cache entry skipped (%s: %s; torn write?)",
                         self.path,
                         number,
+                        type(exc).__name__,
+                        exc,
                     )
 
     def get(self, key: str) -> Generation | None:
         return self.entries.get(key)
 
     def put_many(self, items: list[tuple[str, Generation]]) -> None:
-        with self.path.open("a", encoding="utf-8") as out:
+        with self.path.open("a+b") as out:
+            out.seek(0, os.SEEK_END)
+            if out.tell() > 0:
+                out.seek(-1, os.SEEK_END)
+                if out.read(1) != b"\n":  # a torn tail from a crash: end it first
+                    logger.warning("%s: torn last line ended before appending", self.path)
+                    out.write(b"\n")
             for key, generation in items:
-                out.write(json.dumps({"key": key, **asdict(generation)}) + "\n")
+                out.write((json.dumps({"key": key, **asdict(generation)}) + "\n").encode())
                 self.entries[key] = generation
             out.flush()
             os.fsync(out.fileno())

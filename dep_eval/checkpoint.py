@@ -246,22 +246,9 @@ def load_for_run(
         llm: the engine the module's vectors will be fed to.
         encoder: the user's ``encoder=``, or None for the checkpoint's own.
     """
-    from dep_eval.engine import EMBEDDED_LLM
-
-    folder = checkpoint
-    if (
-        folder is None
-        and llm.name == EMBEDDED_LLM
-        and (SHIPPED_DIR / shipped / CONFIG_FILE).exists()
-    ):
-        folder = str(SHIPPED_DIR / shipped)
+    folder = checkpoint_for_run(checkpoint, shipped, llm.name)
     if folder is None:
-        raise ValueError(
-            f"--model {method} needs a {method} checkpoint for {llm.name}: pass --model_args "
-            f"checkpoint=PATH. Train one with `dep-eval train --method {method} --data-dir DIR "
-            "--category CAT --output runs/NAME` (its best epoch lands in runs/NAME/best); the "
-            "checkpoint shipped with dep-eval fits only the embedded SmolLM2-135M-Instruct."
-        )
+        raise _no_checkpoint(method, llm.name)
     return load_checkpoint(
         module_class,
         folder,
@@ -269,4 +256,42 @@ def load_for_run(
         llm_name=llm.name,
         llm_hidden_size=llm.hidden_size,
         device=llm.device,
+    )
+
+
+def check_for_run(
+    module_class: type,
+    checkpoint: str | None,
+    *,
+    method: str,
+    shipped: str,
+    llm_name: str,
+    llm_hidden_size: int | None = None,
+    encoder: str | None = None,
+) -> Any:
+    """``load_for_run``'s checks that need only the checkpoint's config.json, made before
+    the LLM (minutes for a 7B model) and the weights load; returns that config.
+
+    ``llm_hidden_size`` is None when it cannot be known without loading the LLM; an LLM
+    name that differs is left to ``load_for_run`` (a name alone is only warned about)."""
+    folder = checkpoint_for_run(checkpoint, shipped, llm_name)
+    if folder is None:
+        raise _no_checkpoint(method, llm_name)
+    config = read_config(module_class, folder)
+    size_differs = llm_hidden_size not in (None, config.llm_hidden_size)
+    check_compatible(
+        config,
+        encoder_name=encoder,
+        llm_name=llm_name if size_differs else None,
+        llm_hidden_size=llm_hidden_size,
+    )
+    return config
+
+
+def _no_checkpoint(method: str, llm_name: str) -> ValueError:
+    return ValueError(
+        f"--model {method} needs a {method} checkpoint for {llm_name}: pass --model_args "
+        f"checkpoint=PATH. Train one with `dep-eval train --method {method} --data-dir DIR "
+        "--category CAT --output runs/NAME` (its best epoch lands in runs/NAME/best); the "
+        "checkpoint shipped with dep-eval fits only the embedded SmolLM2-135M-Instruct."
     )

@@ -14,10 +14,14 @@ Cache layout (no pickle anywhere)::
 
 A shard holds two tensors, ``keys`` (n x 16 uint8: blake2b-128 of the UTF-8 text) and
 ``embeddings`` (n x d float32), plus a string header: magic, format version, encoder
-identity, dim and count. Shards are written to a temporary file and ``os.replace``d, so a
-reader never sees half a shard; several processes may add shards concurrently. A shard that
-fails any check (unreadable, wrong magic, another encoder, wrong dim, lengths that disagree)
-is not trusted: a warning is logged, it is skipped, and its texts are re-encoded.
+identity, dim, count and a blake2b checksum of both tensors' bytes. Shards are written to a
+temporary file and ``os.replace``d, so a reader never sees half a shard; several processes may
+add shards concurrently. A shard that fails any check (unreadable, wrong magic, another
+encoder, wrong dim, lengths that disagree, NaN/inf values, a checksum that does not match,
+rows that are not unit length) is not trusted: a warning saying which check failed is logged,
+it is skipped (so merging never copies it on), and its texts are re-encoded. Shards written
+before the checksum existed have none; their rows are still checked for finiteness and unit
+length.
 """
 
 from __future__ import annotations
@@ -48,6 +52,9 @@ PAPER_ENCODER_NAME = "BAAI/bge-m3"
 CACHE_MAGIC = "dep-eval-embedding-cache"
 CACHE_FORMAT = "1"
 KEY_BYTES = 16
+# Rows are normalised in float32 on the way in (``_encode_model``): a row whose norm is off
+# by more than this did not come from there. (Zero rows, from an all-zero model output, stay.)
+UNIT_NORM_TOLERANCE = 1e-3
 # Merge shards into one once a folder holds this many, so start-up reads stay few.
 MAX_SHARDS = 16
 
@@ -285,25 +292,43 @@ class CachedEncoder:
         except (SafetensorError, OSError, ValueError, KeyError, json.JSONDecodeError) as error:
             logger.warning("embedding cache %s unreadable (%s); re-encoding", shard, error)
             return None
+        problem = self._rows_problem(header, keys, rows)
+        if problem:
+            logger.warning("embedding cache %s not trusted (%s); re-encoding", shard, problem)
+            return None
+        return [bytes(key) for key in keys], rows
+
+    def _rows_problem(
+        self, header: dict[str, str], keys: np.ndarray, rows: np.ndarray
+    ) -> str | None:
         count = int(header["count"])
         if (
             keys.dtype != np.uint8
             or keys.shape != (count, KEY_BYTES)
             or rows.dtype != np.float32
             or rows.shape != (count, self.dim)
-            or not np.isfinite(rows).all()
         ):
-            logger.warning(
-                "embedding cache %s not trusted (shapes %s / %s disagree with header count %d, "
-                "dim %d); re-encoding",
-                shard,
-                keys.shape,
-                rows.shape,
-                count,
-                self.dim,
+            return (
+                f"shapes {keys.shape} / {rows.shape} disagree with header count {count}, "
+                f"dim {self.dim}"
             )
-            return None
-        return [bytes(key) for key in keys], rows
+        finite = np.isfinite(rows).all(axis=1)
+        if not finite.all():
+            return (
+                f"non-finite values (NaN or inf) in {int((~finite).sum())} of {count} rows, "
+                f"first at row {int(np.argmin(finite))}"
+            )
+        if "checksum" in header and header["checksum"] != _checksum(keys, rows):
+            return "checksum mismatch: the file changed after it was written"
+        norms = np.linalg.norm(rows, axis=1)
+        bad = (np.abs(norms - 1.0) > UNIT_NORM_TOLERANCE) & (norms > 0.0)
+        if bad.any():
+            first = int(np.argmax(bad))
+            return (
+                f"{int(bad.sum())} of {count} rows are not unit length (row {first} has norm "
+                f"{float(norms[first]):.3g})"
+            )
+        return None
 
     def _header_problem(self, header: dict[str, str]) -> str | None:
         if header.get("magic") != CACHE_MAGIC:
@@ -338,6 +363,8 @@ class CachedEncoder:
             "count": str(len(keys)),
         }
         key_matrix = np.frombuffer(b"".join(keys), dtype=np.uint8).reshape(len(keys), KEY_BYTES)
+        rows = np.ascontiguousarray(rows, dtype=np.float32)
+        header["checksum"] = _checksum(key_matrix, rows)
         handle, temp = tempfile.mkstemp(dir=final.parent, prefix=".tmp-", suffix=".safetensors")
         os.close(handle)
         try:
@@ -385,6 +412,14 @@ class CachedEncoder:
             )
             self._rows = [self._matrix]
         return self._matrix
+
+
+def _checksum(keys: np.ndarray, rows: np.ndarray) -> str:
+    """blake2b of a shard's tensors: catches finite garbage that every other check passes."""
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(np.ascontiguousarray(keys).tobytes())
+    digest.update(np.ascontiguousarray(rows, dtype="<f4").tobytes())
+    return digest.hexdigest()
 
 
 def _default_path_or_none() -> str | None:

@@ -177,6 +177,7 @@ def test_source_resolution(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
         parse_source("hub:a/reviews")
 
 
+@pytest.mark.bad_input("missing-category", "no-category", "unknown-split")
 def test_missing_category_lists_existing_ones(beauty_root: Path) -> None:
     with pytest.raises(DataError, match=r"'Books' not found .*categories there: All_Beauty"):
         load_task_dataset(category="Books", data_dir=str(beauty_root))
@@ -271,18 +272,21 @@ def test_pool_drops_copies_of_target_texts(toy: Callable[..., str]) -> None:
     assert not pool.peers("u1", "D")
 
 
+@pytest.mark.bad_input("bad-json")
 def test_bad_json(toy: Callable[..., str]) -> None:
     error = _error(toy([_row("u1", ["A"], "B"), '{"user_id": "u2", "profile": [']))
     _assert_where(error, "test", 2, None)
     assert "invalid JSON" in str(error)
 
 
+@pytest.mark.bad_input("not-an-object")
 def test_row_not_an_object(toy: Callable[..., str]) -> None:
     error = _error(toy([_row("u1", ["A"], "B"), "[1, 2]"]))
     _assert_where(error, "test", 2, None)
     assert "expected a JSON object" in str(error)
 
 
+@pytest.mark.bad_input("missing-field")
 def test_missing_row_field(toy: Callable[..., str]) -> None:
     row = _row("u1", ["A"], "B")
     del row["user_id"]
@@ -291,12 +295,14 @@ def test_missing_row_field(toy: Callable[..., str]) -> None:
     assert "missing" in str(error) and "add it" in str(error)
 
 
+@pytest.mark.bad_input("missing-review-field")
 def test_missing_review_field(toy: Callable[..., str]) -> None:
     row = _row("u1", ["A", "B"], "C")
     del row["profile"][1]["text"]
     _assert_where(_error(toy([row])), "test", 1, "profile[1].text")
 
 
+@pytest.mark.bad_input("rating-wrong-type")
 def test_rating_of_wrong_type(toy: Callable[..., str]) -> None:
     row = _row("u1", ["A"], "B")
     row["data"]["rating"] = "5 stars"
@@ -305,12 +311,14 @@ def test_rating_of_wrong_type(toy: Callable[..., str]) -> None:
     assert "expected a number" in str(error) and "'5 stars'" in str(error)
 
 
+@pytest.mark.bad_input("rating-boolean")
 def test_boolean_is_not_a_rating(toy: Callable[..., str]) -> None:
     row = _row("u1", ["A"], "B")
     row["profile"][0]["rating"] = True
     _assert_where(_error(toy([row])), "test", 1, "profile[0].rating")
 
 
+@pytest.mark.bad_input("timestamp-wrong-type")
 def test_timestamp_of_wrong_type(toy: Callable[..., str]) -> None:
     row = _row("u1", ["A"], "B")
     row["profile"][0]["timestamp"] = 1.5
@@ -319,11 +327,13 @@ def test_timestamp_of_wrong_type(toy: Callable[..., str]) -> None:
     assert "integer" in str(error)
 
 
+@pytest.mark.bad_input("profile-not-a-list")
 def test_profile_not_a_list(toy: Callable[..., str]) -> None:
     error = _error(toy([_row("u1", ["A"], "B", profile={"asin": "A"})]))
     _assert_where(error, "test", 1, "profile")
 
 
+@pytest.mark.bad_input("int-rating-float-timestamp")
 def test_int_rating_and_integral_timestamp_are_coerced(toy: Callable[..., str]) -> None:
     row = _row("u1", ["A"], "B")
     row["profile"][0]["rating"] = 5
@@ -333,18 +343,21 @@ def test_int_rating_and_integral_timestamp_are_coerced(toy: Callable[..., str]) 
     assert sample.target.timestamp == 7 and isinstance(sample.target.timestamp, int)
 
 
+@pytest.mark.bad_input("unknown-target-asin")
 def test_unknown_target_asin(toy: Callable[..., str]) -> None:
     error = _error(toy([_row("u1", ["A"], "Z")]))
     _assert_where(error, "test", 1, "data.asin")
     assert "'Z' is not in meta.jsonl" in str(error)
 
 
+@pytest.mark.bad_input("unknown-profile-asin")
 def test_unknown_profile_asin(toy: Callable[..., str]) -> None:
     error = _error(toy([_row("u1", ["A", "Z"], "B")]))
     _assert_where(error, "test", 1, "profile[1].asin")
     assert "'Z' is not in meta.jsonl" in str(error)
 
 
+@pytest.mark.bad_input("empty-profile")
 def test_empty_profile_is_skipped_with_a_warning(
     toy: Callable[..., str], caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -356,6 +369,7 @@ def test_empty_profile_is_skipped_with_a_warning(
     assert "test.jsonl line 2" in caplog.text and "empty profile" in caplog.text
 
 
+@pytest.mark.bad_input("target-in-profile")
 def test_target_inside_its_profile(toy: Callable[..., str]) -> None:
     row = _row("u1", ["A"], "B")
     row["profile"].append(dict(row["data"]))
@@ -364,24 +378,28 @@ def test_target_inside_its_profile(toy: Callable[..., str]) -> None:
     assert "leak" in str(error)
 
 
+@pytest.mark.bad_input("empty-target-text")
 def test_empty_target_text(toy: Callable[..., str]) -> None:
     row = _row("u1", ["A"], "B")
     row["data"]["text"] = "  "
     _assert_where(_error(toy([row])), "test", 1, "data.text")
 
 
+@pytest.mark.bad_input("category-mismatch")
 def test_category_mismatch(toy: Callable[..., str]) -> None:
     error = _error(toy([_row("u1", ["A"], "B", category="Books")]))
     _assert_where(error, "test", 1, "category")
     assert "'Books'" in str(error) and "'Toys'" in str(error)
 
 
+@pytest.mark.bad_input("duplicate-row")
 def test_duplicate_row(toy: Callable[..., str]) -> None:
     error = _error(toy([_row("u1", ["A"], "B"), _row("u1", ["A"], "B")]))
     _assert_where(error, "test", 2, "data")
     assert "duplicate row" in str(error) and "line 1" in str(error)
 
 
+@pytest.mark.bad_input("unsorted-profile")
 def test_unsorted_profile_is_sorted(toy: Callable[..., str]) -> None:
     row = _row("u1", ["A", "B"], "C")
     row["profile"].reverse()
@@ -389,6 +407,7 @@ def test_unsorted_profile_is_sorted(toy: Callable[..., str]) -> None:
     assert [r.asin for r in sample.profile] == ["A", "B"]
 
 
+@pytest.mark.bad_input("meta-missing-title")
 def test_meta_missing_title(toy: Callable[..., str]) -> None:
     meta = [dict(m) for m in META]
     del meta[2]["title"]
@@ -396,6 +415,7 @@ def test_meta_missing_title(toy: Callable[..., str]) -> None:
     _assert_where(error, "meta", 3, "title")
 
 
+@pytest.mark.bad_input("meta-description-missing")
 def test_meta_description_missing_or_null_is_empty(toy: Callable[..., str]) -> None:
     meta = [dict(m) for m in META]
     del meta[1]["description"]
@@ -406,6 +426,7 @@ def test_meta_description_missing_or_null_is_empty(toy: Callable[..., str]) -> N
     assert load_split(source, "Toys", "test")[0].item.description == ""
 
 
+@pytest.mark.bad_input("meta-description-wrong-type")
 def test_meta_description_of_wrong_type(toy: Callable[..., str]) -> None:
     meta = [dict(m) for m in META]
     meta[3]["description"] = ["Product Description", "a list, as in raw Amazon meta"]
@@ -414,6 +435,7 @@ def test_meta_description_of_wrong_type(toy: Callable[..., str]) -> None:
     assert "expected a string" in str(error)
 
 
+@pytest.mark.bad_input("meta-conflicting-duplicate")
 def test_meta_conflicting_duplicate(toy: Callable[..., str]) -> None:
     meta = [*META, {"asin": "A", "title": "Another title", "description": ""}]
     error = _error(toy([_row("u1", ["A"], "B")], meta=meta))
@@ -421,18 +443,22 @@ def test_meta_conflicting_duplicate(toy: Callable[..., str]) -> None:
     assert "line 1" in str(error)
 
 
+@pytest.mark.bad_input("missing-split-file")
 def test_missing_split_file(toy: Callable[..., str], tmp_path: Path) -> None:
     source = toy([_row("u1", ["A"], "B")])
     (tmp_path / "Toys" / "val.jsonl").unlink()
+    # the split asked for (the pool no longer needs every split: issue 19, row 16)
     with pytest.raises(DataError, match=r"missing file .*val\.jsonl; .*present: meta\.jsonl"):
-        load_pool(source, "Toys")
+        load_split(source, "Toys", "val")
 
 
+@pytest.mark.bad_input("missing-data-dir")
 def test_missing_data_dir(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="does not exist"):
         load_split(local_source(tmp_path / "nowhere"), "Toys", "test")
 
 
+@pytest.mark.bad_input("data-dir-is-category-folder")
 def test_data_dir_pointing_at_the_category_folder(toy: Callable[..., str], tmp_path: Path) -> None:
     toy([_row("u1", ["A"], "B")])
     with pytest.raises(DataError, match="data_dir must be its parent folder"):
@@ -451,6 +477,172 @@ def test_arrow_round_trip_keeps_float_ratings_and_empty_descriptions(
     (doc,) = list(dataset)
     assert Sample.from_doc(doc) == load_split(source, "Toys", "test")[0]
     assert isinstance(doc["target"]["rating"], float) and doc["item"]["description"] == ""
+
+
+# ------------------------------------------------- issue 19: through the task's own loader
+
+
+def _task_load(tmp_path: Path, split: str = "test") -> dict[str, datasets.Dataset]:
+    """What ``lm_eval --tasks amazon_review_personalized_custom`` calls for its data."""
+    from dep_eval.tasks.utils import load_dataset
+
+    return load_dataset(data_dir=str(tmp_path), category="Toys", split=split)
+
+
+def _task_error(tmp_path: Path, split: str = "test") -> DataError:
+    with pytest.raises(DataError) as caught:
+        _task_load(tmp_path, split)
+    return caught.value
+
+
+@pytest.mark.bad_input("not-utf8")
+def test_bytes_that_are_not_utf8(toy: Callable[..., str], tmp_path: Path) -> None:
+    toy([_row("u1", ["A"], "B"), _row("u2", ["A"], "C")])
+    test_file = tmp_path / "Toys" / "test.jsonl"
+    test_file.write_bytes(test_file.read_bytes().replace(b"text of A", b"text \xe9 of A", 2))
+    error = _task_error(tmp_path)
+    _assert_where(error, "test", 1, None)
+    assert "not valid UTF-8" in str(error) and "re-save as UTF-8" in str(error)
+
+
+@pytest.mark.bad_input("byte-order-mark")
+def test_byte_order_mark(toy: Callable[..., str], tmp_path: Path) -> None:
+    toy([_row("u1", ["A"], "B")])
+    test_file = tmp_path / "Toys" / "test.jsonl"
+    test_file.write_bytes(b"\xef\xbb\xbf" + test_file.read_bytes())
+    error = _task_error(tmp_path)
+    _assert_where(error, "test", 1, None)
+    assert "Unexpected UTF-8 BOM" in str(error)
+
+
+@pytest.mark.bad_input("rating-out-of-range")
+@pytest.mark.parametrize(("where", "rating"), [("data", 9), ("profile", -1), ("data", 100.0)])
+def test_rating_out_of_range(
+    toy: Callable[..., str], tmp_path: Path, where: str, rating: float
+) -> None:
+    row = _row("u1", ["A"], "B")
+    review = row["data"] if where == "data" else row["profile"][0]
+    review["rating"] = rating
+    toy([_row("u2", ["A"], "C"), row])
+    field = "data.rating" if where == "data" else "profile[0].rating"
+    error = _task_error(tmp_path)
+    _assert_where(error, "test", 2, field)
+    assert f"rating {rating!r} is outside the valid range 1-5" in str(error)
+
+
+@pytest.mark.bad_input("no-usable-rows")
+@pytest.mark.parametrize("content", ["empty", "blank lines", "every row skipped"])
+def test_split_without_usable_rows(toy: Callable[..., str], tmp_path: Path, content: str) -> None:
+    toy([_row("u1", ["A"], "B")])
+    test_file = tmp_path / "Toys" / "test.jsonl"
+    if content == "empty":
+        test_file.write_text("")
+    elif content == "blank lines":
+        test_file.write_text("\n  \n\n")
+    else:
+        _write(test_file, [_row("u1", [], "B"), _row("u2", [], "C")])
+    message = str(_task_error(tmp_path))
+    assert f"{test_file} has no usable rows" in message
+    if content == "every row skipped":
+        assert "(2 skipped: line 1: user 'u1' has an empty profile; line 2: user 'u2'" in message
+    else:
+        assert "(0 skipped: the file holds no rows" in message
+
+
+@pytest.mark.bad_input("timestamp-overflow")
+def test_timestamp_beyond_64_bits(toy: Callable[..., str], tmp_path: Path) -> None:
+    toy([_row("u1", ["A"], "B")])
+    test_file = tmp_path / "Toys" / "test.jsonl"
+    # written by hand: 1e19 is how a JSON writer prints a float timestamp this large
+    test_file.write_text(test_file.read_text().replace('"timestamp": 1}', '"timestamp": 1e19}'))
+    error = _task_error(tmp_path)
+    _assert_where(error, "test", 1, "data.timestamp")
+    assert "does not fit in 64 bits" in str(error)
+
+
+@pytest.mark.bad_input("lone-surrogate")
+def test_lone_surrogate_escape_in_a_text(toy: Callable[..., str], tmp_path: Path) -> None:
+    toy([_row("u1", ["A"], "B")])
+    test_file = tmp_path / "Toys" / "test.jsonl"
+    # json.dumps writes it as the escape \ud800, the way a text cut mid-emoji comes out
+    bad = _row("u2", ["A", "B"], "C")
+    bad["profile"][1]["text"] = "broken emoji \ud83d here"
+    with test_file.open("a", encoding="utf-8") as out:
+        out.write(json.dumps(bad) + "\n")
+    error = _task_error(tmp_path)
+    _assert_where(error, "test", 2, "profile[1].text")
+    assert "lone surrogate escape \\ud83d at character 13" in str(error)
+
+
+@pytest.mark.bad_input("lone-surrogate-meta")
+def test_lone_surrogate_escape_in_meta(toy: Callable[..., str], tmp_path: Path) -> None:
+    meta = [dict(m) for m in META]
+    meta[1]["description"] = "\udfff"
+    toy([_row("u1", ["A"], "B")], meta=meta)
+    error = _task_error(tmp_path)
+    _assert_where(error, "meta", 2, "description")
+    assert "lone surrogate" in str(error)
+
+
+@pytest.mark.bad_input("data-dir-is-a-file")
+def test_data_dir_that_is_a_file(tmp_path: Path) -> None:
+    not_a_folder = tmp_path / "data.jsonl"
+    not_a_folder.write_text("{}\n")
+    from dep_eval.tasks.utils import load_dataset
+
+    with pytest.raises(DataError, match=rf"{not_a_folder} is a file, not a folder; point data_dir"):
+        load_dataset(data_dir=str(not_a_folder), category="Toys")
+
+
+@pytest.mark.bad_input("long-review-text")
+def test_very_long_review_text_is_logged_and_clipped(
+    toy: Callable[..., str], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from dep_eval import prompts
+    from dep_eval.data.parsing import LONG_TEXT_CHARS, PROMPT_REVIEW_CHARS
+    from dep_eval.metrics.harness import MAX_SCORED_CHARS, process_results
+
+    assert PROMPT_REVIEW_CHARS == prompts.MAX_REVIEW_CHARS  # the warning quotes the real cap
+    huge = "word " * 400_000  # 2 MB
+    row = _row("u1", ["A"], "B")
+    row["data"]["text"] = huge
+    toy([row])
+    with caplog.at_level(logging.WARNING, logger="dep_eval.data.parsing"):
+        (doc,) = list(_task_load(tmp_path)["eval"])
+    assert "Toys/test.jsonl:1, field 'data.text': review text of 2,000,000 characters" in (
+        caplog.text
+    )
+    assert f"scoring reads its first {LONG_TEXT_CHARS:,}" in caplog.text
+    scored = process_results(doc, [huge])
+    prediction, reference = scored["meteor"]
+    assert len(prediction) == len(reference) == MAX_SCORED_CHARS == LONG_TEXT_CHARS
+    sample = Sample.from_doc(doc)
+    pool = load_pool(sample.source, "Toys")
+    shown = prompts.past_review_block(1, sample.target, pool)
+    assert len(shown) < PROMPT_REVIEW_CHARS + 200
+
+
+@pytest.mark.bad_input("test-only-folder")
+def test_folder_with_only_test_and_meta_runs(
+    toy: Callable[..., str], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    source = toy([_row("u1", ["A", "B"], "C"), _row("u2", ["A"], "D")])
+    (tmp_path / "Toys" / "train.jsonl").unlink()
+    (tmp_path / "Toys" / "val.jsonl").unlink()
+    docs = _task_load(tmp_path)["eval"]
+    assert len(docs) == 2
+    with caplog.at_level(logging.WARNING, logger="dep_eval.data.loaders"):
+        pool = load_pool(source, "Toys")
+    assert "pool built from test.jsonl only (train.jsonl, val.jsonl absent)" in caplog.text
+    assert f"{tmp_path / 'Toys'}" in caplog.text
+    assert {u: [r.asin for r in rs] for u, rs in pool.reviews.items()} == {
+        "u1": ["A", "B"],
+        "u2": ["A"],
+    }
+    # the split asked for must still be there
+    error = _task_error(tmp_path, split="val")
+    assert f"missing file {tmp_path / 'Toys' / 'val.jsonl'}" in str(error)
+    assert "present: meta.jsonl, test.jsonl" in str(error)
 
 
 # --------------------------------------------------------------------------- hub path
@@ -517,6 +709,7 @@ def test_hub_loader_matches_local(
     assert hub_pool.reviewers == local_pool.reviewers
 
 
+@pytest.mark.bad_input("hub-unknown-asins")
 def test_hub_skips_unknown_asins_with_a_warning(
     beauty_root: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -538,6 +731,7 @@ def test_hub_skips_unknown_asins_with_a_warning(
     assert "1 rows skipped" in caplog.text and "row 5" in caplog.text
 
 
+@pytest.mark.bad_input("hub-wrong-type")
 def test_hub_type_errors_name_the_row_and_field(
     beauty_root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -557,6 +751,7 @@ def test_hub_type_errors_name_the_row_and_field(
     assert f"[{CATEGORY}/val] row 3" in str(error)
 
 
+@pytest.mark.bad_input("hub-unreachable")
 def test_hub_failure_says_how_to_work_offline(monkeypatch: pytest.MonkeyPatch) -> None:
     _mock_hub(monkeypatch, {})
     with pytest.raises(DataError, match="Offline, set data_dir") as caught:

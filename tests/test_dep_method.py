@@ -100,6 +100,7 @@ def test_untrained_module_is_announced_loudly(
     assert "RANDOMLY INITIALISED" in caplog.text
 
 
+@pytest.mark.bad_input("dep-no-checkpoint")
 def test_without_a_checkpoint_dep_says_how_to_get_one(llm, monkeypatch, tmp_path) -> None:
     import dep_eval.checkpoint as checkpoint
 
@@ -189,6 +190,7 @@ def test_long_prompts_drop_the_oldest_reviews(llm, pool: DataPool) -> None:
     assert len(llm.tokenize(cut)) <= budget
 
 
+@pytest.mark.bad_input("dep-checkpoint-other-llm")
 def test_checkpoint_for_another_llm_is_refused_with_the_reason(llm, tmp_path) -> None:
     from dep_eval.checkpoint import CheckpointError, save_checkpoint
     from dep_eval.dep.config import DEPConfig
@@ -202,6 +204,7 @@ def test_checkpoint_for_another_llm_is_refused_with_the_reason(llm, tmp_path) ->
         DEP(DEPArgs(checkpoint=str(tmp_path / "qwen")), llm)
 
 
+@pytest.mark.bad_input("dep-k-out-of-range")
 def test_k_beyond_the_checkpoint_is_an_error(llm) -> None:
     with pytest.raises(ValueError, match="outside 0..8"):
         DEP(DEPArgs(allow_untrained=True, k=9), llm)

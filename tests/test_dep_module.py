@@ -165,6 +165,7 @@ def test_checkpoint_overwrite_is_atomic_and_leaves_no_debris(tmp_path: Path) -> 
     assert torch.equal(loaded.sae.encoder.weight, second.sae.encoder.weight)
 
 
+@pytest.mark.bad_input("checkpoint-mismatch")
 def test_checkpoint_mismatch_messages(tmp_path: Path) -> None:
     folder = save_checkpoint(module(), tmp_path / "ckpt")
     with pytest.raises(CheckpointError) as info:
@@ -187,6 +188,9 @@ def test_checkpoint_mismatch_messages(tmp_path: Path) -> None:
         )
 
 
+@pytest.mark.bad_input(
+    "checkpoint-corrupt", "checkpoint-config-missing", "checkpoint-format-version"
+)
 def test_checkpoint_corruption_is_reported(tmp_path: Path) -> None:
     folder = save_checkpoint(module(), tmp_path / "ckpt")
     weights = folder / "model.safetensors"

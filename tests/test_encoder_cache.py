@@ -114,10 +114,11 @@ def corrupt_nan(shard: Path, enc: CachedEncoder) -> None:
         (lambda s, e: corrupt_other_encoder(s), "written by encoder 'BAAI/bge-m3'"),
         (corrupt_wrong_dim, "dim '100', expected 384"),
         (corrupt_count, "disagree with header count 3"),
-        (corrupt_nan, "disagree with header"),
+        (corrupt_nan, "non-finite values (NaN or inf) in 1 of 2 rows, first at row 0"),
     ],
     ids=["truncated", "foreign", "other-encoder", "wrong-dim", "wrong-count", "nan"],
 )
+@pytest.mark.bad_input("encoder-cache-untrusted", "encoder-cache-nan")
 def test_untrusted_cache_is_reencoded(
     tmp_path: Path, reference: np.ndarray, caplog: pytest.LogCaptureFixture, corrupt, message
 ) -> None:
@@ -131,6 +132,48 @@ def test_untrusted_cache_is_reencoded(
     assert fresh.n_encoded == 2
     assert message in caplog.text
     np.testing.assert_allclose(out, reference[:2], atol=1e-6)
+
+
+def garbage(rows: np.ndarray) -> np.ndarray:
+    """Finite rows of the right shape and dtype, but not what the encoder wrote."""
+    return (rows * np.linspace(0.5, 9.8, rows.shape[1], dtype=np.float32)).astype(np.float32)
+
+
+@pytest.mark.bad_input("encoder-cache-garbage")
+@pytest.mark.parametrize("with_checksum", [True, False], ids=["checksummed", "older-shard"])
+def test_finite_garbage_rows_are_reencoded(
+    tmp_path: Path,
+    reference: np.ndarray,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+    with_checksum: bool,
+) -> None:
+    from safetensors import safe_open
+
+    enc = CachedEncoder(cache_dir=tmp_path)
+    enc.encode(TEXTS[:2])
+    (shard,) = shards(enc.cache_folder)
+    with safe_open(str(shard), framework="numpy") as handle:
+        header = dict(handle.metadata())
+    assert len(header["checksum"]) == 32  # every new shard carries one
+    if not with_checksum:
+        del header["checksum"]  # as shards were written before checksums existed
+    tensors = load_file(str(shard))
+    tensors["embeddings"] = garbage(tensors["embeddings"])
+    save_file(tensors, str(shard), metadata=header)
+    expected = "checksum mismatch" if with_checksum else "2 of 2 rows are not unit length"
+
+    # and merging (with a second, good shard) must not carry the garbage on
+    enc.encode(TEXTS[2:3])
+    monkeypatch.setattr(encoder_module, "MAX_SHARDS", 1)
+    fresh = CachedEncoder(cache_dir=tmp_path)
+    with caplog.at_level(logging.WARNING, logger="dep_eval.encoder"):
+        out = fresh.encode(TEXTS[:3])
+    assert f"embedding cache {shard} not trusted ({expected}" in caplog.text
+    assert fresh.n_encoded == 2
+    np.testing.assert_allclose(out, reference[:3], atol=1e-6)
+    reread = CachedEncoder(cache_dir=tmp_path).encode(TEXTS[:3])
+    np.testing.assert_allclose(np.linalg.norm(reread, axis=1), 1.0, atol=1e-5)
 
 
 def test_many_shards_are_compacted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -162,6 +205,7 @@ def test_identity_distinguishes_encoders(tmp_path: Path) -> None:
     assert CachedEncoder("sentence-transformers/all-MiniLM-L6-v2").path == default.path
 
 
+@pytest.mark.bad_input("encoder-dim-mismatch")
 def test_configured_dim_must_match_model(tmp_path: Path) -> None:
     enc = CachedEncoder(cache_dir=tmp_path, dim=1024, use_cache=False)
     with pytest.raises(ValueError, match="produces 384-d embeddings but 1024"):

@@ -9,6 +9,8 @@ from __future__ import annotations
 import importlib.util
 import math
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -148,6 +150,7 @@ def test_provisioning_copies_files_and_nltk_reads_them(
     assert reader.synset("good.a.01").lexname() == "adj.all"
 
 
+@pytest.mark.bad_input("wordnet-missing")
 def test_provisioning_names_the_packages_to_install(tmp_path: Path) -> None:
     source = tmp_path / "empty"
     source.mkdir()
@@ -160,8 +163,30 @@ def test_data_root_follows_the_environment(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setenv(wordnet.ROOT_ENV, "/somewhere/nltk")
     assert wordnet.data_root() == Path("/somewhere/nltk")
     monkeypatch.delenv(wordnet.ROOT_ENV)
+    monkeypatch.delenv("DEP_EVAL_CACHE_DIR", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", "/cache")
-    assert wordnet.data_root() == Path("/cache/dep_eval/nltk_data")
+    # the one cache root of everything dep-eval derives (issue 19: it was ``dep_eval``)
+    assert wordnet.data_root() == Path("/cache/dep-eval/nltk_data")
+    monkeypatch.setenv("DEP_EVAL_CACHE_DIR", "/mine")
+    assert wordnet.data_root() == Path("/mine/nltk_data")
+
+
+@pytest.mark.bad_input("wordnet-cache-root")
+@needs_system_wordnet
+def test_wordnet_copy_goes_to_the_cache_root(tmp_path: Path) -> None:
+    """A fresh process, as a run is: the copy lands under DEP_EVAL_CACHE_DIR, not in ~."""
+    home, cache = tmp_path / "home", tmp_path / "cache"
+    home.mkdir()
+    env = {k: v for k, v in os.environ.items() if k not in {"NLTK_DATA", wordnet.ROOT_ENV}}
+    env |= {"HOME": str(home), "DEP_EVAL_CACHE_DIR": str(cache), "XDG_CACHE_HOME": ""}
+    code = "from dep_eval.metrics.wordnet import ensure_wordnet; print(ensure_wordnet())"
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "3.0"
+    assert (cache / "nltk_data" / "corpora" / "wordnet" / "lexnames").is_file()
+    assert not (home / ".cache").exists()
 
 
 # --------------------------------------------------------------------- BERTScore
@@ -254,6 +279,7 @@ def test_fallback_name_when_the_paper_encoder_cannot_load(
         bertscore.backend()
 
 
+@pytest.mark.bad_input("bertscore-mode")
 def test_bertscore_off_and_bad_mode(fresh_backend) -> None:
     fresh_backend("off")
     assert bertscore.metric_name() is None

@@ -65,6 +65,7 @@ def test_pplug_trains_with_the_shared_trainer_and_runs(beauty_dir: Path, tmp_pat
     torch.testing.assert_close(prompt.soft_vectors[0], method.module.instruction)
 
 
+@pytest.mark.bad_input("pplug-given-dep-checkpoint")
 def test_a_dep_checkpoint_is_not_a_pplug_checkpoint(llm, tmp_path: Path) -> None:
     from dep_eval.checkpoint import CheckpointError, save_checkpoint
     from dep_eval.dep.config import DEPConfig

@@ -40,6 +40,7 @@ def test_every_task_and_group_is_indexed() -> None:
     assert "_template" not in {Path(name).name for name in names}
 
 
+@pytest.mark.bad_input("task-pinned-category")
 def test_pinned_category_refuses_a_contradicting_run() -> None:
     with pytest.raises(ValueError, match="amazon_review_personalized_custom"):
         _utils().load_dataset(task_category="Books", task_split="test", category="All_Beauty")

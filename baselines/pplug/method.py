@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from dep_eval.checkpoint import identity_fields, load_for_run
+from dep_eval.checkpoint import check_for_run, identity_fields, load_for_run
 from dep_eval.data.pool import DataPool
 from dep_eval.data.records import Item, Sample
 from dep_eval.encoder import CachedEncoder
@@ -81,6 +81,22 @@ class PPlug(TrainableMethod):
         self.tokens = (tokens["instruction"], tokens["persona"])
         llm.add_placeholder_tokens(list(self.tokens))
         self.encoder: Any = None
+
+    @classmethod
+    def check_before_loading(
+        cls, config: PPlugConfig, llm_name: str, llm_hidden_size: int | None = None
+    ) -> None:
+        """No checkpoint, a wrong format (e.g. a DEP checkpoint), another encoder or LLM
+        hidden size, from config.json alone: before the LLM and the weights load."""
+        check_for_run(
+            PPlugModule,
+            config.checkpoint,
+            method="pplug",
+            shipped=SHIPPED_CHECKPOINT,
+            llm_name=llm_name,
+            llm_hidden_size=llm_hidden_size,
+            encoder=config.encoder,
+        )
 
     @classmethod
     def for_training(

@@ -23,10 +23,13 @@ logged skip; nothing is dropped or patched silently.
 
 Errors everywhere: unreadable or invalid JSON, a row or review that is not an object, a
 missing field, a wrong type (a rating that is not a number, a timestamp that is not an
-integer, a text that is not a string), an empty ``user_id``/``asin``, an empty target text
-(nothing to score against), a row whose ``category`` differs from the folder/config it was
-loaded as, two rows with the same ``Sample.key``, a missing data folder, category folder or
-split file (the message lists what exists).
+integer, a text that is not a string), a rating outside 1-5, a timestamp outside 64 bits, a
+string holding a lone surrogate escape (``"\\ud800"``, not text), an empty
+``user_id``/``asin``, an empty target text (nothing to score against), a row whose
+``category`` differs from the folder/config it was loaded as, two rows with the same
+``Sample.key``, a missing data folder (or a file where the folder should be), category
+folder, meta file or evaluated split file (the message lists what exists), and a split asked
+for that has no usable row at all (the message gives how many were skipped and why).
 
 Local files are the user's own and can be fixed, so there these are errors too:
 a target or profile review whose asin is not in ``meta.jsonl``; a profile review that is the
@@ -38,7 +41,9 @@ review is dropped, the row whose *target* item is unknown is dropped, the first 
 
 Both sources: a row whose profile is empty (or becomes empty after the drops above) is
 skipped with a warning -- every method needs at least one past review, and an empty profile
-says nothing about the user. Blank lines in a JSON-lines file are ignored.
+says nothing about the user. Blank lines in a JSON-lines file are ignored. A review text
+over ``parsing.LONG_TEXT_CHARS`` characters is kept but logged with its line: prompts show
+only its head and scoring reads only its first ``LONG_TEXT_CHARS`` (docs/bad_inputs.md).
 
 Normalisations (lossless, never a changed meaning): int ratings become floats, integral float
 timestamps become ints, a missing or null item description becomes ``""``, a profile not in
@@ -48,18 +53,20 @@ The pool
 --------
 ``load_pool`` is built once per (source, category) from the profiles of ALL splits and cached
 in-process, so it never depends on which documents a run evaluates (``--limit``) or on the
-split. A review whose text is the *target* text of any row of any split is left out of it: in
+split. (A local folder may lack train.jsonl and/or val.jsonl -- a test-only benchmark, or users
+with no other history: the pool is then built from the split files present, and a warning says
+which.) A review whose text is the *target* text of any row of any split is left out of it: in
 DPL-main a later row's profile holds the earlier rows' targets (the test profile holds the val
 target), so a pool shared by all splits must drop every target to be sure no evaluated
-reference text reaches a prompt through another user's peers. The match is on the
-(whitespace-normalised) text, not only on (user, asin, timestamp): the real All_Beauty data
-has a user who pasted one text under two items and one person split into two user ids
-(``..._1``/``..._2``) whose reviews coincide. What remains is each user's base history, the
-set on which the data set's creators enforced "every item has at least 5 reviewers", so peers
-stay plentiful (All_Beauty: 856 pool reviews, every test profile keeps >= 3 reviews with
-peers). (The reference code builds its pool from the evaluated split's profiles only;
-that keeps the val targets of other users in a test-time pool. This project trades those few
-peers for a pool that is the same for every split.)
+reference text reaches a prompt through another user's peers. The match is on the (whitespace-
+normalised) text, not only on (user, asin, timestamp): the real All_Beauty data has a user who
+pasted one text under two items and one person split into two user ids (``..._1``/``..._2``)
+whose reviews coincide. What remains is each user's base history, the set on which the data
+set's creators enforced "every item has at least 5 reviewers", so peers stay plentiful
+(All_Beauty: 856 pool reviews, every test profile keeps >= 3 reviews with peers). (The
+reference code builds its pool from the evaluated split's profiles only; that keeps the val
+targets of other users in a test-time pool. This project trades those few peers for a pool that
+is the same for every split.)
 
 Caches are keyed on the source string; call ``clear_caches()`` after editing files in place.
 ``datasets`` is imported only where needed (hub reads, ``load_task_dataset``), keeping the
@@ -213,6 +220,11 @@ RawRows = Iterable[tuple[Where, Any]]
 
 
 def _category_dir(src: LocalSource, category: str) -> Path:
+    if src.root.exists() and not src.root.is_dir():
+        raise DataError(
+            f"data directory {src.root} is a file, not a folder; point data_dir (or "
+            f"{ENV_DATA_DIR}) at the folder holding <Category>/{{train,val,test,meta}}.jsonl"
+        )
     if not src.root.is_dir():
         raise DataError(
             f"data directory {src.root} does not exist; point data_dir (or {ENV_DATA_DIR}) "
@@ -233,10 +245,13 @@ def _category_dir(src: LocalSource, category: str) -> Path:
 
 def _local_file(src: LocalSource, category: str, name: str) -> Path:
     path = _category_dir(src, category) / f"{name}.jsonl"
+    if path.exists() and not path.is_file():
+        raise DataError(f"{path} is a folder, not a file; it must be a JSON-lines file")
     if not path.is_file():
         present = sorted(p.name for p in path.parent.glob("*.jsonl"))
         raise DataError(
-            f"missing file {path}; expected train.jsonl, val.jsonl, test.jsonl and meta.jsonl "
+            f"missing file {path}; expected meta.jsonl and the split files train.jsonl, "
+            "val.jsonl, test.jsonl (the one evaluated is required; the pool uses those there) "
             f"(present: {', '.join(present) or 'none'})"
         )
     return path
@@ -333,7 +348,8 @@ def _parse_rows(
     items: Mapping[str, Item],
     strict: bool,
     interned: dict[Review, Review],
-) -> list[Sample]:
+) -> tuple[list[Sample], list[str]]:
+    """The split's samples, and the reasons of the rows skipped (``Lenient`` entries)."""
     meta_name = "meta.jsonl" if strict else "the meta data set"
     dropped_reviews = Lenient()
     skipped_rows = Lenient()
@@ -416,7 +432,7 @@ def _parse_rows(
         samples.append(sample)
     _log_skips(label, "profile reviews dropped", dropped_reviews)
     _log_skips(label, "rows skipped", skipped_rows)
-    return samples
+    return samples, skipped_rows.skipped
 
 
 def _log_skips(label: str, what: str, lenient: Lenient) -> None:
@@ -478,12 +494,19 @@ def _interner(source: str, category: str) -> dict[Review, Review]:
     return {}
 
 
+@dataclass(frozen=True)
+class _LoadedSplit:
+    label: str  # the file (or hub split) it came from
+    samples: tuple[Sample, ...]
+    skipped: tuple[str, ...]  # why rows were skipped, one entry per row
+
+
 @functools.cache
-def _split_cached(source: str, category: str, split: str) -> tuple[Sample, ...]:
+def _split_cached(source: str, category: str, split: str) -> _LoadedSplit:
     src = parse_source(source)
     items = _items_cached(source, category)
     label, rows = _raw_rows(src, category, split)
-    samples = _parse_rows(
+    samples, skipped = _parse_rows(
         label,
         rows,
         source=source,
@@ -494,13 +517,44 @@ def _split_cached(source: str, category: str, split: str) -> tuple[Sample, ...]:
         interned=_interner(source, category),
     )
     logger.info("%s: %d samples", label, len(samples))
-    return tuple(samples)
+    return _LoadedSplit(label, tuple(samples), tuple(skipped))
+
+
+def _pool_splits(source: str, category: str) -> tuple[str, ...]:
+    """The splits the pool is built from: all of them on the hub; locally, those whose file
+    exists (a test-only benchmark, or users with no other history, has just test.jsonl), at
+    least one. Which ones is logged, since it changes the peers and the pool's size."""
+    src = parse_source(source)
+    if not isinstance(src, LocalSource):
+        return SPLITS
+    folder = _category_dir(src, category)
+    present = tuple(split for split in SPLITS if (folder / f"{split}.jsonl").is_file())
+    if not present:
+        _local_file(src, category, "test")  # raises, listing what is there
+    missing = [f"{split}.jsonl" for split in SPLITS if split not in present]
+    if missing:
+        logger.warning(
+            "%s: pool built from %s only (%s absent)",
+            folder,
+            ", ".join(f"{split}.jsonl" for split in present),
+            ", ".join(missing),
+        )
+    return present
 
 
 @functools.cache
 def _pool_cached(source: str, category: str) -> DataPool:
-    samples = [s for split in SPLITS for s in _split_cached(source, category, split)]
-    return DataPool.from_samples(category, samples, _items_cached(source, category))
+    splits = _pool_splits(source, category)
+    samples = [s for split in splits for s in _split_cached(source, category, split).samples]
+    pool = DataPool.from_samples(category, samples, _items_cached(source, category))
+    logger.info(
+        "pool of %s from %s: %d users, %d reviews",
+        category,
+        "+".join(splits),
+        len(pool.reviews),
+        sum(map(len, pool.reviews.values())),
+    )
+    return pool
 
 
 def load_items(source: str, category: str) -> dict[str, Item]:
@@ -511,7 +565,23 @@ def load_items(source: str, category: str) -> dict[str, Item]:
 def load_split(source: str, category: str, split: str) -> list[Sample]:
     """The validated samples of one split, in file/row order (cached per source/category/split)."""
     _check_split(split)
-    return list(_split_cached(_canonical(source), category, split))
+    loaded = _split_cached(_canonical(source), category, split)
+    if not loaded.samples:
+        # Said here rather than left to lm-eval/datasets, whose error for an empty split
+        # ("Keys mismatch ... dataset_info.json") names no file.
+        if loaded.skipped:
+            prefix = f"{loaded.label} "
+            reasons = [r[len(prefix) :] if r.startswith(prefix) else r for r in loaded.skipped]
+            shown = "; ".join(reasons[:_MAX_LISTED_SKIPS])
+            if len(reasons) > _MAX_LISTED_SKIPS:
+                shown += f"; ... and {len(reasons) - _MAX_LISTED_SKIPS} more"
+        else:
+            shown = "the file holds no rows, only blank lines or nothing"
+        raise DataError(
+            f"{loaded.label} has no usable rows ({len(loaded.skipped)} skipped: {shown}); "
+            "every row needs a profile of at least one review whose item is known"
+        )
+    return list(loaded.samples)
 
 
 def load_pool(source: str, category: str) -> DataPool:

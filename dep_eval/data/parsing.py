@@ -26,6 +26,15 @@ from dep_eval.data.records import Item, Review
 logger = logging.getLogger(__name__)
 
 REVIEW_FIELDS = ("asin", "rating", "title", "text", "timestamp")
+RATING_RANGE = (1.0, 5.0)  # Amazon star ratings; the prompts say "out of 5"
+# Arrow stores timestamps as int64 (``loaders.doc_features``): outside it they cannot be stored.
+TIMESTAMP_RANGE = (-(2**63), 2**63 - 1)
+# A review text longer than this is accepted but logged: prompts show only its first
+# ``dep_eval.prompts.MAX_REVIEW_CHARS`` characters, and scoring reads only its first
+# ``dep_eval.metrics.harness.MAX_SCORED_CHARS`` (= this) characters, since METEOR/BERTScore
+# of a megabyte text take minutes. Real reviews stay far below (All_Beauty: at most 5,932).
+LONG_TEXT_CHARS = 20_000
+PROMPT_REVIEW_CHARS = 1500  # = dep_eval.prompts.MAX_REVIEW_CHARS (a test keeps them equal)
 
 
 class DataError(ValueError):
@@ -105,7 +114,25 @@ def as_str(value: Any, where: Where, field_name: str, *, non_empty: bool = False
         raise where.error(field_name, f"expected a string, got {_describe(value)}")
     if non_empty and not value.strip():
         raise where.error(field_name, "must not be empty")
+    check_unicode(value, where, field_name)
     return value
+
+
+def check_unicode(value: str, where: Where, field_name: str) -> None:
+    """JSON may escape a lone UTF-16 surrogate (``"\\ud800"``), which is no character: it
+    cannot be written as UTF-8, so Arrow, tokenizers and the call cache would fail on it
+    later, far from this line."""
+    if value.isascii():
+        return
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise where.error(
+            field_name,
+            f"holds a lone surrogate escape \\u{ord(value[exc.start]):04x} at character "
+            f"{exc.start}, which is not valid Unicode text (a string cut in the middle of a "
+            "surrogate pair?); fix or remove that escape",
+        ) from exc
 
 
 def as_rating(value: Any, where: Where, field_name: str) -> float:
@@ -114,21 +141,43 @@ def as_rating(value: Any, where: Where, field_name: str) -> float:
     rating = float(value)
     if not math.isfinite(rating):
         raise where.error(field_name, f"expected a finite number, got {value!r}")
+    low, high = RATING_RANGE
+    if not low <= rating <= high:
+        raise where.error(
+            field_name, f"rating {value!r} is outside the valid range {low:g}-{high:g} (stars)"
+        )
     return rating
 
 
 def as_timestamp(value: Any, where: Where, field_name: str) -> int:
     if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, bool) or not isinstance(value, int):
+        value = int(value)
+    elif isinstance(value, bool) or not isinstance(value, int):
         raise where.error(field_name, f"expected an integer timestamp, got {_describe(value)}")
+    low, high = TIMESTAMP_RANGE
+    if not low <= value <= high:
+        raise where.error(
+            field_name,
+            f"timestamp {value} does not fit in 64 bits ({low} to {high}); "
+            "use Unix time in seconds or milliseconds",
+        )
     return value
+
+
+def check_text_length(text: str, where: Where, field_name: str) -> None:
+    """Log a review text over ``LONG_TEXT_CHARS``: it is used, but only its head counts."""
+    if len(text) > LONG_TEXT_CHARS:
+        message = (
+            f"review text of {len(text):,} characters (over {LONG_TEXT_CHARS:,}): prompts show "
+            f"its first {PROMPT_REVIEW_CHARS:,} and scoring reads its first {LONG_TEXT_CHARS:,}"
+        )
+        logger.warning("%s", where.error(field_name, message))
 
 
 def parse_review(value: Any, where: Where, prefix: str) -> Review:
     """One review dict -> ``Review``; ``prefix`` is its path in the row, e.g. ``profile[3].``."""
     row = require_dict(value, where, prefix.rstrip(".") or None)
-    return Review(
+    review = Review(
         asin=as_str(get_field(row, "asin", where, prefix), where, prefix + "asin", non_empty=True),
         rating=as_rating(get_field(row, "rating", where, prefix), where, prefix + "rating"),
         title=as_str(get_field(row, "title", where, prefix), where, prefix + "title"),
@@ -137,6 +186,8 @@ def parse_review(value: Any, where: Where, prefix: str) -> Review:
             get_field(row, "timestamp", where, prefix), where, prefix + "timestamp"
         ),
     )
+    check_text_length(review.text, where, prefix + "text")
+    return review
 
 
 def parse_item(value: Any, where: Where) -> Item:
@@ -152,6 +203,8 @@ def parse_item(value: Any, where: Where) -> Item:
             "description",
             f'expected a string ("" if there is none), got {_describe(description)}',
         )
+    else:
+        check_unicode(description, where, "description")
     return Item(asin=asin, title=title, description=description)
 
 

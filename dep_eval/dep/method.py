@@ -16,7 +16,12 @@ from collections.abc import Sequence
 
 import torch
 
-from dep_eval.checkpoint import checkpoint_for_run, identity_fields, load_for_run
+from dep_eval.checkpoint import (
+    check_for_run,
+    checkpoint_for_run,
+    identity_fields,
+    load_for_run,
+)
 from dep_eval.data.pool import DataPool
 from dep_eval.data.records import Sample
 from dep_eval.dep.config import DEPArgs, DEPConfig, DEPTrainArgs
@@ -97,6 +102,11 @@ def load_for_inference(config: DEPArgs, llm: Engine) -> DEPModule:
     )
 
 
+def _check_k(k: int, k_max: int) -> None:
+    if not 0 <= k <= k_max:
+        raise ValueError(f"k={k} is outside 0..{k_max}, the K of this checkpoint")
+
+
 class DEP(TrainableMethod):
     name = "dep"
     Config = DEPArgs
@@ -108,9 +118,7 @@ class DEP(TrainableMethod):
         self.module = load_for_inference(config, llm) if module is None else module
         self.module_config: DEPConfig = self.module.config
         self.config = config = prompt_settings(config, self.module_config)
-        k_max = self.module_config.k
-        if not 0 <= config.k <= k_max:
-            raise ValueError(f"k={config.k} is outside 0..{k_max}, the K of this checkpoint")
+        _check_k(config.k, self.module_config.k)
         # token names come from the checkpoint (the reference's by default): K his and K diff
         # placeholders, whose embeddings the aligned codes replace, and four markers
         tokens = self.module_config.soft_tokens
@@ -125,6 +133,29 @@ class DEP(TrainableMethod):
         )
         self.embedders: dict[tuple[str, str], DifferenceEmbedder] = {}
         self.encoder = None
+
+    @classmethod
+    def check_before_loading(
+        cls, config: DEPArgs, llm_name: str, llm_hidden_size: int | None = None
+    ) -> None:
+        """From the checkpoint's config.json alone, before the LLM and the weights load: no
+        checkpoint, a wrong format, ``k`` beyond its K, another encoder or hidden size."""
+        folder = checkpoint_for_run(config.checkpoint, SHIPPED_CHECKPOINT, llm_name)
+        if folder is None and config.allow_untrained:
+            if config.k is not None:  # None: the checkpoint's own
+                _check_k(config.k, DEPConfig().k)
+            return
+        module_config = check_for_run(
+            DEPModule,
+            config.checkpoint,
+            method="dep",
+            shipped=SHIPPED_CHECKPOINT,
+            llm_name=llm_name,
+            llm_hidden_size=llm_hidden_size,
+            encoder=config.encoder,
+        )
+        if config.k is not None:
+            _check_k(config.k, module_config.k)
 
     @classmethod
     def for_training(

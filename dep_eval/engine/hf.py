@@ -91,6 +91,8 @@ class HFEngine(Engine):
         batch_size: int = 1,
         progress: str | None = None,
     ) -> list[Generation]:
+        if batch_size < 1:
+            raise ValueError(f"batch_size={batch_size}: must be at least 1")
         token_ids = [self.tokenize(prompt) for prompt in prompts]
         order = sorted(range(len(prompts)), key=lambda i: -len(token_ids[i]))  # fewer pads
         results: list[Generation | None] = [None] * len(prompts)
@@ -120,6 +122,11 @@ class HFEngine(Engine):
     ) -> tuple[list[str], list[int]]:
         budget = max(max_new_tokens)
         limit = self.max_length - budget
+        if limit < 1:
+            raise ValueError(
+                f"max_length={self.max_length} leaves no room for a prompt with {budget} new "
+                "tokens: raise max_length or lower max_gen_toks"
+            )
         if any(len(ids) > limit for ids in token_ids):
             logger.warning("A prompt is longer than %d tokens: keeping its last %d", limit, limit)
             token_ids = [ids[-limit:] for ids in token_ids]

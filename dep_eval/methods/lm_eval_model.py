@@ -5,10 +5,16 @@ document (``Instance.doc``). This adapter turns documents into ``Sample``s, sets
 once per data pool, drives every document's plan in lock-step (batching the auxiliary calls
 of all documents together), generates the final texts with per-document seeds, and records
 each document's cost for the task's ``process_results``.
+
+What can be wrong with a run is refused before the LLM loads (minutes for a 7B model): the
+model arguments and the method's checkpoint config in ``__init__``, and the data because the
+engine is loaded lazily, on first use: lm-eval builds the model first and its tasks (which
+load and validate the data) second, so a bad data file now costs seconds.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from typing import Any, ClassVar
@@ -20,7 +26,17 @@ from dep_eval import costs
 from dep_eval.call_cache import CallCache, call_key
 from dep_eval.data.pool import DataPool
 from dep_eval.data.records import Sample
-from dep_eval.engine import Generation, GenerationSettings, Prompt, load_engine, seed_for
+from dep_eval.engine import (
+    BACKENDS,
+    EMBEDDED_LLM,
+    Engine,
+    Generation,
+    GenerationSettings,
+    Prompt,
+    load_engine,
+    loading,
+    seed_for,
+)
 from dep_eval.methods.base import PersonalizationMethod, Plan, parse_config
 
 logger = logging.getLogger(__name__)
@@ -48,34 +64,68 @@ class PersonalizedLM(LM):
         if str(batch_size).startswith("auto"):
             logger.warning("batch_size=auto is not supported: using 8")
             batch_size = 8
-        self.batch_size = int(batch_size)
-        self.llm = load_engine(
-            backend,
-            pretrained=pretrained,
-            device=device,
-            dtype=dtype,
-            trust_remote_code=str(trust_remote_code).lower() in {"true", "1"},
-            max_length=int(max_length) if max_length else None,
+        self.batch_size = _positive_int("batch_size", batch_size)
+        self.max_length = (
+            _positive_int("max_length", max_length) if max_length not in (None, "") else None
         )
-        self.method = self.method_class(config, self.llm)
+        if backend not in BACKENDS:
+            raise ValueError(f"backend={backend!r}: expected one of {', '.join(BACKENDS)}")
+        loading.check_pretrained(pretrained)
+        self.method_class.check_before_loading(
+            config, pretrained or EMBEDDED_LLM, loading.peek_hidden_size(pretrained)
+        )
+        self._config = config
+        self._engine_options: dict[str, Any] = {
+            "pretrained": pretrained,
+            "device": device,
+            "dtype": dtype,
+            "trust_remote_code": str(trust_remote_code).lower() in {"true", "1"},
+            "max_length": self.max_length,
+        }
+        self._backend = backend
         self._pools: dict[tuple[str, str], DataPool] = {}
         self.call_cache: CallCache | None = None
+
+    @functools.cached_property
+    def llm(self) -> Engine:
+        """The engine, loaded on first use (see the module docstring)."""
+        return load_engine(self._backend, **self._engine_options)
+
+    @functools.cached_property
+    def method(self) -> PersonalizationMethod:
+        return self.method_class(self._config, self.llm)
+
+    def check_lengths(self, settings: GenerationSettings) -> None:
+        """A context of ``max_length`` tokens must leave room for a prompt after the new
+        tokens; otherwise every prompt would be cut to nothing (or to a negative length)."""
+        if settings.max_new_tokens < 1:
+            raise ValueError(f"max_gen_toks={settings.max_new_tokens}: must be at least 1")
+        limit = self.max_length or self.llm.max_length
+        if settings.max_new_tokens >= limit:
+            raise ValueError(
+                f"max_length={limit} leaves no room for a prompt with max_gen_toks="
+                f"{settings.max_new_tokens}: raise max_length (--model_args) or lower "
+                "max_gen_toks (--gen_kwargs)"
+            )
 
     def pool_for(self, sample: Sample) -> DataPool:
         key = (sample.source, sample.category)
         if key not in self._pools:
             from dep_eval.data.loaders import load_pool
 
+            method = self.method  # loads the engine on first use: not a cost of the data set
             started = time.perf_counter()
             pool = load_pool(sample.source, sample.category)
-            self.method.setup(pool)
-            costs.record_setup(self.method.name, time.perf_counter() - started)
+            method.setup(pool)
+            costs.record_setup(method.name, time.perf_counter() - started)
             self._pools[key] = pool
         return self._pools[key]
 
     def generate_until(self, requests: list[Any], disable_tqdm: bool = False) -> list[str]:
         samples = [Sample.from_doc(request.doc) for request in requests]
         settings = [generation_settings(request.args[1]) for request in requests]
+        for setting in dict.fromkeys(settings):
+            self.check_lengths(setting)
         outputs: list[str] = [""] * len(requests)
         # Documents with equal settings are generated together (normally: all of them).
         for setting in dict.fromkeys(settings):
@@ -190,12 +240,22 @@ class PersonalizedLM(LM):
 
     def loglikelihood(self, requests: list[Any], disable_tqdm: bool = False) -> list[Any]:
         raise NotImplementedError(
-            f"{self.method.name} is a generation method; use it with generate_until tasks such "
+            f"{self.method_class.name} is a generation method; use it with generate_until tasks "
+            "such "
             "as amazon_review_personalized"
         )
 
     def loglikelihood_rolling(self, requests: list[Any], disable_tqdm: bool = False) -> list[Any]:
         return self.loglikelihood(requests)
+
+
+def _positive_int(name: str, value: Any) -> int:
+    """lm-eval passes model arguments as strings or numbers; 0 and -1 would otherwise
+    surface as ``range() arg 3 must not be zero`` or as no generations at all."""
+    text = str(value).strip()
+    if not text.isdigit() or int(text) < 1:
+        raise ValueError(f"{name}={value!r}: must be a whole number of at least 1")
+    return int(text)
 
 
 def generation_settings(gen_kwargs: dict[str, Any]) -> GenerationSettings:

@@ -39,6 +39,10 @@ Names that may be absent:
   ``seconds_per_sample``) come from ``dep_eval.costs``, which this project's models fill
   while generating. For other models (e.g. lm-eval's ``hf``) nothing was recorded, and the
   cost names are left out rather than reported as zeros or NaN.
+Scored length: prediction and reference are each clipped to their first ``MAX_SCORED_CHARS``
+characters before scoring (``dep_eval.data.parsing.LONG_TEXT_CHARS``, far above any real
+review; the loader logs every longer text with its line). Without a cap one pasted megabyte
+takes METEOR and BERTScore over a minute for a single document.
 """
 
 from __future__ import annotations
@@ -52,11 +56,13 @@ from typing import Any
 import numpy as np
 
 from dep_eval import costs
+from dep_eval.data.parsing import LONG_TEXT_CHARS
 from dep_eval.data.records import Sample
 from dep_eval.metrics import bertscore, lexical, uncertainty
 
 logger = logging.getLogger(__name__)
 
+MAX_SCORED_CHARS = LONG_TEXT_CHARS
 TEXT_METRICS = ("rouge1", "rougeL", "meteor", "bleu")
 LC = "_lc"  # suffix of the length-controlled variants
 BERTSCORE_METRICS = ("bertscore_f1", "bertscore_minilm_f1")
@@ -125,7 +131,8 @@ def length_values(prediction: str, reference: str) -> dict[str, Any]:
 
 def process_results(doc: dict[str, Any], results: Sequence[Any]) -> dict[str, Any]:
     """Per-document values for every metric; see the module docstring."""
-    prediction, reference = prediction_text(results), reference_text(doc)
+    prediction = prediction_text(results)[:MAX_SCORED_CHARS]
+    reference = reference_text(doc)[:MAX_SCORED_CHARS]
     scores = document_scores(prediction, reference)
     name = bertscore.metric_name()
     if name is not None:
