@@ -29,6 +29,18 @@ from pathlib import Path
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 AGREE_AT = (1, 4, 8, 16, 32)
 
+# For the paper-scale projection (published by vLLM, not measured here): its performance
+# benchmark's offline throughput test, Llama-3.1-8B, tensor_parallel_size=1, one H200, 200
+# ShareGPT prompts (https://buildkite.com/vllm/performance-benchmark/builds/9515), and the mean
+# ShareGPT request of vLLM's own benchmarks, 202 prompt + 179 generated tokens
+# (https://blog.vllm.ai/2024/09/05/perf-update.html).
+PUBLISHED_REQUESTS_PER_SECOND = 22.57
+PUBLISHED_TOKENS_PER_REQUEST = 202 + 179
+PAPER_USERS = 4000
+# LLM calls per user of each method at k=8 (README, Methods; PAG's summary is one call per user)
+CALLS_PER_USER = {"nonperso": 1, "rag": 1, "pag": 2, "dpl": 10, "pplug": 1, "dep": 1}
+MAX_GEN_TOKS = 256  # the task's cap
+
 
 def one_backend(backend: str, data_dir: str, n: int, tokens: int, batches: list[int]) -> dict:
     """Runs in its own process: every measurement of one backend."""
@@ -100,7 +112,7 @@ def agreement(hf: dict, vllm: dict) -> dict:
     for doc, (a, b), text_a, text_b in zip(
         hf["documents"], pairs, hf["greedy_dep_texts"], vllm["greedy_dep_texts"], strict=True
     ):
-        at = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), None)
+        at = next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), None)
         if at is None and len(a) != len(b):
             at = min(len(a), len(b))
         divergences.append(
@@ -138,7 +150,9 @@ def write(runs: dict, agree: dict, command: str, load: str, tokens: int) -> None
     speedups = []
     for method in ("dep", "rag"):
         for batch in sorted({r["batch_size"] for r in rows}):
-            pick = {r["backend"]: r for r in rows if r["method"] == method and r["batch_size"] == batch}
+            pick = {
+                r["backend"]: r for r in rows if r["method"] == method and r["batch_size"] == batch
+            }
             if {"hf", "vllm"} <= set(pick):
                 ratio = pick["vllm"]["samples_per_second"] / pick["hf"]["samples_per_second"]
                 speedups.append(f"{method} batch {batch}: {ratio:.2f}x")
@@ -159,7 +173,39 @@ def write(runs: dict, agree: dict, command: str, load: str, tokens: int) -> None
         hf_text = d["hf"].replace("|", "/").replace("\n", " ")
         vllm_text = d["vllm"].replace("|", "/").replace("\n", " ")
         lines.append(f"| {d['document']} | {at} | {hf_text} | {vllm_text} |")
+    lines += ["", *projection(rows)]
     (RESULTS / "bench_backends.md").write_text("\n".join(lines) + "\n")
+
+
+def projection(rows: list[dict]) -> list[str]:
+    """PROJECTION, not a measurement: the paper-scale run from vLLM's published GPU figure."""
+    calls = PAPER_USERS * sum(CALLS_PER_USER.values())
+    prompt = max(r["prompt_tokens_mean"] for r in rows if r["method"] == "rag")
+    per_call = prompt + MAX_GEN_TOKS
+    rate = PUBLISHED_REQUESTS_PER_SECOND * PUBLISHED_TOKENS_PER_REQUEST / per_call
+    hours = calls / rate / 3600
+    return [
+        "## PROJECTION (not measured): the paper-scale run on GPUs",
+        "",
+        f"Workload: {PAPER_USERS:,} test users x every method at k=8 = {calls:,} LLM calls "
+        f"({', '.join(f'{m} {n}' for m, n in CALLS_PER_USER.items())} per user). Per call, "
+        f"the RAG prompt length measured above ({prompt} tokens, the longest of the measured "
+        f"prompts) plus the task's cap of {MAX_GEN_TOKS} new tokens: {per_call} tokens.",
+        "",
+        f"vLLM's published offline throughput for Llama-3.1-8B on one H200 is "
+        f"{PUBLISHED_REQUESTS_PER_SECOND} requests/s on ShareGPT requests of about "
+        f"{PUBLISHED_TOKENS_PER_REQUEST} tokens (sources in benchmarks/bench_backends.py). "
+        f"Scaled by tokens per request, that is {rate:.1f} calls/s, so about {hours:.1f} h on "
+        f"one GPU and {hours * 60 / 8:.0f} min on 8 GPUs with data_parallel_size=8 (replicas "
+        "do not share work, so the scaling is linear up to the slowest share).",
+        "",
+        "Assumptions that move this figure: Qwen2.5-7B is taken to cost what Llama-3.1-8B "
+        "costs; an H100 is slower than an H200 and an A100 about half an H100; scaling by "
+        "total tokens overstates the cost of prefill (cheaper per token than decoding on a "
+        "GPU), so the time is more likely an upper bound; DEP's encoder and module, and "
+        "DPL's clustering, run outside vLLM and are not included. Nothing of this was run on "
+        "a GPU here.",
+    ]
 
 
 def main() -> None:
@@ -172,7 +218,21 @@ def main() -> None:
     parser.add_argument("--batches", default="1,8")
     parser.add_argument("--backends", default="hf,vllm")
     parser.add_argument("--one", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--rewrite", action="store_true", help="rebuild the .md from results/bench_backends.json"
+    )
     args = parser.parse_args()
+    if args.rewrite:
+        payload = json.loads((RESULTS / "bench_backends.json").read_text())
+        write(
+            payload["runs"],
+            payload["agreement"],
+            payload["command"],
+            payload["load_average"],
+            payload["runs"]["hf"]["speed"][0]["generated_tokens"]
+            // payload["runs"]["hf"]["speed"][0]["samples"],
+        )
+        return
     data_dir = str(Path(args.data_dir).resolve())
     batches = [int(b) for b in args.batches.split(",")]
     if args.one:
