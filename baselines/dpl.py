@@ -48,7 +48,7 @@ import numpy as np
 
 from dep_eval.data.pool import DataPool
 from dep_eval.data.records import Review, Sample
-from dep_eval.llm import Prompt
+from dep_eval.engine import Prompt
 from dep_eval.methods.base import MethodConfig, PersonalizationMethod, Plan
 from dep_eval.methods.lm_eval_model import lm_eval_model_for
 from dep_eval.prompts import (

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dep_eval.data.pool import DataPool
 from dep_eval.data.records import Sample
-from dep_eval.llm import Prompt
+from dep_eval.engine import Prompt
 from dep_eval.methods.base import PersonalizationMethod
 from dep_eval.methods.lm_eval_model import lm_eval_model_for
 from dep_eval.prompts import review_messages

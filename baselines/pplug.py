@@ -32,7 +32,7 @@ from dep_eval.dep.checkpoint import identity_fields, load_checkpoint
 from dep_eval.dep.encoder import DEFAULT_ENCODER_DIM, DEFAULT_ENCODER_NAME
 from dep_eval.dep.method import SHIPPED_CHECKPOINT as DEP_SHIPPED_CHECKPOINT
 from dep_eval.dep.module import DEFAULT_LLM_HIDDEN_SIZE, DEFAULT_LLM_NAME
-from dep_eval.llm import EMBEDDED_LLM, CausalLM, Prompt
+from dep_eval.engine import EMBEDDED_LLM, Engine, Prompt
 from dep_eval.methods.base import MethodConfig, PersonalizationMethod, TrainingBatch
 from dep_eval.methods.lm_eval_model import lm_eval_model_for
 from dep_eval.prompts import MAX_DESCRIPTION_CHARS, SYSTEM, review_messages
@@ -123,7 +123,7 @@ class PPlug(PersonalizationMethod):
     Config = PPlugConfig
     config: PPlugConfig
 
-    def __init__(self, config: PPlugConfig, llm: CausalLM, module: PPlugModule | None = None):
+    def __init__(self, config: PPlugConfig, llm: Engine, module: PPlugModule | None = None):
         super().__init__(config, llm)
         self.module = self._load(config, llm) if module is None else module
         tokens = self.module.config.soft_tokens
@@ -132,7 +132,7 @@ class PPlug(PersonalizationMethod):
         self.encoder: Any = None
 
     @staticmethod
-    def _load(config: PPlugConfig, llm: CausalLM) -> PPlugModule:
+    def _load(config: PPlugConfig, llm: Engine) -> PPlugModule:
         folder = config.checkpoint
         if folder is None and llm.name == EMBEDDED_LLM and SHIPPED_CHECKPOINT.is_dir():
             folder = str(SHIPPED_CHECKPOINT)
@@ -152,7 +152,7 @@ class PPlug(PersonalizationMethod):
         )
 
     @classmethod
-    def for_training(cls, config: TrainConfig, llm: CausalLM) -> PPlug:
+    def for_training(cls, config: TrainConfig, llm: Engine) -> PPlug:
         from dep_eval.dep.encoder import CachedEncoder
 
         encoder = CachedEncoder(config.encoder)

@@ -14,7 +14,7 @@ from rank_bm25 import BM25Okapi
 
 from dep_eval.data.pool import DataPool
 from dep_eval.data.records import Review, Sample
-from dep_eval.llm import CausalLM, Prompt
+from dep_eval.engine import Engine, Prompt
 from dep_eval.methods.base import MethodConfig, PersonalizationMethod
 from dep_eval.methods.lm_eval_model import lm_eval_model_for
 from dep_eval.prompts import fit_prompt, review_messages
@@ -51,7 +51,7 @@ class RagConfig(MethodConfig):
 
 
 def rag_prompt(
-    llm: CausalLM,
+    llm: Engine,
     sample: Sample,
     pool: DataPool,
     past: Sequence[Review],

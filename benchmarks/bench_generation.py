@@ -50,7 +50,7 @@ def one_configuration(method: str, batch_size: int, data_dir: str, n: int, token
     import torch
 
     from dep_eval.data.loaders import load_split, local_source
-    from dep_eval.llm import GenerationSettings
+    from dep_eval.engine import GenerationSettings
 
     torch.manual_seed(0)
     samples = load_split(local_source(data_dir), "All_Beauty", "test")[:n]
@@ -76,7 +76,7 @@ def one_configuration(method: str, batch_size: int, data_dir: str, n: int, token
 def slot_overhead(data_dir: str, n: int, tokens: int, batch_size: int) -> dict:
     """DEP prompts with their slot vectors vs the same prompts without the slot markup."""
     from dep_eval.data.loaders import load_split, local_source
-    from dep_eval.llm import GenerationSettings, Prompt, seed_for
+    from dep_eval.engine import GenerationSettings, Prompt, seed_for
 
     samples = load_split(local_source(data_dir), "All_Beauty", "test")[:n]
     lm = make_lm("dep", batch_size)

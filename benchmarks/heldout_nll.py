@@ -55,21 +55,15 @@ def make_lm(spec: str):  # noqa: ANN201
 
 def target_nll(lm, samples, pool, max_target_tokens: int) -> list[tuple[float, int]]:  # noqa: ANN001
     """(summed NLL in nats, token count) of each sample's target under the method's prompt."""
-    from dep_eval.train.trainer import target_lm_loss
-
     llm = lm.llm
     tokenizer = llm.tokenizer
     out = []
     for sample in tqdm(samples, desc=lm.method.name, leave=False):
         with torch.no_grad():
             prompt = lm.method.build_prompt(sample, pool)
-            prompt_ids = llm.tokenize(prompt)
             target = tokenizer(sample.target.text, add_special_tokens=False)["input_ids"]
             target = target[:max_target_tokens] + [tokenizer.eos_token_id]
-            ids = torch.tensor([prompt_ids + target], device=llm.device)
-            labels = torch.tensor([[-100] * len(prompt_ids) + target], device=llm.device)
-            embeds = llm.embed(ids, [prompt.soft_vectors])
-            mean = target_lm_loss(llm, embeds, torch.ones_like(ids), labels)
+            mean = llm.target_loss([prompt], [target])
         out.append((float(mean) * len(target), len(target)))
     return out
 

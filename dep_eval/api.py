@@ -45,14 +45,14 @@ from __future__ import annotations
 from dep_eval.baselines.rag import retrieve
 from dep_eval.data.pool import DataPool
 from dep_eval.data.records import Item, Review, Sample
-from dep_eval.llm import CausalLM, Prompt
+from dep_eval.engine import Engine, Prompt
 from dep_eval.methods.base import MethodConfig, PersonalizationMethod, Plan
 from dep_eval.methods.lm_eval_model import PersonalizedLM, lm_eval_model_for
 from dep_eval.prompts import SYSTEM, fit_prompt, item_lines, past_review_block, review_messages
 
 __all__ = [
     "SYSTEM",
-    "CausalLM",
+    "Engine",
     "DataPool",
     "Item",
     "MethodConfig",

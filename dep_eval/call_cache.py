@@ -16,7 +16,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from dep_eval.cache import cache_dir
-from dep_eval.llm import Generation, GenerationSettings
+from dep_eval.engine import Generation, GenerationSettings
 
 logger = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 
 from dep_eval.data.pool import DataPool
 from dep_eval.data.records import Review, Sample
-from dep_eval.llm import CausalLM, Prompt
+from dep_eval.engine import Engine, Prompt
 
 MAX_DESCRIPTION_CHARS = 1000  # hub descriptions can run to pages; the gist is at the start
 MAX_REVIEW_CHARS = 1500
@@ -85,9 +85,7 @@ def review_messages(
     return [{"role": "system", "content": system}, {"role": "user", "content": "\n\n".join(parts)}]
 
 
-def fit_prompt(
-    llm: CausalLM, build: Callable[[int], Prompt], count: int, max_tokens: int
-) -> Prompt:
+def fit_prompt(llm: Engine, build: Callable[[int], Prompt], count: int, max_tokens: int) -> Prompt:
     """``build(n)`` with the largest n <= count whose prompt fits in ``max_tokens``.
 
     The reference drops reviews from the prompt when it is too long (3,072 tokens); the

@@ -30,6 +30,6 @@ def beauty_dir(shared_data_dir: Path) -> Path:
 @pytest.fixture(scope="session")
 def llm():
     """The embedded SmolLM2-135M-Instruct, loaded once for the whole session."""
-    from dep_eval.llm import CausalLM
+    from dep_eval.engine.hf import HFEngine
 
-    return CausalLM(device="cpu")
+    return HFEngine(device="cpu")

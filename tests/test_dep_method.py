@@ -124,7 +124,7 @@ def test_slots_follow_the_reviews_with_peers_and_carry_vectors(llm, pool: DataPo
     text = llm.render(prompt)
     assert "Product D" not in text  # aligned slots: the texts shown are the slotted reviews
     ids = torch.tensor([llm.tokenize(prompt)])
-    llm.embed(ids, [prompt.soft_vectors])  # every placeholder gets exactly one vector
+    llm.tokens.embed(ids, [prompt.soft_vectors])  # every placeholder gets exactly one vector
 
 
 @pytest.mark.parametrize(

@@ -33,7 +33,7 @@ from dep_eval import costs
 from dep_eval.call_cache import CallCache
 from dep_eval.data.pool import DataPool
 from dep_eval.data.records import Item, Review, Sample
-from dep_eval.llm import Generation, GenerationSettings, Prompt
+from dep_eval.engine import Generation, GenerationSettings, Prompt
 from dep_eval.methods.base import PersonalizationMethod, parse_config
 from dep_eval.methods.lm_eval_model import PersonalizedLM, lm_eval_model_for
 

@@ -9,7 +9,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from dep_eval.train.trainer import TrainConfig, Trainer, select_rows, target_lm_loss
+from dep_eval.engine import Prompt
+from dep_eval.train.trainer import TrainConfig, Trainer, select_rows
 
 
 def tiny_config(data_dir: Path, output: Path, **overrides: object) -> TrainConfig:
@@ -110,9 +111,22 @@ def test_target_only_lm_loss_equals_the_models_own_loss(beauty_dir: Path, tmp_pa
     ids = torch.tensor([[5, 6, 7, 8, 9, 10], [11, 12, 13, 14, 0, 0]])
     mask = torch.tensor([[1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 0, 0]])
     labels = torch.tensor([[-100, -100, -100, 8, 9, 10], [-100, -100, 13, 14, -100, -100]])
-    embeds = llm.embed(ids, [None, None])
+    embeds = llm.tokens.embed(ids, [None, None])
     expected = llm.model(inputs_embeds=embeds, attention_mask=mask, labels=labels).loss
-    torch.testing.assert_close(target_lm_loss(llm, embeds, mask, labels), expected)
+    torch.testing.assert_close(llm.lm_loss(embeds, mask, labels), expected)
+
+
+def test_a_padded_training_batch_gives_each_rows_own_loss(beauty_dir: Path, tmp_path: Path) -> None:
+    # the trainer's forward pads on the left like generation: padding must change nothing
+    llm = Trainer(tiny_config(beauty_dir, tmp_path / "run")).llm
+    prompts = [
+        Prompt([{"role": "user", "content": "Review a lipstick."}]),
+        Prompt([{"role": "user", "content": "Review a very long list of shampoos and soaps."}]),
+    ]
+    targets = [[5, 6, 7, 8], [9, 10]]
+    alone = [llm.target_loss([p], [t]) for p, t in zip(prompts, targets, strict=True)]
+    weighted = (alone[0] * 4 + alone[1] * 2) / 6
+    torch.testing.assert_close(llm.target_loss(prompts, targets), weighted, atol=1e-4, rtol=1e-4)
 
 
 def test_an_unknown_method_cannot_be_trained(beauty_dir: Path, tmp_path: Path) -> None:

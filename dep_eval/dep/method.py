@@ -23,7 +23,7 @@ from dep_eval.data.records import Sample
 from dep_eval.dep.checkpoint import identity_fields, load_checkpoint
 from dep_eval.dep.embeddings import DEPInputs, DifferenceEmbedder
 from dep_eval.dep.module import DEPConfig, DEPModule, DEPOutput
-from dep_eval.llm import EMBEDDED_LLM, CausalLM, Prompt
+from dep_eval.engine import EMBEDDED_LLM, Engine, Prompt
 from dep_eval.methods.base import MethodConfig, PersonalizationMethod, TrainingBatch
 from dep_eval.methods.lm_eval_model import lm_eval_model_for
 from dep_eval.prompts import SYSTEM, fit_prompt, review_messages
@@ -46,7 +46,7 @@ MARKER_TEXTS = (" <his>", " </his>", " <diff>", " </diff>")
 SHIPPED_CHECKPOINT = Path(__file__).resolve().parent.parent / "checkpoints" / "dep-smollm2-minilm"
 
 
-def load_for_inference(config: DEPConfigArgs, llm: CausalLM) -> DEPModule:
+def load_for_inference(config: DEPConfigArgs, llm: Engine) -> DEPModule:
     """The DEP module a run asked for, checked against the LLM and encoder it will meet."""
     folder = config.checkpoint
     if (
@@ -109,7 +109,7 @@ class DEP(PersonalizationMethod):
     Config = DEPConfigArgs
     config: DEPConfigArgs
 
-    def __init__(self, config: DEPConfigArgs, llm: CausalLM, module: torch.nn.Module | None = None):
+    def __init__(self, config: DEPConfigArgs, llm: Engine, module: torch.nn.Module | None = None):
         super().__init__(config, llm)
         self.module = load_for_inference(config, llm) if module is None else module
         self.module_config: DEPConfig = self.module.config
@@ -132,7 +132,7 @@ class DEP(PersonalizationMethod):
         self.encoder = None
 
     @classmethod
-    def for_training(cls, config: TrainConfig, llm: CausalLM) -> DEP:
+    def for_training(cls, config: TrainConfig, llm: Engine) -> DEP:
         """DEP around a fresh module, for ``dep_eval.train``."""
         from dep_eval.dep.encoder import CachedEncoder
 

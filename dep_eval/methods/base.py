@@ -11,7 +11,7 @@ A method turns a ``Sample`` (user, profile, target item, given rating and title)
   auxiliary calls of all documents are batched together;
 - ``Prompt.soft_vectors``: vectors that replace the input embeddings of placeholder tokens
   (DEP's his/diff slots, PPlug's persona token) registered with
-  ``CausalLM.add_placeholder_tokens``.
+  ``Engine.add_placeholder_tokens``.
 
 Each method has a ``Config`` dataclass; its fields are the method's ``--model_args``.
 """
@@ -26,7 +26,7 @@ from typing import Any, ClassVar
 
 from dep_eval.data.pool import DataPool
 from dep_eval.data.records import Sample
-from dep_eval.llm import CausalLM, Prompt
+from dep_eval.engine import Engine, Prompt
 
 Plan = Generator[list[Prompt], list[str], Prompt]
 
@@ -49,7 +49,7 @@ class PersonalizationMethod:
     name: ClassVar[str]
     Config: ClassVar[type[MethodConfig]] = MethodConfig
 
-    def __init__(self, config: MethodConfig, llm: CausalLM) -> None:
+    def __init__(self, config: MethodConfig, llm: Engine) -> None:
         self.config = config
         self.llm = llm
 

@@ -20,7 +20,7 @@ from dep_eval import costs
 from dep_eval.call_cache import CallCache, call_key
 from dep_eval.data.pool import DataPool
 from dep_eval.data.records import Sample
-from dep_eval.llm import CausalLM, Generation, GenerationSettings, Prompt, seed_for
+from dep_eval.engine import Generation, GenerationSettings, Prompt, load_engine, seed_for
 from dep_eval.methods.base import PersonalizationMethod, Plan, parse_config
 
 logger = logging.getLogger(__name__)
@@ -33,6 +33,7 @@ class PersonalizedLM(LM):
 
     def __init__(
         self,
+        backend: str = "hf",
         pretrained: str | None = None,
         device: str | None = None,
         dtype: str = "auto",
@@ -48,7 +49,8 @@ class PersonalizedLM(LM):
             logger.warning("batch_size=auto is not supported: using 8")
             batch_size = 8
         self.batch_size = int(batch_size)
-        self.llm = CausalLM(
+        self.llm = load_engine(
+            backend,
             pretrained=pretrained,
             device=device,
             dtype=dtype,
@@ -73,7 +75,7 @@ class PersonalizedLM(LM):
 
     def generate_until(self, requests: list[Any], disable_tqdm: bool = False) -> list[str]:
         samples = [Sample.from_doc(request.doc) for request in requests]
-        settings = [GenerationSettings.from_lm_eval(request.args[1]) for request in requests]
+        settings = [generation_settings(request.args[1]) for request in requests]
         outputs: list[str] = [""] * len(requests)
         # Documents with equal settings are generated together (normally: all of them).
         for setting in dict.fromkeys(settings):
@@ -194,6 +196,24 @@ class PersonalizedLM(LM):
 
     def loglikelihood_rolling(self, requests: list[Any], disable_tqdm: bool = False) -> list[Any]:
         return self.loglikelihood(requests)
+
+
+def generation_settings(gen_kwargs: dict[str, Any]) -> GenerationSettings:
+    """lm-eval's ``gen_kwargs`` (``max_gen_toks``, ``until``, ...) as engine settings."""
+    kwargs = dict(gen_kwargs)
+    until = kwargs.pop("until", ())
+    until = (until,) if isinstance(until, str) else tuple(until or ())
+    settings = GenerationSettings(
+        max_new_tokens=int(kwargs.pop("max_gen_toks", kwargs.pop("max_new_tokens", 256))),
+        do_sample=str(kwargs.pop("do_sample", True)).lower() not in {"false", "0"},
+        temperature=float(kwargs.pop("temperature", 0.8)),
+        top_p=float(kwargs.pop("top_p", 0.95)),
+        seed=int(kwargs.pop("seed", 1234)),
+        until=until,
+    )
+    if kwargs:
+        logger.warning("Ignoring generation arguments this engine does not use: %s", kwargs)
+    return settings
 
 
 def lm_eval_model_for(method_class: type[PersonalizationMethod]) -> type[PersonalizedLM]:

