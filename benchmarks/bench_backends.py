@@ -45,6 +45,7 @@ MAX_GEN_TOKS = 256  # the task's cap
 def one_backend(backend: str, data_dir: str, n: int, tokens: int, batches: list[int]) -> dict:
     """Runs in its own process: every measurement of one backend."""
     from dep_eval.baselines.rag import Rag, RagConfig
+
     from dep_eval.data.loaders import load_pool, load_split, local_source
     from dep_eval.dep.method import DEP, DEPConfigArgs
     from dep_eval.engine import GenerationSettings, load_engine, seed_for

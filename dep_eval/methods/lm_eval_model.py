@@ -44,6 +44,7 @@ class PersonalizedLM(LM):
         **method_args: Any,
     ) -> None:
         super().__init__()
+        engine_args = _engine_args(backend, method_args)
         config = parse_config(self.method_class.Config, method_args)
         if str(batch_size).startswith("auto"):
             logger.warning("batch_size=auto is not supported: using 8")
@@ -56,7 +57,9 @@ class PersonalizedLM(LM):
             dtype=dtype,
             trust_remote_code=str(trust_remote_code).lower() in {"true", "1"},
             max_length=int(max_length) if max_length else None,
+            **engine_args,
         )
+        self.backend = backend
         self.method = self.method_class(config, self.llm)
         self._pools: dict[tuple[str, str], DataPool] = {}
         self.call_cache: CallCache | None = None
@@ -131,7 +134,9 @@ class PersonalizedLM(LM):
         document asks it. New answers are saved batch by batch: an interrupted run resumes.
         """
         if self.call_cache is None:
-            self.call_cache = CallCache(self.llm.name)
+            # one cache per backend: the two engines may word an answer differently
+            suffix = "" if self.backend == "hf" else f" ({self.backend})"
+            self.call_cache = CallCache(self.llm.name + suffix)
         keys, seeds = [], []
         for prompt in prompts:
             rendered = self.llm.render(prompt)
@@ -196,6 +201,15 @@ class PersonalizedLM(LM):
 
     def loglikelihood_rolling(self, requests: list[Any], disable_tqdm: bool = False) -> list[Any]:
         return self.loglikelihood(requests)
+
+
+def _engine_args(backend: str, method_args: dict[str, Any]) -> dict[str, Any]:
+    """vLLM's own ``--model_args`` (``tensor_parallel_size``, ...), taken out of the method's."""
+    if backend != "vllm":
+        return {}
+    from dep_eval.engine.vllm import VLLM_ARGS  # no vllm import: that waits for the engine
+
+    return {name: method_args.pop(name) for name in VLLM_ARGS if name in method_args}
 
 
 def generation_settings(gen_kwargs: dict[str, Any]) -> GenerationSettings:
