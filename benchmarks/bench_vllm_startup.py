@@ -164,10 +164,7 @@ def main() -> None:
         print(json.dumps(child(args.child, args.model)), flush=True)
         return
     if args.model is None:
-        try:
-            from dep_eval.engine.loading import embedded_llm_path
-        except ImportError:  # before the engine split
-            from dep_eval.llm import embedded_llm_path
+        from dep_eval.engine.loading import embedded_llm_path
 
         args.model = str(embedded_llm_path())
     load = " ".join(f"{x:.1f}" for x in os.getloadavg())
