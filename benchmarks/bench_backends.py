@@ -47,7 +47,8 @@ def one_backend(backend: str, data_dir: str, n: int, tokens: int, batches: list[
     from dep_eval.baselines.rag import Rag, RagConfig
 
     from dep_eval.data.loaders import load_pool, load_split, local_source
-    from dep_eval.dep.method import DEP, DEPConfigArgs
+    from dep_eval.dep.config import DEPArgs
+    from dep_eval.dep.method import DEP
     from dep_eval.engine import GenerationSettings, load_engine, seed_for
 
     samples = load_split(local_source(data_dir), "All_Beauty", "test")[:n]
@@ -55,7 +56,7 @@ def one_backend(backend: str, data_dir: str, n: int, tokens: int, batches: list[
     engine = load_engine(backend, device="cpu")
     startup = time.perf_counter() - started
     pool = load_pool(samples[0].source, samples[0].category)
-    methods = {"dep": DEP(DEPConfigArgs(with_text=False), engine), "rag": Rag(RagConfig(), engine)}
+    methods = {"dep": DEP(DEPArgs(with_text=False), engine), "rag": Rag(RagConfig(), engine)}
     prompts = {}
     for name, method in methods.items():
         method.setup(pool)

@@ -115,14 +115,15 @@ def test_a_missing_soft_vector_is_refused(engine) -> None:
 def test_dep_prompts_generate_and_agree_with_the_hf_engine(engine, beauty_dir) -> None:
     """Greedy DEP prompts (soft slots, shipped checkpoint): vLLM vs the HF engine."""
     from dep_eval.data.loaders import load_pool, load_split, local_source
-    from dep_eval.dep.method import DEP, DEPConfigArgs
+    from dep_eval.dep.config import DEPArgs
+    from dep_eval.dep.method import DEP
     from dep_eval.engine.hf import HFEngine
 
     samples = load_split(local_source(str(beauty_dir)), "All_Beauty", "test")[:4]
     hf = HFEngine(device="cpu")
     per_engine = {}
     for label, llm in (("hf", hf), ("vllm", engine)):
-        dep = DEP(DEPConfigArgs(with_text=False), llm)
+        dep = DEP(DEPArgs(with_text=False), llm)
         pool = load_pool(samples[0].source, samples[0].category)
         dep.setup(pool)
         prompts = [dep.build_prompt(sample, pool) for sample in samples]
