@@ -60,6 +60,7 @@ class PersonalizedLM(LM):
         **method_args: Any,
     ) -> None:
         super().__init__()
+        engine_args = _engine_args(backend, method_args)
         config = parse_config(self.method_class.Config, method_args)
         if str(batch_size).startswith("auto"):
             logger.warning("batch_size=auto is not supported: using 8")
@@ -81,15 +82,16 @@ class PersonalizedLM(LM):
             "dtype": dtype,
             "trust_remote_code": str(trust_remote_code).lower() in {"true", "1"},
             "max_length": self.max_length,
+            **engine_args,
         }
-        self._backend = backend
+        self.backend = backend
         self._pools: dict[tuple[str, str], DataPool] = {}
         self.call_cache: CallCache | None = None
 
     @functools.cached_property
     def llm(self) -> Engine:
         """The engine, loaded on first use (see the module docstring)."""
-        return load_engine(self._backend, **self._engine_options)
+        return load_engine(self.backend, **self._engine_options)
 
     @functools.cached_property
     def method(self) -> PersonalizationMethod:
@@ -181,7 +183,9 @@ class PersonalizedLM(LM):
         document asks it. New answers are saved batch by batch: an interrupted run resumes.
         """
         if self.call_cache is None:
-            self.call_cache = CallCache(self.llm.name)
+            # one cache per backend: the two engines may word an answer differently
+            suffix = "" if self.backend == "hf" else f" ({self.backend})"
+            self.call_cache = CallCache(self.llm.name + suffix)
         keys, seeds = [], []
         for prompt in prompts:
             rendered = self.llm.render(prompt)
@@ -256,6 +260,15 @@ def _positive_int(name: str, value: Any) -> int:
     if not text.isdigit() or int(text) < 1:
         raise ValueError(f"{name}={value!r}: must be a whole number of at least 1")
     return int(text)
+
+
+def _engine_args(backend: str, method_args: dict[str, Any]) -> dict[str, Any]:
+    """vLLM's own ``--model_args`` (``tensor_parallel_size``, ...), taken out of the method's."""
+    if backend != "vllm":
+        return {}
+    from dep_eval.engine.vllm import VLLM_ARGS  # no vllm import: that waits for the engine
+
+    return {name: method_args.pop(name) for name in VLLM_ARGS if name in method_args}
 
 
 def generation_settings(gen_kwargs: dict[str, Any]) -> GenerationSettings:

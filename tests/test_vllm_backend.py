@@ -1,0 +1,154 @@
+"""The vLLM backend (``backend=vllm``) on the embedded SmolLM2.
+
+Needs vLLM (on a CPU: ``bash .ci/setup-vllm``, then ``.venv-vllm/bin/pytest``); without it
+every test here but the install-hint one skips. One engine is started for the module (about
+a minute on 2 CPU cores, eager mode).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+import torch
+
+from dep_eval.engine import GenerationSettings, Prompt, load_engine, seed_for
+
+HAVE_VLLM = importlib.util.find_spec("vllm") is not None
+needs_vllm = pytest.mark.skipif(
+    not HAVE_VLLM, reason="vLLM is not installed (bash .ci/setup-vllm; .venv-vllm/bin/pytest)"
+)
+
+SAMPLED = GenerationSettings(max_new_tokens=24, temperature=0.8, top_p=0.95)
+GREEDY = GenerationSettings(max_new_tokens=24, do_sample=False)
+QUESTIONS = [
+    "Write one sentence about a lip balm.",
+    "Describe a shampoo in a few words.",
+    "What makes a good face cream?",
+    "Review a hair brush you bought last week.",
+]
+
+
+def chat(text: str) -> Prompt:
+    return Prompt([{"role": "user", "content": text}])
+
+
+@pytest.mark.skipif(HAVE_VLLM, reason="vLLM is installed: the install hint cannot show")
+def test_without_vllm_the_error_says_what_to_install() -> None:
+    with pytest.raises(ImportError, match=r"dep-eval\[vllm\]"):
+        load_engine("vllm")
+
+
+@pytest.fixture(scope="module")
+def engine():  # noqa: ANN201
+    if not HAVE_VLLM:
+        pytest.skip("vLLM is not installed (bash .ci/setup-vllm; .venv-vllm/bin/pytest)")
+    engine = load_engine("vllm")
+    yield engine
+    engine.close()
+
+
+@needs_vllm
+def test_seeded_outputs_do_not_depend_on_batch_or_order(engine) -> None:
+    prompts = [chat(q) for q in QUESTIONS]
+    seeds = [seed_for(1234, q) for q in QUESTIONS]
+    alone = [
+        engine.generate([p], [s], SAMPLED)[0].text for p, s in zip(prompts, seeds, strict=True)
+    ]
+    batched = [g.text for g in engine.generate(prompts, seeds, SAMPLED, batch_size=4)]
+    reordered = engine.generate(prompts[::-1], seeds[::-1], SAMPLED, batch_size=4)
+    assert len(set(alone)) == len(alone)  # sampling really differs between documents
+    assert batched == alone
+    assert [g.text for g in reordered][::-1] == alone
+
+
+@needs_vllm
+def test_a_different_seed_gives_a_different_sample(engine) -> None:
+    prompt = chat(QUESTIONS[0])
+    texts = {engine.generate([prompt], [seed], SAMPLED)[0].text for seed in (1, 2, 3)}
+    assert len(texts) > 1
+
+
+@needs_vllm
+def test_token_ids_and_prompt_embeddings_give_the_same_text(engine) -> None:
+    from vllm import SamplingParams
+
+    ids = engine.tokenize(chat(QUESTIONS[2]))
+    assert engine.request(ids, None) == {"prompt_token_ids": ids}
+    embeds = engine.tokens.embed(torch.tensor([ids]), [None])[0]  # the HF path's function
+    params = SamplingParams(temperature=0.0, max_tokens=24)
+    from_ids, from_embeds = engine.llm.generate(
+        [{"prompt_token_ids": ids}, {"prompt_embeds": embeds}], params, use_tqdm=False
+    )
+    assert from_ids.outputs[0].text.strip()
+    assert from_embeds.outputs[0].token_ids == from_ids.outputs[0].token_ids
+
+
+@needs_vllm
+def test_soft_slots_go_as_embeddings_and_steer_the_output(engine) -> None:
+    names = ["<|vllm_test_slot_0|>", "<|vllm_test_slot_1|>"]
+    engine.add_placeholder_tokens(names)
+    prompt = chat(f"Hints: {names[0]} {names[1]}\n{QUESTIONS[0]}")
+    ids = engine.tokenize(prompt)
+    # slot vectors: two real token embeddings ("terrible", "wonderful"), scaled up
+    vectors = torch.stack([engine.text_embedding(w) * 4 for w in ("terrible", "wonderful")])
+    request = engine.request(ids, vectors)
+    assert set(request) == {"prompt_embeds"}
+    slot_rows = torch.isin(torch.tensor(ids), torch.tensor(sorted(engine.tokens.placeholder_ids)))
+    assert torch.equal(request["prompt_embeds"][slot_rows], vectors)
+    with_vectors = engine.generate([Prompt(prompt.messages, vectors)], [7], GREEDY)[0]
+    flipped = engine.generate([Prompt(prompt.messages, -vectors)], [7], GREEDY)[0]
+    assert with_vectors.text and flipped.text
+    assert with_vectors.prompt_tokens == len(ids)
+    assert with_vectors.text != flipped.text  # the vectors reach the model
+
+
+@needs_vllm
+def test_a_missing_soft_vector_is_refused(engine) -> None:
+    names = ["<|vllm_test_lone|>"]
+    engine.add_placeholder_tokens(names)
+    with pytest.raises(ValueError, match="placeholder tokens but 0 soft vectors"):
+        engine.generate([chat(f"{names[0]} hi")], [1], GREEDY)
+
+
+@needs_vllm
+def test_dep_prompts_generate_and_agree_with_the_hf_engine(engine, beauty_dir) -> None:
+    """Greedy DEP prompts (soft slots, shipped checkpoint): vLLM vs the HF engine."""
+    from dep_eval.data.loaders import load_pool, load_split, local_source
+    from dep_eval.dep.config import DEPArgs
+    from dep_eval.dep.method import DEP
+    from dep_eval.engine.hf import HFEngine
+
+    samples = load_split(local_source(str(beauty_dir)), "All_Beauty", "test")[:4]
+    hf = HFEngine(device="cpu")
+    per_engine = {}
+    for label, llm in (("hf", hf), ("vllm", engine)):
+        dep = DEP(DEPArgs(with_text=False), llm)
+        pool = load_pool(samples[0].source, samples[0].category)
+        dep.setup(pool)
+        prompts = [dep.build_prompt(sample, pool) for sample in samples]
+        assert all(p.soft_vectors is not None for p in prompts)
+        seeds = [seed_for(1234, s.key) for s in samples]
+        per_engine[label] = llm.generate(prompts, seeds, GREEDY, batch_size=4)
+    hf_tokens = [hf.tokenizer(g.text)["input_ids"][:8] for g in per_engine["hf"]]
+    vllm_tokens = [hf.tokenizer(g.text)["input_ids"][:8] for g in per_engine["vllm"]]
+    assert all(g.text for g in per_engine["vllm"])
+    agree = sum(a == b for a, b in zip(hf_tokens, vllm_tokens, strict=True))
+    assert agree >= 3, (hf_tokens, vllm_tokens)
+
+
+@needs_vllm
+def test_two_data_parallel_replicas_give_the_single_engine_texts(engine) -> None:
+    """data_parallel_size=2: two whole engines in their own processes, one core each here."""
+    prompts = [chat(q) for q in QUESTIONS]
+    seeds = [seed_for(99, q) for q in QUESTIONS]
+    single = [g.text for g in engine.generate(prompts, seeds, SAMPLED, batch_size=4)]
+    replicated = load_engine("vllm", data_parallel_size=2)
+    workers = list(replicated.replicas)
+    try:
+        assert len(workers) == 2 and replicated.llm is None
+        texts = [g.text for g in replicated.generate(prompts, seeds, SAMPLED, batch_size=4)]
+    finally:
+        replicated.close()
+    assert texts == single
+    assert not any(worker.process.is_alive() for worker in workers)
