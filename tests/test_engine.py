@@ -98,14 +98,21 @@ def test_placeholder_count_mismatch_is_an_error(llm: HFEngine) -> None:
         llm.tokens.embed(token_ids, [torch.zeros(2, llm.hidden_size)])
 
 
-def test_lm_eval_default_cuda_device_falls_back_to_cpu(caplog: pytest.LogCaptureFixture) -> None:
+def test_lm_eval_default_cuda_device_falls_back_to_cpu_quietly(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     from dep_eval.engine.loading import resolve_device
 
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
-    with caplog.at_level(logging.WARNING):
-        assert resolve_device("cuda:0").type == "cpu"
+    with caplog.at_level(logging.INFO, logger="dep_eval"):
+        assert resolve_device("cuda:0").type == "cpu"  # lm-eval's default, not a user request
+    assert [r.levelno for r in caplog.records] == [logging.INFO]
     assert "CUDA is not available" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="dep_eval"):
+        assert resolve_device("cuda").type == "cpu"  # the user's own choice: warn
+    assert [r.levelno for r in caplog.records] == [logging.WARNING]
 
 
 def test_generation_settings_from_lm_eval_gen_kwargs() -> None:
