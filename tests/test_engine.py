@@ -34,6 +34,14 @@ PROMPTS = [
 ]
 
 
+def test_progress_bar_counts_documents(llm: HFEngine, capsys: pytest.CaptureFixture[str]) -> None:
+    short = GenerationSettings(max_new_tokens=2)
+    llm.generate(PROMPTS[:3], [1, 2, 3], short, batch_size=2, progress="x: generating 3 reviews")
+    bar = capsys.readouterr().err
+    assert "x: generating 3 reviews" in bar and "3/3 [" in bar
+    assert "/2 [" not in bar  # never a count of the two batches
+
+
 def test_output_does_not_depend_on_batch_size_or_order(llm: HFEngine) -> None:
     seeds = [seed_for(1234, i) for i in range(len(PROMPTS))]
     one = [g.text for g in llm.generate(PROMPTS, seeds, SETTINGS, batch_size=1)]
