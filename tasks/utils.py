@@ -28,11 +28,12 @@ still records its real split in its ``split`` field.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import datasets
 
-from dep_eval.data.loaders import load_task_dataset
+from dep_eval.data.loaders import HubUnreachable, load_task_dataset
 from dep_eval.metrics.harness import (  # noqa: F401 - referenced from the YAMLs
     bertscore_f1,
     bleu,
@@ -64,7 +65,13 @@ def load_dataset(**options: Any) -> dict[str, datasets.Dataset]:
     if not isinstance(split, str):
         raise ValueError(f"split must be one name (train, val or test), got {split!r}")
     options["split"] = split
-    loaded = load_task_dataset(options)
+    try:
+        loaded = load_task_dataset(options)
+    except HubUnreachable as exc:
+        if logging.getLogger("lm_eval").isEnabledFor(logging.DEBUG):  # --verbosity DEBUG
+            raise
+        # One short error instead of lm-eval's chained tracebacks: nothing in them helps.
+        raise SystemExit(f"dep-eval: {exc}") from None
     return {EVAL_SPLIT: loaded[split]}
 
 
