@@ -160,8 +160,11 @@ def test_data_root_follows_the_environment(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setenv(wordnet.ROOT_ENV, "/somewhere/nltk")
     assert wordnet.data_root() == Path("/somewhere/nltk")
     monkeypatch.delenv(wordnet.ROOT_ENV)
+    monkeypatch.delenv("DEP_EVAL_CACHE_DIR", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", "/cache")
-    assert wordnet.data_root() == Path("/cache/dep_eval/nltk_data")
+    assert wordnet.data_root() == Path("/cache/dep-eval/nltk_data")
+    monkeypatch.setenv("DEP_EVAL_CACHE_DIR", "/mine")
+    assert wordnet.data_root() == Path("/mine/nltk_data")
 
 
 # --------------------------------------------------------------------- BERTScore

@@ -15,9 +15,9 @@ reach. Order of preference:
    never see a half-written corpus.
 3. Otherwise raise ``WordNetUnavailableError`` saying exactly what to install.
 
-``<root>`` is ``$DEP_EVAL_NLTK_DATA`` when set, else ``$XDG_CACHE_HOME/dep_eval/nltk_data``
-(default ``~/.cache/dep_eval/nltk_data``): a cache of this package, not the user's own
-``~/nltk_data``.
+``<root>`` is ``$DEP_EVAL_NLTK_DATA`` when set, else ``nltk_data`` in dep-eval's cache folder
+(``dep_eval.cache.cache_dir()``, default ``~/.cache/dep-eval/nltk_data``): a cache of this
+package, not the user's own ``~/nltk_data``.
 """
 
 from __future__ import annotations
@@ -28,6 +28,8 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+
+from dep_eval.cache import cache_dir
 
 logger = logging.getLogger(__name__)
 
@@ -120,8 +122,7 @@ def data_root() -> Path:
     override = os.environ.get(ROOT_ENV)
     if override:
         return Path(override).expanduser()
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return cache / "dep_eval" / "nltk_data"
+    return cache_dir() / "nltk_data"  # beside the package's other caches, one folder to clear
 
 
 def _nltk_finds_wordnet() -> bool:
