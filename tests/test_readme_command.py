@@ -67,3 +67,5 @@ def test_readme_main_command_runs(shared_data_dir: Path, tmp_path: Path) -> None
     # nothing the user did not ask for is warned about
     assert "CUDA is not available" not in result.stderr
     assert "Batches" not in result.stderr
+    assert "Custom kwargs can be passed" not in result.stderr
+    assert "model_args not specified" not in result.stderr
