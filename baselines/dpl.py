@@ -1,4 +1,4 @@
-"""DPL: difference-aware personalization in language (Qiu et al. 2025), per METHOD.md.
+"""DPL: difference-aware personalization in language (Qiu et al. 2025), per docs/method.md.
 
 For a sample of user ``u``:
 
@@ -50,15 +50,15 @@ from dep_eval.data.pool import DataPool
 from dep_eval.data.records import Review, Sample
 from dep_eval.engine import Prompt
 from dep_eval.methods.base import MethodConfig, PersonalizationMethod, Plan
-from dep_eval.methods.lm_eval_model import lm_eval_model_for
 from dep_eval.prompts import (
     MAX_REVIEW_CHARS,
     fit_prompt,
     item_lines,
     past_review_block,
+    retrieved_reviews_prompt,
 )
-
-from .rag import rag_prompt, retrieve
+from dep_eval.registry import register_method
+from dep_eval.retrieval import retrieve
 
 logger = logging.getLogger(__name__)
 
@@ -191,7 +191,7 @@ class Dpl(PersonalizationMethod):
     @property
     def encoder(self) -> Any:
         if self._encoder is None:  # lazily: a run whose calls are all cached may need none
-            from dep_eval.dep.encoder import CachedEncoder
+            from dep_eval.encoder import CachedEncoder
 
             self._encoder = CachedEncoder(self.config.encoder)
         return self._encoder
@@ -294,7 +294,9 @@ class Dpl(PersonalizationMethod):
         self, sample: Sample, pool: DataPool, past: Sequence[Review], summary: str
     ) -> Prompt:
         notes = f"{SUMMARY_NOTE}\n{summary.strip()}" if summary.strip() else ""
-        return rag_prompt(self.llm, sample, pool, past, self.config.max_prompt_tokens, notes)
+        return retrieved_reviews_prompt(
+            self.llm, sample, pool, past, self.config.max_prompt_tokens, notes
+        )
 
     # -- the plan --------------------------------------------------------------------------
 
@@ -359,4 +361,4 @@ class Dpl(PersonalizationMethod):
         self.stats = Counter()
 
 
-DplLM = lm_eval_model_for(Dpl)
+DplLM = register_method(Dpl, label="DPL", order=30)

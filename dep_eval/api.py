@@ -1,13 +1,14 @@
 """The public API for personalization methods, including third-party ones.
 
-A method is a ``PersonalizationMethod`` subclass; ``lm_eval_model_for`` turns it into an
-lm-eval model class, which a package declares as an ``lm_eval.models`` entry point::
+A method is a ``PersonalizationMethod`` subclass; ``register_method`` records it in
+dep-eval's registry (label, trainable or not) and returns its lm-eval model class, which a
+package declares as an ``lm_eval.models`` entry point::
 
     # my_pkg/__init__.py
     import dataclasses
 
     from dep_eval.api import (
-        MethodConfig, PersonalizationMethod, Prompt, lm_eval_model_for, review_messages,
+        MethodConfig, PersonalizationMethod, Prompt, register_method, review_messages,
     )
 
     @dataclasses.dataclass
@@ -22,7 +23,7 @@ lm-eval model class, which a package declares as an ``lm_eval.models`` entry poi
             recent = list(reversed(sample.profile))[: self.config.n_recent]
             return Prompt(review_messages(sample, pool, recent))
 
-    MyMethodLM = lm_eval_model_for(MyMethod)
+    MyMethodLM = register_method(MyMethod, label="My method")
 
     # pyproject.toml
     [project.entry-points."lm_eval.models"]
@@ -42,13 +43,27 @@ that reason).
 
 from __future__ import annotations
 
-from dep_eval.baselines.rag import retrieve
 from dep_eval.data.pool import DataPool
 from dep_eval.data.records import Item, Review, Sample
-from dep_eval.engine import Engine, Prompt
-from dep_eval.methods.base import MethodConfig, PersonalizationMethod, Plan
+from dep_eval.engine import Engine, GenerationSettings, Prompt
+from dep_eval.methods.base import (
+    MethodConfig,
+    PersonalizationMethod,
+    Plan,
+    TrainableMethod,
+    TrainingBatch,
+)
 from dep_eval.methods.lm_eval_model import PersonalizedLM, lm_eval_model_for
-from dep_eval.prompts import SYSTEM, fit_prompt, item_lines, past_review_block, review_messages
+from dep_eval.prompts import (
+    SYSTEM,
+    fit_prompt,
+    item_lines,
+    past_review_block,
+    retrieved_reviews_prompt,
+    review_messages,
+)
+from dep_eval.registry import register_method
+from dep_eval.retrieval import retrieve
 
 __all__ = [
     "SYSTEM",
@@ -60,12 +75,17 @@ __all__ = [
     "PersonalizedLM",
     "Plan",
     "Prompt",
+    "GenerationSettings",
     "Review",
+    "TrainableMethod",
+    "TrainingBatch",
     "Sample",
     "fit_prompt",
     "item_lines",
     "lm_eval_model_for",
     "past_review_block",
+    "register_method",
     "retrieve",
+    "retrieved_reviews_prompt",
     "review_messages",
 ]

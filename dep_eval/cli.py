@@ -8,8 +8,11 @@ dep-eval lm_eval --model dep --tasks amazon_review_personalized ...
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import sys
+import typing
+from typing import Any
 
 from dep_eval.leaderboard import add_leaderboard_parser
 from dep_eval.plots import add_plot_parser
@@ -20,110 +23,107 @@ COMMANDS = {
 }
 
 TRAIN_EPILOG = """examples:
-  # the paper's recipe (the defaults above) on the embedded SmolLM2 + all-MiniLM-L6-v2
-  dep-eval train --data-dir ../shared/data/amazon_beauty --category All_Beauty --output runs/beauty
-  # the shipped checkpoint's recipe (budget-sized for a CPU: 4 epochs over 64 users, lr 1e-3,
-  # slots-only prompts, targets clipped to 128 tokens; about 30 minutes of training here)
+  # the shipped checkpoint's recipe (embedded SmolLM2 + all-MiniLM-L6-v2, CPU, ~30 min)
   dep-eval train --data-dir ../shared/data/amazon_beauty --category All_Beauty \\
       --output runs/beauty --epochs 4 --lr 0.001 --grad-accum 4 --max-rows 64 \\
       --max-target-tokens 128 --val-rows 32 --val-max-new-tokens 128 --no-text
-  # the paper's setting on GPUs (hub data, Qwen2.5-7B, bge-m3, bf16, data parallel)
+  # the paper's defaults (every option at its default) on GPUs: hub data, Qwen2.5-7B, bge-m3
   accelerate launch -m dep_eval.cli train --pretrained Qwen/Qwen2.5-7B-Instruct \\
       --encoder BAAI/bge-m3 --output runs/paper
 """
 
 
-def add_train_parser(sub: argparse._SubParsersAction) -> None:
-    from dep_eval.train.trainer import PAPER_CATEGORIES, TRAINABLE_METHODS, TrainConfig
+def add_dataclass_arguments(group: Any, config_class: type, **argparse_options: Any) -> list[str]:
+    """One ``--option`` per field of ``config_class``, typed and documented from the field.
 
-    defaults = TrainConfig(output="")
+    Bools become ``--x/--no-x``; ``tuple[str, ...]`` a repeatable option; a field's metadata
+    may rename the flag (``"flag"``) or leave it out (``"cli": False``). Returns the names of
+    the fields added, so the caller can build ``config_class`` back from the namespace.
+    """
+    hints = typing.get_type_hints(config_class)
+    added = []
+    for spec in dataclasses.fields(config_class):
+        if not spec.metadata.get("cli", True):
+            continue
+        flag = "--" + spec.metadata.get("flag", spec.name).replace("_", "-")
+        kind = hints[spec.name]
+        options = typing.get_args(kind)
+        if type(None) in options:  # X | None
+            kind = next(option for option in options if option is not type(None))
+        has_default = spec.default is not dataclasses.MISSING
+        default = spec.default if has_default else None
+        help_text = spec.metadata.get("help", "")
+        kwargs: dict[str, Any] = {"dest": spec.name, **argparse_options}
+        if kind is bool:
+            kwargs |= {"action": argparse.BooleanOptionalAction}
+        elif typing.get_origin(kind) is tuple:
+            kwargs |= {"action": "append", "metavar": flag[2:].upper()}
+            default = None  # append would add to the default rather than replace it
+        else:
+            kwargs |= {"type": kind, "metavar": spec.name.upper()}
+        if not has_default:
+            kwargs["required"] = True
+        elif "default" not in argparse_options:
+            kwargs["default"] = default
+        if kind is bool and has_default:
+            help_text += f" (default: {flag if spec.default else flag.replace('--', '--no-', 1)})"
+        elif has_default and spec.default is not None and "default:" not in help_text:
+            shown = ", ".join(spec.default) if isinstance(spec.default, tuple) else spec.default
+            help_text += f" (default: {shown})"
+        group.add_argument(flag, help=help_text or None, **kwargs)
+        added.append(spec.name)
+    return added
+
+
+def add_train_parser(sub: argparse._SubParsersAction) -> None:
+    from dep_eval import registry
+    from dep_eval.train.trainer import TrainConfig
+
+    trainable = {name: spec for name, spec in registry.methods().items() if spec.trainable}
     parser = sub.add_parser(
         "train",
         help="train DEP's SAE and aligners (or PPlug's projector) on a frozen LLM",
-        description="Train DEP (LLM frozen; SAE + his/diff aligners learn, METHOD.md step 9) "
-        "or PPlug (projector + instruction vector). One checkpoint per epoch in "
-        "OUTPUT/epoch-N, the best by val METEOR copied to OUTPUT/best, every loss component "
-        "per optimizer step in OUTPUT/log.jsonl. Defaults are the paper's.",
+        description="Train a method's small module on a frozen LLM: DEP (SAE + his/diff "
+        "aligners, docs/method.md step 9) or PPlug (projector + instruction vector). One "
+        "checkpoint per epoch in OUTPUT/epoch-N, the best by val METEOR copied to OUTPUT/best, "
+        "every loss component per optimizer step in OUTPUT/log.jsonl. Every default is the "
+        "paper's; the shipped checkpoint used the budget recipe of the first example below.",
         epilog=TRAIN_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--output", required=True, help="run folder (created)")
-    parser.add_argument(
-        "--method", default="dep", choices=sorted(TRAINABLE_METHODS), help="default: dep"
-    )
-    parser.add_argument(
-        "--data-dir",
-        help="local data folder <dir>/<Category>/{train,val,test,meta}.jsonl; "
-        "default: $DEP_EVAL_DATA_DIR, else the hub's SnowCharmQ/DPL-main",
-    )
-    parser.add_argument(
-        "--category",
-        action="append",
-        dest="categories",
-        help=f"category to train on, repeatable (default: {', '.join(PAPER_CATEGORIES)})",
-    )
-    parser.add_argument(
-        "--pretrained", help="LLM (hub id or folder); default: the embedded SmolLM2-135M-Instruct"
-    )
-    parser.add_argument(
-        "--encoder", help="sentence-transformers encoder; default: the embedded all-MiniLM-L6-v2"
-    )
-    for name in (
-        "k",
-        "sae_dim",
-        "epochs",
-        "micro_batch_size",
-        "grad_accum",
-        "max_length",
-        "seed",
-        "val_rows",
-        "val_max_new_tokens",
-    ):
-        parser.add_argument(
-            f"--{name.replace('_', '-')}",
-            type=int,
-            default=getattr(defaults, name),
-            help=f"default: {getattr(defaults, name)}",
+    generic = add_dataclass_arguments(parser, TrainConfig)
+    parser.set_defaults(handler=run_train, generic_fields=generic)
+    parser._option_string_actions["--method"].choices = sorted(trainable)
+    seen = set(generic)
+    for name, spec in trainable.items():
+        fields = [f for f in dataclasses.fields(spec.method_class.TrainArgs) if f.name not in seen]
+        if not fields:
+            continue
+        group = parser.add_argument_group(f"{spec.label} options (--method {name})")
+        seen.update(
+            add_dataclass_arguments(group, spec.method_class.TrainArgs, default=argparse.SUPPRESS)
         )
-    for name in ("lr", "weight_decay", "warmup_ratio"):
-        parser.add_argument(
-            f"--{name.replace('_', '-')}",
-            type=float,
-            default=getattr(defaults, name),
-            help=f"default: {getattr(defaults, name)}",
-        )
-    parser.add_argument(
-        "--max-target-tokens",
-        type=int,
-        help="clip training targets to this many tokens (default: keep all)",
-    )
-    parser.add_argument(
-        "--max-rows", type=int, help="train on a seeded subset of this many rows (default: all)"
-    )
-    parser.add_argument(
-        "--all-rows", action="store_true", help="train on every row, not one per user"
-    )
-    parser.add_argument(
-        "--no-text",
-        dest="with_text",
-        action="store_false",
-        help="DEP: past reviews in the prompt carry only their slots, not their texts",
-    )
-    parser.add_argument("--device", help="cpu, cuda, ... (default: what accelerate picks)")
-    parser.add_argument(
-        "--dtype", default="auto", help="default: bfloat16 on GPUs, float32 on CPUs"
-    )
-    parser.add_argument(
-        "--resume", action="store_true", help="continue OUTPUT after its last complete epoch"
-    )
 
 
 def run_train(args: argparse.Namespace) -> None:
-    from dep_eval.train.trainer import PAPER_CATEGORIES, TrainConfig, train
+    from dep_eval.train.trainer import PAPER_CATEGORIES, TrainConfig, train, trainable_method
 
-    values = {k: v for k, v in vars(args).items() if k != "command"}
-    values["categories"] = tuple(values["categories"] or PAPER_CATEGORIES)
-    best = train(TrainConfig(**values))
+    values = vars(args)
+    generic = {name: values[name] for name in args.generic_fields}
+    generic["categories"] = tuple(generic["categories"] or PAPER_CATEGORIES)
+    own = {f.name for f in dataclasses.fields(trainable_method(generic["method"]).TrainArgs)}
+    method_options = {
+        name: value
+        for name, value in values.items()
+        if name not in generic and name not in {"command", "handler", "generic_fields"}
+    }
+    foreign = sorted(set(method_options) - own)
+    if foreign:
+        raise SystemExit(
+            f"dep-eval train: --method {generic['method']} has no option(s) "
+            + ", ".join("--" + name.replace("_", "-") for name in foreign)
+        )
+    best = train(TrainConfig(**generic, method_options=method_options))
     logging.getLogger("dep_eval").info("best checkpoint: %s", best)
 
 
@@ -167,7 +167,7 @@ def main(argv: list[str] | None = None) -> None:
     if handler is not None:
         handler(args)
         return
-    {"train": run_train}[args.command](args)
+    raise AssertionError(f"command {args.command} has no handler")
 
 
 if __name__ == "__main__":

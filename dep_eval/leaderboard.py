@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from dep_eval.io import atomic_write
 from dep_eval.report.render import FORMATS, render
 from dep_eval.report.table import leaderboard_from_paths
 
@@ -110,5 +111,5 @@ def run_leaderboard(args: argparse.Namespace) -> None:
         sys.stdout.write(text)
         return
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(text, encoding="utf-8")
+    atomic_write(args.output, text)
     logger.info("wrote %s (%s)", args.output, fmt)

@@ -1,6 +1,6 @@
 """The review-generation prompt that every method shares, piece by piece.
 
-METHOD.md step 8 fixes its order: a system instruction; the target item's title and
+Step 8 of docs/method.md fixes its order: a system instruction; the target item's title and
 description; up to K past reviews (item title, item description, rating, review title,
 review text, and for DEP a his and a diff slot); then the given rating and title of the
 review to write. Baselines use the same pieces minus what they lack, so that differences in
@@ -96,3 +96,22 @@ def fit_prompt(llm: Engine, build: Callable[[int], Prompt], count: int, max_toke
         if len(llm.tokenize(prompt)) <= max_tokens:
             return prompt
     return build(0)
+
+
+def retrieved_reviews_prompt(
+    llm: Engine,
+    sample: Sample,
+    pool: DataPool,
+    past: Sequence[Review],
+    max_prompt_tokens: int,
+    notes: str = "",
+) -> Prompt:
+    """RAG's prompt, which PAG and DPL extend: the retrieved reviews (best first) plus
+    optional ``notes`` (a PAG/DPL summary), dropping the least relevant reviews while it is
+    longer than ``max_prompt_tokens``."""
+    return fit_prompt(
+        llm,
+        lambda n: Prompt(review_messages(sample, pool, past[:n], notes=notes)),
+        len(past),
+        max_prompt_tokens,
+    )

@@ -19,23 +19,29 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from dep_eval.io import atomic_write
+
 logger = logging.getLogger(__name__)
 
 # (run name, --model, --model_args); DEP and PPlug rows use the checkpoints shipped for the
 # embedded LLM unless --dep-checkpoint / --pplug-checkpoint name others.
-RUNS: list[tuple[str, str, str]] = [
-    ("nonperso", "nonperso", ""),
-    ("rag", "rag", ""),
-    ("pag", "pag", ""),
-    ("dpl", "dpl", ""),
-    ("pplug", "pplug", ""),
-    ("dep", "dep", ""),
+DEP_ABLATIONS: list[tuple[str, str, str]] = [
     ("dep_his_only", "dep", "use_diff=false"),
     ("dep_diff_only", "dep", "use_his=false"),
     ("dep_no_text", "dep", "with_text=false"),
     ("dep_his_only_no_text", "dep", "use_diff=false,with_text=false"),
     ("dep_diff_only_no_text", "dep", "use_his=false,with_text=false"),
 ]
+
+
+def main_runs() -> list[tuple[str, str, str]]:
+    """Every built-in method of the registry with its defaults, then DEP's ablations."""
+    from dep_eval import registry
+
+    methods = [name for name, spec in registry.methods().items() if spec.builtin]
+    return [(name, name, "") for name in methods] + DEP_ABLATIONS
+
+
 K_RUNS = [(f"dep_k{k}", "dep", f"k={k}") for k in range(0, 9)]
 
 DESCRIPTION = """\
@@ -72,7 +78,7 @@ def add_reproduce_parser(subparsers: Any) -> argparse.ArgumentParser:
         nargs="+",
         metavar="NAME",
         help="only these runs (default: all): "
-        + ", ".join(n for n, _, _ in RUNS)
+        + ", ".join(n for n, _, _ in main_runs())
         + "; --k-ablation still adds dep_k0..dep_k8",
     )
     parser.add_argument(
@@ -142,7 +148,9 @@ def select_runs(args: argparse.Namespace) -> list[tuple[str, str, str, Path, int
     in the main one with another --limit.
     """
     k_root = args.output / "k_ablation"
-    main = [(name, model, margs, args.output / name, args.limit) for name, model, margs in RUNS]
+    main = [
+        (name, model, margs, args.output / name, args.limit) for name, model, margs in main_runs()
+    ]
     k_limit = args.k_limit or args.limit
     k_runs = [(n, m, a, k_root / n, k_limit) for n, m, a in K_RUNS]
     if args.runs:
@@ -180,17 +188,17 @@ def run_reproduce(args: argparse.Namespace) -> None:
         logger.info("%s: %s", name, shlex.join(command))
         subprocess.run(command, check=True)
     args.results.mkdir(parents=True, exist_ok=True)
-    main_runs = [args.output / name for name, _, _ in RUNS if (args.output / name).is_dir()]
+    main_paths = [args.output / name for name, _, _ in main_runs() if (args.output / name).is_dir()]
     for fmt, suffix in (("markdown", "md"), ("csv", "csv"), ("latex", "tex")):
         # the paper's Table 1 reference rows only where they share a category with this run
         paper_category = args.category in {"Books", "Movies_and_TV", "CDs_and_Vinyl"}
-        text = leaderboard_text(main_runs, fmt, with_paper=fmt == "markdown" and paper_category)
-        (args.results / f"leaderboard.{suffix}").write_text(text, encoding="utf-8")
+        text = leaderboard_text(main_paths, fmt, with_paper=fmt == "markdown" and paper_category)
+        atomic_write(args.results / f"leaderboard.{suffix}", text)
     k_paths = [k_root / name for name, _, _ in K_RUNS if (k_root / name).is_dir()]
     if k_paths:
         text = leaderboard_text(k_paths, "markdown", with_paper=False)
-        (args.results / "k_ablation.md").write_text(text, encoding="utf-8")
-    plot_all(main_runs, args.results / "figures", k_paths=k_paths)
+        atomic_write(args.results / "k_ablation.md", text)
+    plot_all(main_paths, args.results / "figures", k_paths=k_paths)
     invocation = shlex.join(["dep-eval", *sys.argv[1:]]) if sys.argv[1:2] == ["reproduce"] else ""
     lines = [
         "# How results/ was made",
@@ -204,5 +212,5 @@ def run_reproduce(args: argparse.Namespace) -> None:
         *[f"    {shlex.join(c[2:])}" for c in done_commands],
         "",
     ]
-    (args.results / "REPRODUCE.md").write_text("\n".join(lines), encoding="utf-8")
+    atomic_write(args.results / "REPRODUCE.md", "\n".join(lines))
     logger.info("leaderboard and figures written to %s", args.results)

@@ -1,6 +1,6 @@
 """DEP steps 2-5 (dep_eval/dep/embeddings.py).
 
-The vectorised code is checked against a plain Python loop that transcribes METHOD.md's
+The vectorised code is checked against a plain Python loop that transcribes docs/method.md's
 formulas, on the real shared data (every test user) with real all-MiniLM-L6-v2 embeddings;
 the cold-start and edge cases run on small hand-made pools.
 """
@@ -36,7 +36,7 @@ def loop_dep_inputs(
     profile_vectors: np.ndarray,
     k: int,
 ) -> list[tuple[int, np.ndarray, np.ndarray]]:
-    """METHOD.md steps 2-5 for one sample, written as directly as possible (float64).
+    """docs/method.md steps 2-5 for one sample, written as directly as possible (float64).
 
     Returns [(profile index, his, diff)] in slot order (most recent first)."""
     pool_mean = {user: vectors.mean(axis=0) for user, vectors in pool_vectors.items()}
@@ -65,7 +65,7 @@ def loop_dep_inputs(
 @pytest.fixture(scope="module")
 def real(shared_data_dir: Path):
     from dep_eval.data.loaders import load_pool, load_split, local_source
-    from dep_eval.dep.encoder import CachedEncoder
+    from dep_eval.encoder import CachedEncoder
 
     source = local_source(shared_data_dir / "amazon_beauty")
     samples = load_split(source, CATEGORY, "test")

@@ -7,6 +7,7 @@ is what these tests are about: where vectors go, not what they say).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 
 import numpy as np
@@ -16,7 +17,8 @@ from dep_eval.baselines.nonperso import NonPerso
 
 from dep_eval.data.pool import DataPool
 from dep_eval.data.records import Item, Review, Sample
-from dep_eval.dep.method import DEP, DEPConfigArgs
+from dep_eval.dep.config import DEPArgs
+from dep_eval.dep.method import DEP
 from dep_eval.methods.base import MethodConfig
 
 
@@ -77,7 +79,7 @@ def pool() -> DataPool:
 
 
 def make_dep(llm, pool: DataPool, **args: object) -> DEP:
-    dep = DEP(DEPConfigArgs(allow_untrained=True, **args), llm)
+    dep = DEP(DEPArgs(allow_untrained=True, **args), llm)
     dep.encoder = HashEncoder()
     dep.setup(pool)
     return dep
@@ -91,26 +93,27 @@ def slot_tokens(llm, prompt) -> tuple[int, int]:
 def test_untrained_module_is_announced_loudly(
     llm, pool: DataPool, caplog, monkeypatch, tmp_path
 ) -> None:
-    import dep_eval.dep.method as method
+    import dep_eval.checkpoint as checkpoint
 
-    monkeypatch.setattr(method, "SHIPPED_CHECKPOINT", tmp_path / "none")  # no checkpoint at all
+    monkeypatch.setattr(checkpoint, "SHIPPED_DIR", tmp_path / "none")  # no checkpoint at all
     make_dep(llm, pool)
     assert "RANDOMLY INITIALISED" in caplog.text
 
 
 def test_without_a_checkpoint_dep_says_how_to_get_one(llm, monkeypatch, tmp_path) -> None:
-    import dep_eval.dep.method as method
+    import dep_eval.checkpoint as checkpoint
 
-    monkeypatch.setattr(method, "SHIPPED_CHECKPOINT", tmp_path / "none")
+    monkeypatch.setattr(checkpoint, "SHIPPED_DIR", tmp_path / "none")
     with pytest.raises(ValueError, match="dep-eval train"):
-        DEP(DEPConfigArgs(), llm)
+        DEP(DEPArgs(), llm)
 
 
 def test_the_shipped_checkpoint_fits_the_embedded_models(llm) -> None:
+    from dep_eval.checkpoint import SHIPPED_DIR
     from dep_eval.dep.method import SHIPPED_CHECKPOINT
 
-    dep = DEP(DEPConfigArgs(), llm)  # no checkpoint= : the one inside the package
-    assert (SHIPPED_CHECKPOINT / "model.safetensors").stat().st_size < 10_000_000
+    dep = DEP(DEPArgs(), llm)  # no checkpoint= : the one inside the package
+    assert (SHIPPED_DIR / SHIPPED_CHECKPOINT / "model.safetensors").stat().st_size < 10_000_000
     assert dep.module_config.llm_hidden_size == llm.hidden_size == 576
     assert dep.module_config.encoder_dim == 384
 
@@ -187,17 +190,59 @@ def test_long_prompts_drop_the_oldest_reviews(llm, pool: DataPool) -> None:
 
 
 def test_checkpoint_for_another_llm_is_refused_with_the_reason(llm, tmp_path) -> None:
-    from dep_eval.dep.checkpoint import CheckpointError, save_checkpoint
-    from dep_eval.dep.module import DEPConfig, DEPModule
+    from dep_eval.checkpoint import CheckpointError, save_checkpoint
+    from dep_eval.dep.config import DEPConfig
+    from dep_eval.dep.module import DEPModule
 
     save_checkpoint(
         DEPModule(DEPConfig(llm_name="Qwen/Qwen2.5-7B-Instruct", llm_hidden_size=3584)),
         tmp_path / "qwen",
     )
     with pytest.raises(CheckpointError, match="3584"):
-        DEP(DEPConfigArgs(checkpoint=str(tmp_path / "qwen")), llm)
+        DEP(DEPArgs(checkpoint=str(tmp_path / "qwen")), llm)
 
 
 def test_k_beyond_the_checkpoint_is_an_error(llm) -> None:
     with pytest.raises(ValueError, match="outside 0..8"):
-        DEP(DEPConfigArgs(allow_untrained=True, k=9), llm)
+        DEP(DEPArgs(allow_untrained=True, k=9), llm)
+
+
+def test_two_sources_with_one_category_keep_their_own_embedders(llm, pool: DataPool) -> None:
+    # pools are keyed by (source, category); so must DEP's per-pool embedders be
+    other = DataPool.from_samples(
+        "Cat", [dataclasses.replace(s, source="local:/elsewhere") for s in POOL_SAMPLES], ITEMS
+    )
+    dep = make_dep(llm, pool)
+    dep.setup(other)
+    assert set(dep.embedders) == {(pool.source, "Cat"), ("local:/elsewhere", "Cat")}
+    assert dep.embedders[(pool.source, "Cat")].pool is pool
+    assert dep.embedders[("local:/elsewhere", "Cat")].pool is other
+
+
+def test_the_checkpoint_defines_its_prompt(llm, caplog) -> None:
+    # the shipped checkpoint was trained on slots-only prompts; --model dep uses them
+    assert DEP(DEPArgs(), llm).config.with_text is False
+    with caplog.at_level("WARNING"):
+        asked = DEP(DEPArgs(with_text=True), llm)
+    assert asked.config.with_text is True
+    assert "this checkpoint was trained with with_text=false" in caplog.text
+    assert caplog.text.count("trained with") == 1  # k and align_slots agree: no noise
+
+
+def test_a_format_1_checkpoint_without_a_prompt_record_keeps_loading(llm, tmp_path) -> None:
+    import json
+
+    from dep_eval.checkpoint import SHIPPED_DIR
+    from dep_eval.dep.method import SHIPPED_CHECKPOINT
+
+    old = tmp_path / "v1"
+    old.mkdir()
+    meta = json.loads((SHIPPED_DIR / SHIPPED_CHECKPOINT / "config.json").read_text())
+    meta["format_version"] = 1
+    del meta["config"]["trained_prompt"]
+    (old / "config.json").write_text(json.dumps(meta))
+    (old / "model.safetensors").write_bytes(
+        (SHIPPED_DIR / SHIPPED_CHECKPOINT / "model.safetensors").read_bytes()
+    )
+    dep = DEP(DEPArgs(checkpoint=str(old)), llm)
+    assert (dep.config.with_text, dep.config.k, dep.config.align_slots) == (True, 8, True)

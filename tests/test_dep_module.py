@@ -1,4 +1,4 @@
-"""DEP steps 6-7 (dep_eval/dep/module.py) and checkpoints (dep_eval/dep/checkpoint.py)."""
+"""DEP steps 6-7 (dep_eval/dep/module.py) and checkpoints (dep_eval/checkpoint.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dep_eval.dep.checkpoint import (
+from dep_eval.checkpoint import (
     CheckpointError,
     load_checkpoint,
     read_config,
@@ -96,7 +96,7 @@ def test_sae_learns_on_real_embeddings(shared_data_dir: Path) -> None:
     (checked with a stand-in loss on their outputs)."""
     from dep_eval.data.loaders import load_pool, load_split, local_source
     from dep_eval.dep.embeddings import DifferenceEmbedder
-    from dep_eval.dep.encoder import CachedEncoder
+    from dep_eval.encoder import CachedEncoder
 
     source = local_source(shared_data_dir / "amazon_beauty")
     samples = load_split(source, "All_Beauty", "test")[:32]
@@ -142,6 +142,7 @@ def test_checkpoint_round_trip(tmp_path: Path) -> None:
     # Megabytes: only what DEP trains.
     assert (folder / "model.safetensors").stat().st_size < 20 * 2**20
     loaded = load_checkpoint(
+        DEPModule,
         folder,
         encoder_name="sentence-transformers/all-MiniLM-L6-v2",
         encoder_dim=384,
@@ -152,7 +153,7 @@ def test_checkpoint_round_trip(tmp_path: Path) -> None:
     his, diff = torch.randn(2, 4, D), torch.randn(2, 4, D)
     a, b = dep(his, diff), loaded(his, diff)
     assert torch.equal(a.his, b.his) and torch.equal(a.diff, b.diff)
-    assert read_config(folder) == dep.config
+    assert read_config(DEPModule, folder) == dep.config
 
 
 def test_checkpoint_overwrite_is_atomic_and_leaves_no_debris(tmp_path: Path) -> None:
@@ -160,26 +161,30 @@ def test_checkpoint_overwrite_is_atomic_and_leaves_no_debris(tmp_path: Path) -> 
     second = module(seed=2)
     save_checkpoint(second, tmp_path / "ckpt")
     assert [p.name for p in tmp_path.iterdir()] == ["ckpt"]
-    loaded = load_checkpoint(tmp_path / "ckpt")
+    loaded = load_checkpoint(DEPModule, tmp_path / "ckpt")
     assert torch.equal(loaded.sae.encoder.weight, second.sae.encoder.weight)
 
 
 def test_checkpoint_mismatch_messages(tmp_path: Path) -> None:
     folder = save_checkpoint(module(), tmp_path / "ckpt")
     with pytest.raises(CheckpointError) as info:
-        load_checkpoint(folder, llm_name="Qwen/Qwen2.5-7B-Instruct", llm_hidden_size=3584)
+        load_checkpoint(
+            DEPModule, folder, llm_name="Qwen/Qwen2.5-7B-Instruct", llm_hidden_size=3584
+        )
     assert (
         "checkpoint was trained for LLM hidden size 576 (HuggingFaceTB/SmolLM2-135M-Instruct) "
         "but the loaded LLM has 3584 (Qwen/Qwen2.5-7B-Instruct)" in str(info.value)
     )
     with pytest.raises(CheckpointError, match="trained on 384-d embeddings .* gives 1024-d"):
-        load_checkpoint(folder, encoder_name="BAAI/bge-m3", encoder_dim=1024)
+        load_checkpoint(DEPModule, folder, encoder_name="BAAI/bge-m3", encoder_dim=1024)
     with pytest.raises(CheckpointError, match="encoder 'all-MiniLM-L6-v2' but the encoder is"):
-        load_checkpoint(folder, encoder_name="some/other-384d-model", encoder_dim=384)
+        load_checkpoint(DEPModule, folder, encoder_name="some/other-384d-model", encoder_dim=384)
     with pytest.raises(CheckpointError, match="8 history slots"):
-        load_checkpoint(folder, k=4)
+        load_checkpoint(DEPModule, folder, k=4)
     with pytest.raises(CheckpointError, match="LLM 'HuggingFaceTB"):
-        load_checkpoint(folder, llm_name="other/llm", llm_hidden_size=576, strict_llm_name=True)
+        load_checkpoint(
+            DEPModule, folder, llm_name="other/llm", llm_hidden_size=576, strict_llm_name=True
+        )
 
 
 def test_checkpoint_corruption_is_reported(tmp_path: Path) -> None:
@@ -187,26 +192,28 @@ def test_checkpoint_corruption_is_reported(tmp_path: Path) -> None:
     weights = folder / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:1000])
     with pytest.raises(CheckpointError, match="unreadable"):
-        load_checkpoint(folder)
+        load_checkpoint(DEPModule, folder)
     with pytest.raises(CheckpointError, match="config.json is missing"):
-        load_checkpoint(tmp_path)
+        load_checkpoint(DEPModule, tmp_path)
     # Config and weights that disagree: say which tensors.
     other = save_checkpoint(module(), tmp_path / "other")
     meta = json.loads((other / "config.json").read_text())
     meta["config"]["sae_dim"] = 256
     (other / "config.json").write_text(json.dumps(meta))
     with pytest.raises(CheckpointError, match=r"sae.encoder.weight has shape \(512, 384\)"):
-        load_checkpoint(other)
+        load_checkpoint(DEPModule, other)
     meta["format_version"] = 99
     (other / "config.json").write_text(json.dumps(meta))
     with pytest.raises(CheckpointError, match="format version 99"):
-        load_checkpoint(other)
+        load_checkpoint(DEPModule, other)
 
 
-def test_no_pickle_loading_in_dep_package() -> None:
-    import dep_eval.dep as package
-
-    for path in Path(package.__file__).parent.glob("*.py"):
+def test_no_pickle_loading_anywhere_in_the_package() -> None:
+    root = Path(__file__).parents[1]
+    for path in [
+        *root.joinpath("dep_eval").rglob("*.py"),
+        *root.joinpath("baselines").rglob("*.py"),
+    ]:
         text = path.read_text()
         for banned in ("torch.load(", "import pickle", "allow_pickle=True", "np.load("):
             assert banned not in text, (path, banned)

@@ -1,4 +1,4 @@
-"""DEP step 1 (dep_eval/dep/encoder.py): the embedded encoder and its on-disk cache.
+"""DEP step 1 (dep_eval/encoder.py): the embedded encoder and its on-disk cache.
 
 Real all-MiniLM-L6-v2 embeddings; a handful of short texts keeps these fast.
 """
@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file, save_file
 
-from dep_eval.dep import encoder as encoder_module
-from dep_eval.dep.encoder import CachedEncoder, default_cache_dir
+from dep_eval import encoder as encoder_module
+from dep_eval.encoder import CachedEncoder, default_cache_dir
 
 TEXTS = [
     "Great dramatic lashes, easy to cut to fit.",
@@ -126,7 +126,7 @@ def test_untrusted_cache_is_reencoded(
     (shard,) = shards(enc.cache_folder)
     corrupt(shard, enc)
     fresh = CachedEncoder(cache_dir=tmp_path)
-    with caplog.at_level(logging.WARNING, logger="dep_eval.dep.encoder"):
+    with caplog.at_level(logging.WARNING, logger="dep_eval.encoder"):
         out = fresh.encode(TEXTS[:2])
     assert fresh.n_encoded == 2
     assert message in caplog.text

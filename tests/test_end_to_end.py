@@ -21,7 +21,7 @@ def make_checkpoint(folder: Path) -> Path:
     """A DEP checkpoint written by the project's own code (untrained weights, seeded)."""
     import torch
 
-    from dep_eval.dep.checkpoint import save_checkpoint
+    from dep_eval.checkpoint import save_checkpoint
     from dep_eval.dep.module import DEPConfig, DEPModule
 
     torch.manual_seed(0)

@@ -27,7 +27,6 @@ from dep_eval.baselines.dpl import (
     representatives,
 )
 from dep_eval.baselines.pag import Pag, PagConfig
-from dep_eval.baselines.rag import retrieve
 
 from dep_eval import costs
 from dep_eval.call_cache import CallCache
@@ -36,6 +35,7 @@ from dep_eval.data.records import Item, Review, Sample
 from dep_eval.engine import Generation, GenerationSettings, Prompt
 from dep_eval.methods.base import PersonalizationMethod, parse_config
 from dep_eval.methods.lm_eval_model import PersonalizedLM, lm_eval_model_for
+from dep_eval.retrieval import retrieve
 
 CATEGORY = "Toy"
 SOURCE = "local:/synthetic"

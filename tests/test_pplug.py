@@ -66,8 +66,9 @@ def test_pplug_trains_with_the_shared_trainer_and_runs(beauty_dir: Path, tmp_pat
 
 
 def test_a_dep_checkpoint_is_not_a_pplug_checkpoint(llm, tmp_path: Path) -> None:
-    from dep_eval.dep.checkpoint import CheckpointError, save_checkpoint
-    from dep_eval.dep.module import DEPConfig, DEPModule
+    from dep_eval.checkpoint import CheckpointError, save_checkpoint
+    from dep_eval.dep.config import DEPConfig
+    from dep_eval.dep.module import DEPModule
 
     save_checkpoint(DEPModule(DEPConfig()), tmp_path / "dep")
     with pytest.raises(CheckpointError, match="expected 'dep-eval/pplug-module'"):
@@ -83,6 +84,10 @@ def test_without_a_checkpoint_pplug_uses_the_shipped_one(llm) -> None:
 def test_another_llm_without_a_checkpoint_is_told_how_to_train_one() -> None:
     from types import SimpleNamespace
 
+    from dep_eval.baselines.pplug.method import SHIPPED_CHECKPOINT
+
+    from dep_eval.checkpoint import load_for_run
+
     qwen = SimpleNamespace(name="Qwen/Qwen2.5-7B-Instruct", hidden_size=3584, device="cpu")
     with pytest.raises(ValueError, match="dep-eval train --method pplug"):
-        PPlug._load(PPlugConfig(), qwen)
+        load_for_run(PPlugModule, None, method="pplug", shipped=SHIPPED_CHECKPOINT, llm=qwen)

@@ -81,3 +81,33 @@ def test_tasks_listed_by_lm_eval_ls(tmp_path: Path, hook: str) -> None:
         "amazon_review_personalized_custom",
     ):
         assert task in result.stdout
+
+
+def test_the_registry_and_pyproject_entry_points_agree() -> None:
+    import tomllib
+
+    from dep_eval import registry
+
+    project = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
+    declared = project["project"]["entry-points"]["lm_eval.models"]
+    builtin = {name: spec for name, spec in registry.methods().items() if spec.builtin}
+    assert set(declared) == set(builtin)
+    for name, target in declared.items():
+        module, _, attribute = target.partition(":")
+        # the entry point names the lm-eval model of exactly the registered method
+        import importlib
+
+        model = getattr(importlib.import_module(module), attribute)
+        assert model.method_class is builtin[name].method_class
+    assert {n for n, s in builtin.items() if s.trainable} == {"dep", "pplug"}
+    assert [builtin[n].label for n in MODELS] == ["Non-Perso", "RAG", "PAG", "DPL", "PPlug", "DEP"]
+
+
+def test_a_second_method_cannot_take_a_registered_name() -> None:
+    from dep_eval.api import PersonalizationMethod, register_method
+
+    class Impostor(PersonalizationMethod):
+        name = "dep"
+
+    with pytest.raises(ValueError, match="method name 'dep' is taken by dep_eval.dep.method.DEP"):
+        register_method(Impostor)

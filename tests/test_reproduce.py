@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from dep_eval.reproduce import K_RUNS, RUNS, lm_eval_command, run_reproduce, select_runs
+from dep_eval.reproduce import K_RUNS, lm_eval_command, main_runs, run_reproduce, select_runs
 
 FIXTURES = Path(__file__).parent / "fixtures" / "leaderboard"
 
@@ -48,7 +48,7 @@ def test_plain_runs_have_no_model_args_and_limit_is_optional() -> None:
 
 
 def test_run_names_are_unique() -> None:
-    names = [name for name, _, _ in RUNS + K_RUNS]
+    names = [name for name, _, _ in main_runs() + K_RUNS]
     assert len(names) == len(set(names))
 
 
@@ -57,7 +57,7 @@ def test_runs_pick_main_runs_and_k_ablation_adds_all_nine_k_runs() -> None:
         base = dict(output=Path("o"), runs=None, k_ablation=False)
         return [run[0] for run in select_runs(args(**{**base, **overrides}))]
 
-    assert names() == [name for name, _, _ in RUNS]
+    assert names() == [name for name, _, _ in main_runs()]
     assert names(runs=["rag", "nonperso"]) == ["nonperso", "rag"]  # in the fixed order
     k_names = [name for name, _, _ in K_RUNS]
     assert names(runs=["nonperso"], k_ablation=True) == ["nonperso", *k_names]

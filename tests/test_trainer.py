@@ -18,19 +18,18 @@ def tiny_config(data_dir: Path, output: Path, **overrides: object) -> TrainConfi
         output=str(output),
         data_dir=str(data_dir),
         categories=("All_Beauty",),
-        k=2,
         epochs=2,
         lr=1e-3,
         micro_batch_size=1,
         grad_accum=2,
         max_rows=4,
-        with_text=False,
         max_target_tokens=8,
         val_rows=2,
         val_max_new_tokens=4,
         device="cpu",
         seed=3,
     )
+    values["method_options"] = {"k": 2, "with_text": False}
     values.update(overrides)
     return TrainConfig(**values)
 
@@ -46,6 +45,15 @@ def test_training_writes_checkpoints_logs_and_best(beauty_dir: Path, tmp_path: P
     for folder in ("epoch-1", "epoch-2", "best"):
         assert (run / folder / "config.json").is_file()
         assert (run / folder / "model.safetensors").stat().st_size < 20_000_000  # no LLM copy
+    meta = json.loads((run / "best" / "config.json").read_text())
+    # the checkpoint records the prompt it was trained with, which inference then defaults to
+    assert meta["config"]["trained_prompt"] == {
+        "k": 2,
+        "with_text": False,
+        "align_slots": True,
+        "system": 1,
+    }
+    assert meta["extra"]["max_target_tokens"] == 8 and meta["format_version"] == 2
     log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log] == [1, 2, 3, 4]  # 4 rows / (2 x 2) per epoch, 2 epochs
     for record in log:

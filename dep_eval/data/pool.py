@@ -26,6 +26,7 @@ class DataPool:
     reviews: dict[str, list[Review]] = field(default_factory=dict)
     # asin -> [(user, position of that user's review of asin in ``reviews[user]``)]
     reviewers: dict[str, list[tuple[str, int]]] = field(default_factory=dict)
+    source: str = ""  # the samples' source: a pool is one (source, category)
 
     @classmethod
     def from_samples(
@@ -58,7 +59,13 @@ class DataPool:
         for user, user_reviews in reviews.items():
             for position, review in enumerate(user_reviews):
                 reviewers[review.asin].append((user, position))
-        return cls(category=category, items=items, reviews=reviews, reviewers=dict(reviewers))
+        return cls(
+            category=category,
+            items=items,
+            reviews=reviews,
+            reviewers=dict(reviewers),
+            source=chosen[0].source if chosen else "",
+        )
 
     def peers(self, user_id: str, asin: str) -> list[tuple[str, int]]:
         """Other users of the pool who reviewed ``asin``, with their review's position."""

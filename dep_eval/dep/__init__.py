@@ -1,9 +1,12 @@
-"""DEP (Difference-aware Embedding-based Personalization): the method's numeric core.
+"""DEP (Difference-aware Embedding-based Personalization): everything of the method, here.
 
-- ``encoder``: METHOD.md step 1, a sentence encoder with a persistent embedding cache;
-- ``embeddings``: steps 2-5, profile means, history items, difference and his embeddings;
+- ``config``: every setting: the checkpoint's ``DEPConfig``, ``--model_args`` (``DEPArgs``),
+  ``dep-eval train`` options (``DEPTrainArgs``);
+- ``embeddings``: docs/method.md steps 2-5, profile means, history items, difference and his
+  embeddings (step 1, the encoder, is shared: ``dep_eval.encoder``);
 - ``module``: steps 6-7, the sparse autoencoder and the two aligners (what DEP trains);
-- ``checkpoint``: saving / loading that module with compatibility checks.
+- ``method``: the method itself (steps 8 and 10 at inference, step 9's training batch) and its
+  registration.
 
 Submodules are imported on use: importing ``dep_eval.dep`` loads neither torch nor an encoder.
 """

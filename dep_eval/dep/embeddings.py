@@ -1,4 +1,4 @@
-"""METHOD.md steps 2-5: profile means, history items, difference and his embeddings.
+"""docs/method.md steps 2-5: profile means, history items, difference and his embeddings.
 
 Vectorised with torch: no Python loop over users or peers in the hot path. Reviews are
 flat-indexed, items are a CSR table of their reviews, and every per-review or per-peer
@@ -78,7 +78,6 @@ class PoolEmbeddings:
 
     users: list[str]
     user_index: dict[str, int]
-    user_offsets: torch.Tensor  # (U+1,) flat index of reviews[user][pos] = offsets[u] + pos
     review_user: torch.Tensor  # (N,) user of each flat review
     emb: torch.Tensor  # (N, d) step 1: e[r, j], float32, rows L2-normalised
     user_mean: torch.Tensor  # (U, d) step 2: m[r]
@@ -129,7 +128,6 @@ class PoolEmbeddings:
         return cls(
             users=users,
             user_index={user: i for i, user in enumerate(users)},
-            user_offsets=offsets,
             review_user=review_user,
             emb=emb,
             user_mean=user_mean,

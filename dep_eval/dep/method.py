@@ -1,11 +1,11 @@
-"""DEP as a personalization method: METHOD.md steps 1-8 and 10 at inference.
+"""DEP as a personalization method: steps 1-8 and 10 of docs/method.md at inference.
 
 Per document: steps 1-5 (``DifferenceEmbedder``: his and diff embeddings of up to K past
 reviews), steps 6-7 (``DEPModule``: SAE codes, then the his and diff aligners into the LLM's
 hidden size), step 8 (the prompt: each shown past review carries a his slot and a diff slot,
 each one placeholder token between start/end markers, whose input embeddings are the
-aligned codes). The LLM stays frozen; the trainer (``dep_eval.train``) uses ``DEP.prompts``
-and ``DEP.soft_vectors`` so that training and inference build exactly the same inputs.
+aligned codes). The LLM stays frozen; for training (step 9), ``training_batch`` builds the
+same prompts with the slot vectors still attached to the module's graph.
 """
 
 from __future__ import annotations
@@ -13,23 +13,20 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Sequence
-from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 
+from dep_eval.checkpoint import checkpoint_for_run, identity_fields, load_for_run
 from dep_eval.data.pool import DataPool
 from dep_eval.data.records import Sample
-from dep_eval.dep.checkpoint import identity_fields, load_checkpoint
+from dep_eval.dep.config import DEPArgs, DEPConfig, DEPTrainArgs
 from dep_eval.dep.embeddings import DEPInputs, DifferenceEmbedder
-from dep_eval.dep.module import DEPConfig, DEPModule, DEPOutput
-from dep_eval.engine import EMBEDDED_LLM, Engine, Prompt
-from dep_eval.methods.base import MethodConfig, PersonalizationMethod, TrainingBatch
-from dep_eval.methods.lm_eval_model import lm_eval_model_for
+from dep_eval.dep.module import DEPModule, DEPOutput
+from dep_eval.encoder import CachedEncoder
+from dep_eval.engine import Engine, Prompt
+from dep_eval.methods.base import TrainableMethod, TrainingBatch
 from dep_eval.prompts import SYSTEM, fit_prompt, review_messages
-
-if TYPE_CHECKING:
-    from dep_eval.train.trainer import TrainConfig
+from dep_eval.registry import register_method
 
 logger = logging.getLogger(__name__)
 
@@ -43,76 +40,74 @@ SYSTEM_WITH_SLOTS = SYSTEM + (
 MARKER_TEXTS = (" <his>", " </his>", " <diff>", " </diff>")
 
 
-SHIPPED_CHECKPOINT = Path(__file__).resolve().parent.parent / "checkpoints" / "dep-smollm2-minilm"
+SHIPPED_CHECKPOINT = "dep-smollm2-minilm"  # under dep_eval/checkpoints/
+SYSTEM_VERSION = 1  # recorded in checkpoints; bump when SYSTEM or SYSTEM_WITH_SLOTS changes
 
 
-def load_for_inference(config: DEPConfigArgs, llm: Engine) -> DEPModule:
-    """The DEP module a run asked for, checked against the LLM and encoder it will meet."""
-    folder = config.checkpoint
-    if (
-        folder is None
-        and llm.name == EMBEDDED_LLM
-        and (SHIPPED_CHECKPOINT / "config.json").exists()
-    ):
-        folder = str(SHIPPED_CHECKPOINT)
-    if folder is None:
-        if config.allow_untrained:
+def prompt_settings(args: DEPArgs, module_config: DEPConfig) -> DEPArgs:
+    """``args`` with k, with_text and align_slots filled from the checkpoint's training prompt.
+
+    An explicit value that differs from what the checkpoint was trained with is honoured,
+    with a warning: scores of a prompt the module never saw are easy to misread.
+    """
+    trained = module_config.trained_prompt
+    values = {}
+    for name, fallback in (("k", module_config.k), ("with_text", True), ("align_slots", True)):
+        asked, recorded = getattr(args, name), trained.get(name)
+        values[name] = asked if asked is not None else (fallback if recorded is None else recorded)
+        if asked is not None and recorded is not None and asked != recorded:
             logger.warning(
-                "!!! DEP is running with a RANDOMLY INITIALISED module (allow_untrained=true). "
-                "Its scores mean nothing; this switch exists for tests only. !!!"
+                "this checkpoint was trained with %s=%s; running with %s=%s as asked",
+                name,
+                str(recorded).lower(),
+                name,
+                str(asked).lower(),
             )
-            module_config = DEPConfig(llm_name=llm.name, llm_hidden_size=llm.hidden_size)
-            if config.encoder:
-                from dep_eval.dep.encoder import CachedEncoder
-
-                encoder = CachedEncoder(config.encoder)
-                module_config = DEPConfig(
-                    encoder_name=encoder.name,
-                    encoder_dim=encoder.dim,
-                    llm_name=llm.name,
-                    llm_hidden_size=llm.hidden_size,
-                )
-            torch.manual_seed(0)
-            return DEPModule(module_config).to(llm.device)
-        raise ValueError(
-            f"--model dep needs a DEP checkpoint for {llm.name}: pass "
-            "--model_args checkpoint=PATH. Train one with `dep-eval train --data-dir DIR "
-            "--category CAT --output runs/NAME` (its best epoch lands in runs/NAME/best); "
-            "the checkpoint shipped with dep-eval fits only the embedded SmolLM2-135M-Instruct."
+    version = trained.get("system", SYSTEM_VERSION)
+    if version != SYSTEM_VERSION:
+        logger.warning(
+            "this checkpoint was trained with system text version %s; this dep-eval writes "
+            "version %s",
+            version,
+            SYSTEM_VERSION,
         )
-    return load_checkpoint(
+    return dataclasses.replace(args, **values)
+
+
+def load_for_inference(config: DEPArgs, llm: Engine) -> DEPModule:
+    """The DEP module a run asked for, checked against the LLM and encoder it will meet."""
+    folder = checkpoint_for_run(config.checkpoint, SHIPPED_CHECKPOINT, llm.name)
+    if folder is None and config.allow_untrained:
+        logger.warning(
+            "!!! DEP is running with a RANDOMLY INITIALISED module (allow_untrained=true). "
+            "Its scores mean nothing; this switch exists for tests only. !!!"
+        )
+        module_config = DEPConfig(llm_name=llm.name, llm_hidden_size=llm.hidden_size)
+        if config.encoder:
+            module_config = DEPConfig(**identity_fields(CachedEncoder(config.encoder), llm))
+        torch.manual_seed(0)
+        return DEPModule(module_config).to(llm.device)
+    return load_for_run(
+        DEPModule,
         folder,
-        encoder_name=config.encoder,
-        llm_name=llm.name,
-        llm_hidden_size=llm.hidden_size,
-        device=llm.device,
+        method="dep",
+        shipped=SHIPPED_CHECKPOINT,
+        llm=llm,
+        encoder=config.encoder,
     )
 
 
-@dataclasses.dataclass
-class DEPConfigArgs(MethodConfig):
-    """``--model_args`` of ``--model dep`` (the checkpoint's own config holds the rest)."""
-
-    checkpoint: str | None = None
-    encoder: str | None = None  # default: the one the checkpoint was trained with
-    k: int = 8  # past reviews with slots, 0..K of the checkpoint; 0 = non-personalized
-    use_his: bool = True
-    use_diff: bool = True
-    with_text: bool = True  # past review texts in the prompt, or only their slots
-    align_slots: bool = True  # False reproduces the reference's slot/text mismatch
-    max_prompt_tokens: int = 3072
-    allow_untrained: bool = False  # tests only: a randomly initialised DEP module
-
-
-class DEP(PersonalizationMethod):
+class DEP(TrainableMethod):
     name = "dep"
-    Config = DEPConfigArgs
-    config: DEPConfigArgs
+    Config = DEPArgs
+    TrainArgs = DEPTrainArgs
+    config: DEPArgs
 
-    def __init__(self, config: DEPConfigArgs, llm: Engine, module: torch.nn.Module | None = None):
+    def __init__(self, config: DEPArgs, llm: Engine, module: DEPModule | None = None):
         super().__init__(config, llm)
         self.module = load_for_inference(config, llm) if module is None else module
         self.module_config: DEPConfig = self.module.config
+        self.config = config = prompt_settings(config, self.module_config)
         k_max = self.module_config.k
         if not 0 <= config.k <= k_max:
             raise ValueError(f"k={config.k} is outside 0..{k_max}, the K of this checkpoint")
@@ -132,22 +127,33 @@ class DEP(PersonalizationMethod):
         self.encoder = None
 
     @classmethod
-    def for_training(cls, config: TrainConfig, llm: Engine) -> DEP:
-        """DEP around a fresh module, for ``dep_eval.train``."""
-        from dep_eval.dep.encoder import CachedEncoder
-
-        encoder = CachedEncoder(config.encoder)
-        module = DEPModule(
-            DEPConfig(**identity_fields(encoder, llm), sae_dim=config.sae_dim, k=config.k)
-        ).to(llm.device)
-        args = DEPConfigArgs(
-            k=config.k,
-            with_text=config.with_text,
-            align_slots=config.align_slots,
-            max_prompt_tokens=config.max_length,
+    def for_training(
+        cls, args: DEPTrainArgs, llm: Engine, *, encoder: str | None, max_prompt_tokens: int
+    ) -> DEP:
+        """DEP around a fresh module."""
+        cached = CachedEncoder(encoder)
+        trained_prompt = {
+            "k": args.k,
+            "with_text": args.with_text,
+            "align_slots": args.align_slots,
+            "system": SYSTEM_VERSION,
+        }
+        module_config = DEPConfig(
+            **identity_fields(cached, llm),
+            sae_dim=args.sae_dim,
+            k=args.k,
+            align_slots=args.align_slots,
+            trained_prompt=trained_prompt,
         )
-        method = cls(args, llm, module=module)
-        method.encoder = encoder
+        module = DEPModule(module_config).to(llm.device)
+        run_args = DEPArgs(
+            k=args.k,
+            with_text=args.with_text,
+            align_slots=args.align_slots,
+            max_prompt_tokens=max_prompt_tokens,
+        )
+        method = cls(run_args, llm, module=module)
+        method.encoder = cached
         return method
 
     def training_batch(self, samples: Sequence[Sample], pool: DataPool) -> TrainingBatch:
@@ -161,11 +167,9 @@ class DEP(PersonalizationMethod):
         )
 
     def setup(self, pool: DataPool) -> None:
-        from dep_eval.dep.encoder import CachedEncoder
-
         if self.encoder is None:
             self.encoder = CachedEncoder(self.config.encoder or self.module_config.encoder_name)
-        self.embedders[pool.category] = DifferenceEmbedder(
+        self.embedders[(pool.source, pool.category)] = DifferenceEmbedder(
             self.encoder,
             pool,
             k=self.module_config.k,
@@ -177,7 +181,8 @@ class DEP(PersonalizationMethod):
     # -- steps 1-5 and 6-7 ------------------------------------------------------------
 
     def dep_inputs(self, samples: Sequence[Sample]) -> DEPInputs:
-        return self.embedders[samples[0].category](samples)
+        first = samples[0]
+        return self.embedders[(first.source, first.category)](samples)
 
     def codes(self, inputs: DEPInputs) -> DEPOutput:
         """Steps 6-7: aligned his and diff vectors (B, K, H) plus the SAE's losses."""
@@ -246,4 +251,4 @@ class DEP(PersonalizationMethod):
         return self.prompts([sample], pool, inputs, out.his, out.diff)[0]
 
 
-DEPLM = lm_eval_model_for(DEP)
+DEPLM = register_method(DEP, label="DEP", order=50)

@@ -1,4 +1,4 @@
-"""METHOD.md steps 6-7: the sparse autoencoder and the two aligners, as one small module.
+"""docs/method.md steps 6-7: the sparse autoencoder and the two aligners, as one small module.
 
 This is everything DEP trains (the LLM stays frozen): a few megabytes. Input is step 5's
 ``X = [his_1..his_K ; diff_1..diff_K]`` per sample with a mask of present slots; output is
@@ -11,79 +11,13 @@ nothing to the reconstruction loss or to ``rho_hat``, and their aligned vectors 
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dep_eval.dep.encoder import DEFAULT_ENCODER_DIM, DEFAULT_ENCODER_NAME
-
-DEFAULT_LLM_NAME = "HuggingFaceTB/SmolLM2-135M-Instruct"
-DEFAULT_LLM_HIDDEN_SIZE = 576
-
-
-def default_soft_tokens(k: int) -> dict[str, list[str]]:
-    """The reference's added tokens: K his and K diff placeholders and four markers."""
-    return {
-        "his": [f"[HIS_TOKEN_{i}]" for i in range(k)],
-        "diff": [f"[DIFF_TOKEN_{i}]" for i in range(k)],
-        "markers": [
-            "<his_token_start>",
-            "<his_token_end>",
-            "<diff_token_start>",
-            "<diff_token_end>",
-        ],
-    }
-
-
-@dataclass
-class DEPConfig:
-    encoder_name: str = DEFAULT_ENCODER_NAME
-    encoder_dim: int = DEFAULT_ENCODER_DIM  # d (reference: bge-m3, 1024)
-    sae_dim: int = 512  # h
-    llm_name: str = DEFAULT_LLM_NAME
-    llm_hidden_size: int = DEFAULT_LLM_HIDDEN_SIZE  # H
-    k: int = 8  # history slots
-    rho: float = 0.05  # SAE sparsity target
-    recon_weight: float = 100.0  # step 9: 100 * (recon + 1e-3 * KL)
-    kl_weight: float = 1e-3
-    align_slots: bool = True  # see embeddings.py; recorded so inference matches training
-    cold_start: str = "his_only"
-    weighting: str = "reference"
-    soft_tokens: dict[str, list[str]] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        if not self.soft_tokens:
-            self.soft_tokens = default_soft_tokens(self.k)
-        for name, value in (
-            ("encoder_dim", self.encoder_dim),
-            ("sae_dim", self.sae_dim),
-            ("llm_hidden_size", self.llm_hidden_size),
-        ):
-            if int(value) <= 0:
-                raise ValueError(f"DEPConfig.{name} must be positive, got {value}")
-        if not 0.0 < self.rho < 1.0:
-            raise ValueError(f"DEPConfig.rho must be in (0, 1), got {self.rho}")
-        if (
-            len(self.soft_tokens.get("his", ())) != self.k
-            or len(self.soft_tokens.get("diff", ())) != self.k
-        ):
-            raise ValueError(
-                f"DEPConfig.soft_tokens must name {self.k} his and {self.k} diff tokens"
-            )
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> DEPConfig:
-        known = {name for name in cls.__dataclass_fields__}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown DEPConfig fields {unknown}")
-        return cls(**data)
+from dep_eval.dep.config import DEPConfig
 
 
 @dataclass
@@ -122,7 +56,7 @@ class Aligner(nn.Module):
 
 
 class DEPModule(nn.Module):
-    checkpoint_format = "dep-eval/dep-module"  # see dep_eval.dep.checkpoint
+    checkpoint_format = "dep-eval/dep-module"  # see dep_eval.checkpoint
     config_class = DEPConfig
 
     def __init__(self, config: DEPConfig) -> None:

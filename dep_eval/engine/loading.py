@@ -22,6 +22,8 @@ from dep_eval.cache import cache_dir
 logger = logging.getLogger(__name__)
 
 EMBEDDED_LLM = "SmolLM2-135M-Instruct"
+EMBEDDED_LLM_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"  # its hub name
+EMBEDDED_LLM_HIDDEN_SIZE = 576
 _EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 

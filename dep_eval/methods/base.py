@@ -21,8 +21,11 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
-from collections.abc import Generator
+from abc import ABC, abstractmethod
+from collections.abc import Generator, Sequence
 from typing import Any, ClassVar
+
+import torch
 
 from dep_eval.data.pool import DataPool
 from dep_eval.data.records import Sample
@@ -71,9 +74,40 @@ class PersonalizationMethod:
     def build_prompt(self, sample: Sample, pool: DataPool) -> Prompt:
         raise NotImplementedError(f"{type(self).__name__} must implement build_prompt or plan")
 
-    def settings_key(self) -> str:
-        """Identifies this method's settings in cache keys (e.g. PAG's cached summaries)."""
-        return f"{self.name}:{dataclasses.asdict(self.config)}"
+
+class TrainableMethod(PersonalizationMethod, ABC):
+    """A method whose small module ``dep-eval train`` learns while the LLM stays frozen.
+
+    ``TrainArgs`` is the dataclass of its ``dep-eval train`` options beyond the generic ones
+    (``dep_eval.train.TrainConfig``); ``module`` is what is trained and what
+    ``dep_eval.checkpoint`` saves.
+    """
+
+    TrainArgs: ClassVar[type[MethodConfig]] = MethodConfig
+    module: torch.nn.Module
+
+    @classmethod
+    @abstractmethod
+    def for_training(
+        cls, args: MethodConfig, llm: Engine, *, encoder: str | None, max_prompt_tokens: int
+    ) -> TrainableMethod:
+        """The method around a freshly initialised module.
+
+        Args:
+            args: a ``TrainArgs`` instance.
+            llm: the frozen engine the module's vectors are fed to.
+            encoder: the sentence encoder to use (None: the embedded default).
+            max_prompt_tokens: the prompt budget, as at inference.
+        """
+
+    @abstractmethod
+    def training_batch(self, samples: Sequence[Sample], pool: DataPool) -> TrainingBatch:
+        """One micro-batch's prompts and auxiliary loss.
+
+        Returns:
+            ``TrainingBatch`` whose prompts are exactly what inference builds for
+            ``samples``, with soft vectors still attached to ``module``'s graph.
+        """
 
 
 def parse_config(config_class: type[MethodConfig], args: dict[str, Any]) -> MethodConfig:

@@ -1,9 +1,9 @@
 """The paper's Table 1 (Qiu et al., EMNLP 2025), for reference rows only.
 
-Copied from docs/METHOD.md. These numbers come from Qwen2.5-7B-Instruct (one row from
-Qwen2.5-32B) on the full test sets; nothing here is measured by this project, so the
-leaderboard shows them apart, labelled, and never ranks them with measured rows. The paper
-reports no ROUGE-L and no costs.
+As the paper reports them (also listed in docs/method.md). These numbers come from
+Qwen2.5-7B-Instruct (one row from Qwen2.5-32B) on the full test sets; nothing here is measured
+by this project, so the leaderboard shows them apart, labelled, and never ranks them with
+measured rows. The paper reports no ROUGE-L and no costs.
 """
 
 from __future__ import annotations

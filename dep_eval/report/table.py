@@ -62,14 +62,6 @@ COST_METRICS = (
     Metric("seconds_per_sample", "s/sample", False, 2),
     Metric("setup_seconds", "setup s (total)", False, 1),
 )
-METHOD_NAMES = {
-    "nonperso": "Non-Perso",
-    "rag": "RAG",
-    "pag": "PAG",
-    "dpl": "DPL",
-    "pplug": "PPlug",
-    "dep": "DEP",
-}
 AVERAGE = "Average"
 COST = "Cost"
 PAPER_CATEGORY_ORDER = tuple(KNOWN_CATEGORIES.values())
@@ -142,11 +134,17 @@ class Leaderboard:
 
 
 def method_name(method: str) -> str:
-    return METHOD_NAMES.get(method.lower(), method)
+    """The registry's label of a method (``dep_eval.registry``), or its name if unknown here."""
+    from dep_eval import registry
+
+    return registry.label(method)
 
 
 def _method_order(method: str) -> tuple[int, str]:
-    names = list(METHOD_NAMES)
+    """Rows in registry order (built-ins as declared, then plugins); unknown methods last."""
+    from dep_eval import registry
+
+    names = list(registry.methods())
     return (names.index(method.lower()) if method.lower() in names else len(names), method)
 
 

@@ -1,4 +1,4 @@
-"""The trainer of soft-prompt methods: DEP (METHOD.md step 9) and PPlug.
+"""The trainer of trainable methods: DEP (docs/method.md step 9) and PPlug.
 
 The LLM is frozen; only the method's small module learns (DEP: the SAE and both aligners;
 PPlug: the projector and the instruction vector), with
@@ -12,12 +12,10 @@ comes from ``seed`` and the epoch number alone), and selection of the best epoch
 of generated reviews on the val split, copied to ``best/``. Every optimizer step's loss
 components go to ``log.jsonl``.
 
-A trainable method (see ``TRAINABLE_METHODS``) is a ``PersonalizationMethod`` with
-
-- ``for_training(config, llm)``: a classmethod building it around a fresh module;
-- ``module``: the ``torch.nn.Module`` to train, saved by ``dep_eval.dep.checkpoint``;
-- ``training_batch(samples, pool)``: the prompts (with soft vectors that carry gradients)
-  and auxiliary loss of a micro-batch, the same prompts its inference builds.
+A trainable method is a ``dep_eval.methods.base.TrainableMethod`` registered with
+``dep_eval.registry``; its own options (``TrainArgs``) arrive as ``TrainConfig.method_options``.
+The LLM's forward pass is the engine's (``HFEngine.target_loss``), so training and inference
+build identical inputs.
 
 The same code runs on a laptop CPU (the embedded SmolLM2) and on GPUs: ``accelerate`` takes
 care of devices, bf16 and multi-GPU data parallelism (``accelerate launch -m dep_eval.cli
@@ -28,71 +26,102 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import importlib
 import json
 import logging
 import math
-import os
 import random
 import resource
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from tqdm.auto import tqdm
 
+from dep_eval import registry
 from dep_eval.data.records import Sample
 from dep_eval.engine import GenerationSettings, seed_for
 from dep_eval.engine.hf import HFEngine
+from dep_eval.io import append_jsonl, atomic_folder, atomic_path, atomic_write, write_jsonl
+from dep_eval.methods.base import TrainableMethod, parse_config
 
 logger = logging.getLogger(__name__)
 
 PAPER_CATEGORIES = ("Books", "Movies_and_TV", "CDs_and_Vinyl")
-TRAINABLE_METHODS = {
-    "dep": "dep_eval.dep.method:DEP",
-    "pplug": "dep_eval.baselines.pplug:PPlug",
-}
 
 
-def trainable_method(name: str) -> type:
-    if name not in TRAINABLE_METHODS:
-        raise ValueError(
-            f"method {name!r} cannot be trained; trainable methods: {sorted(TRAINABLE_METHODS)}"
-        )
-    module_name, _, class_name = TRAINABLE_METHODS[name].partition(":")
-    return getattr(importlib.import_module(module_name), class_name)
+def trainable_method(name: str) -> type[TrainableMethod]:
+    trainable = sorted(n for n, spec in registry.methods().items() if spec.trainable)
+    spec = registry.methods().get(name)
+    if spec is None or not spec.trainable:
+        raise ValueError(f"method {name!r} cannot be trained; trainable methods: {trainable}")
+    return spec.method_class  # type: ignore[return-value]
+
+
+def _help(text: str) -> dict[str, str]:
+    return {"help": text}
 
 
 @dataclass
 class TrainConfig:
-    output: str
-    method: str = "dep"  # a key of TRAINABLE_METHODS
-    data_dir: str | None = None  # None: the hub's SnowCharmQ/DPL-main
-    categories: tuple[str, ...] = PAPER_CATEGORIES
-    pretrained: str | None = None  # None: the embedded SmolLM2-135M-Instruct
-    encoder: str | None = None  # None: the embedded all-MiniLM-L6-v2
-    k: int = 8  # DEP: history slots
-    sae_dim: int = 512  # DEP: SAE width
-    epochs: int = 5
-    lr: float = 1e-5
-    weight_decay: float = 0.025
-    warmup_ratio: float = 0.01
-    micro_batch_size: int = 1
-    grad_accum: int = 16  # effective batch = micro_batch_size * grad_accum * processes
-    max_length: int = 3072
-    max_target_tokens: int | None = None  # clip long targets (saves CPU time; None: keep all)
-    seed: int = 42
-    all_rows: bool = False  # default: one row per user, the one with the longest profile
-    max_rows: int | None = None  # a seeded subset of the training rows (smoke tests, budgets)
-    with_text: bool = True  # DEP: past review texts in the prompt
-    align_slots: bool = True  # DEP
-    val_rows: int = 512
-    val_max_new_tokens: int = 256
-    device: str | None = None
-    dtype: str = "auto"
-    resume: bool = False
+    """Generic trainer options (the method's own are ``method_options``).
+
+    Defaults are the paper's; ``dep-eval train --help`` is generated from these fields.
+    """
+
+    output: str = field(metadata=_help("run folder (created)"))
+    method: str = field(default="dep", metadata=_help("the method to train"))
+    data_dir: str | None = field(
+        default=None,
+        metadata=_help(
+            "local data folder <dir>/<Category>/{train,val,test,meta}.jsonl "
+            "(default: $DEP_EVAL_DATA_DIR, else the hub's SnowCharmQ/DPL-main)"
+        ),
+    )
+    categories: tuple[str, ...] = field(
+        default=PAPER_CATEGORIES,
+        metadata={"help": "category to train on, repeatable", "flag": "category"},
+    )
+    pretrained: str | None = field(
+        default=None, metadata=_help("LLM, hub id or folder (default: the embedded SmolLM2)")
+    )
+    encoder: str | None = field(
+        default=None, metadata=_help("sentence encoder (default: the embedded all-MiniLM-L6-v2)")
+    )
+    epochs: int = field(default=5, metadata=_help("passes over the training rows"))
+    lr: float = field(default=1e-5, metadata=_help("AdamW learning rate"))
+    weight_decay: float = field(default=0.025, metadata=_help("AdamW weight decay"))
+    warmup_ratio: float = field(default=0.01, metadata=_help("share of steps warming up"))
+    micro_batch_size: int = field(default=1, metadata=_help("rows per forward pass"))
+    grad_accum: int = field(
+        default=16,
+        metadata=_help(
+            "micro-batches per optimizer step (effective batch = micro-batch x this x processes)"
+        ),
+    )
+    max_length: int = field(default=3072, metadata=_help("prompt + target token budget"))
+    max_target_tokens: int | None = field(
+        default=None, metadata=_help("clip training targets to this many tokens (default: all)")
+    )
+    seed: int = field(default=42, metadata=_help("data order and initialisation"))
+    all_rows: bool = field(
+        default=False, metadata=_help("every training row, not one per user (longest profile)")
+    )
+    max_rows: int | None = field(
+        default=None, metadata=_help("a seeded subset of this many training rows (default: all)")
+    )
+    val_rows: int = field(default=512, metadata=_help("val rows for choosing the best epoch"))
+    val_max_new_tokens: int = field(default=256, metadata=_help("new tokens per val review"))
+    device: str | None = field(
+        default=None, metadata=_help("cpu, cuda, ... (default: what accelerate picks)")
+    )
+    dtype: str = field(default="auto", metadata=_help("default: bfloat16 on GPUs, float32 on CPUs"))
+    resume: bool = field(
+        default=False, metadata=_help("continue OUTPUT after its last complete epoch")
+    )
+    method_options: dict[str, Any] = field(default_factory=dict, metadata={"cli": False})
 
 
 def select_rows(samples: list[Sample], all_rows: bool) -> list[Sample]:
@@ -107,10 +136,8 @@ def select_rows(samples: list[Sample], all_rows: bool) -> list[Sample]:
     return list(best.values())
 
 
-def _atomic_json(path: Path, data: object) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    os.replace(tmp, path)
+def _write_json(path: Path, data: object) -> None:
+    atomic_write(path, json.dumps(data, indent=2))
 
 
 class Trainer:
@@ -135,7 +162,13 @@ class Trainer:
             device=str(self.accelerator.device),
             dtype="float32" if not torch.cuda.is_available() else config.dtype,
         )
-        self.method = trainable_method(config.method).for_training(config, self.llm)
+        method_class = trainable_method(config.method)
+        self.method = method_class.for_training(
+            parse_config(method_class.TrainArgs, config.method_options),
+            self.llm,
+            encoder=config.encoder,
+            max_prompt_tokens=config.max_length,
+        )
         self.module = self.method.module.to(self.accelerator.device)
         self.pools = {}
         self.train_rows: list[Sample] = []
@@ -156,6 +189,9 @@ class Trainer:
             self.module.parameters(), lr=config.lr, weight_decay=config.weight_decay
         )
         warmup = max(1, round(config.warmup_ratio * total))
+        # transformers' get_linear_schedule_with_warmup starts at lr 0 (its step 0 is wasted,
+        # and with 1 % warm-up of a small run that is the whole warm-up); this schedule's
+        # first step already has lr / warmup, which is what the shipped checkpoints used.
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer,
             lambda step: min(
@@ -240,8 +276,7 @@ class Trainer:
                     **sums,
                 }
                 if self.accelerator.is_main_process:
-                    with log_path.open("a") as log:
-                        log.write(json.dumps(record) + "\n")
+                    append_jsonl(log_path, [record])
                 bar.set_postfix({name: f"{value:.4f}" for name, value in sums.items()})
             bar.close()
             self._save_epoch(epoch + 1)
@@ -250,20 +285,20 @@ class Trainer:
     # -- checkpoints, resume, selection ----------------------------------------------------
 
     def _save_epoch(self, epoch: int) -> None:
-        from dep_eval.dep.checkpoint import save_checkpoint
+        from dep_eval.checkpoint import save_checkpoint
 
         if not self.accelerator.is_main_process:
             return
         module = self.accelerator.unwrap_model(self.module)
         folder = self.output / f"epoch-{epoch}"
-        save_checkpoint(module, folder)
+        save_checkpoint(module, folder, extra={"max_target_tokens": self.config.max_target_tokens})
         state = {
             "epoch": epoch,
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
         }
         _save_trainer_state(state, self.output / f"trainer-state-{epoch}.safetensors")
-        _atomic_json(self.output / "train_config.json", dataclasses.asdict(self.config))
+        _write_json(self.output / "train_config.json", dataclasses.asdict(self.config))
 
     def _resume(self) -> int:
         done = sorted(
@@ -284,14 +319,8 @@ class Trainer:
         # drop log lines of a partial epoch, so the log reads as one uninterrupted run
         log_path = self.output / "log.jsonl"
         if log_path.exists():
-            kept = [
-                line
-                for line in log_path.read_text().splitlines()
-                if json.loads(line)["epoch"] <= epoch
-            ]
-            tmp = log_path.with_suffix(".tmp")
-            tmp.write_text("".join(line + "\n" for line in kept))
-            os.replace(tmp, log_path)
+            rows = [json.loads(line) for line in log_path.read_text().splitlines()]
+            write_jsonl(log_path, [row for row in rows if row["epoch"] <= epoch])
         logger.info("Resuming %s after epoch %d", self.output, epoch)
         return epoch
 
@@ -332,12 +361,9 @@ class Trainer:
             logger.info("epoch %d: val METEOR %.4f", epoch, scores[epoch])
         best = max(scores, key=lambda e: (scores[e], -e))
         target = self.output / "best"
-        staging = self.output / ".best.tmp"
-        shutil.rmtree(staging, ignore_errors=True)
-        shutil.copytree(self.output / f"epoch-{best}", staging)
-        shutil.rmtree(target, ignore_errors=True)
-        os.replace(staging, target)
-        _atomic_json(
+        with atomic_folder(target) as staging:
+            shutil.copytree(self.output / f"epoch-{best}", staging, dirs_exist_ok=True)
+        _write_json(
             self.output / "selection.json",
             {
                 "metric": "meteor",
@@ -350,12 +376,10 @@ class Trainer:
 
 
 def _load_weights_into(module: torch.nn.Module, folder: Path) -> None:
-    from dep_eval.dep.checkpoint import load_checkpoint
+    from dep_eval.checkpoint import load_checkpoint
 
     device = next(module.parameters()).device
-    module.load_state_dict(
-        load_checkpoint(folder, device=device, module_class=type(module)).state_dict()
-    )
+    module.load_state_dict(load_checkpoint(type(module), folder, device=device).state_dict())
 
 
 def _save_trainer_state(state: dict, path: Path) -> None:
@@ -375,9 +399,8 @@ def _save_trainer_state(state: dict, path: Path) -> None:
         return obj
 
     skeleton = strip(state, "state")
-    tmp = path.with_suffix(".tmp")
-    save_file(tensors, str(tmp), metadata={"skeleton": json.dumps(skeleton)})
-    os.replace(tmp, path)
+    with atomic_path(path) as temp:
+        save_file(tensors, str(temp), metadata={"skeleton": json.dumps(skeleton)})
 
 
 def _load_trainer_state(path: Path) -> dict:

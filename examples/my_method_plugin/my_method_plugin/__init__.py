@@ -15,7 +15,7 @@ from dep_eval.api import (
     PersonalizationMethod,
     Prompt,
     Sample,
-    lm_eval_model_for,
+    register_method,
     review_messages,
 )
 
@@ -37,4 +37,4 @@ class MostRecentStyle(PersonalizationMethod):
         return Prompt(review_messages(sample, pool, recent, notes=NOTE if recent else ""))
 
 
-MyMethodLM = lm_eval_model_for(MostRecentStyle)
+MyMethodLM = register_method(MostRecentStyle, label="Most-recent style")

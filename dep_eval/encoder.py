@@ -1,4 +1,4 @@
-"""METHOD.md step 1 (Embed): a frozen sentence encoder with a persistent on-disk cache.
+"""docs/method.md step 1 (Embed): a frozen sentence encoder with a persistent on-disk cache.
 
 Every review text of the data pool is embedded once per encoder and kept on disk, so a
 second run over the same data encodes nothing (``CachedEncoder.n_encoded`` counts the texts

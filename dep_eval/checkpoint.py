@@ -1,4 +1,4 @@
-"""Saving and loading what a soft-prompt method trains (megabytes, never an LLM).
+"""Saving and loading what a trainable method trains (megabytes, never an LLM).
 
 DEP's SAE and aligners (``DEPModule``) and PPlug's projector (``PPlugModule``) share one
 format. A checkpoint is a folder::
@@ -12,9 +12,11 @@ A module class names its format (``checkpoint_format``) and its config class
 ``check_compatible`` reads).
 
 Weights are read only through safetensors (never ``torch.load`` / pickle). A folder is
-written into a temporary sibling and renamed into place, so a reader sees either the old
-checkpoint or the new one, never half of one. Loading checks that the checkpoint fits the
-encoder and LLM it will be used with and says exactly what does not.
+written into a temporary sibling and renamed into place (``dep_eval.io.atomic_folder``), so a
+reader sees either the old checkpoint or the new one, never half of one. Loading checks that
+the checkpoint fits the encoder and LLM it will be used with and says exactly what does not.
+The checkpoints shipped inside the package (for the embedded SmolLM2 + all-MiniLM-L6-v2) are
+found by ``load_for_run``.
 """
 
 from __future__ import annotations
@@ -22,23 +24,24 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
-import tempfile
-import uuid
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from safetensors.torch import load_file, save_file
 
-from dep_eval.dep.module import DEPModule
+from dep_eval.io import atomic_folder
+
+if TYPE_CHECKING:
+    from dep_eval.engine import Engine
 
 logger = logging.getLogger(__name__)
 
-FORMAT_NAME = DEPModule.checkpoint_format
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: configs record the prompt a module was trained with
+READABLE_VERSIONS = (1, 2)
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
+SHIPPED_DIR = Path(__file__).resolve().parent / "checkpoints"
 
 
 class CheckpointError(ValueError):
@@ -62,27 +65,14 @@ def save_checkpoint(
         "n_parameters": sum(tensor.numel() for tensor in state.values()),
         "extra": extra or {},
     }
-    temp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.tmp-"))
-    try:
-        save_file(state, str(temp / WEIGHTS_FILE), metadata={"format": meta["format"]})
-        (temp / CONFIG_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
-        if folder.exists():
-            # Directories cannot be replaced in one step: move the old one aside first, then
-            # put the new one in place, then delete the old one.
-            old = folder.parent / f".{folder.name}.old-{uuid.uuid4().hex[:8]}"
-            os.replace(folder, old)
-            os.replace(temp, folder)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(temp, folder)
-    except BaseException:
-        shutil.rmtree(temp, ignore_errors=True)
-        raise
+    with atomic_folder(folder) as staging:
+        save_file(state, str(staging / WEIGHTS_FILE), metadata={"format": meta["format"]})
+        (staging / CONFIG_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
     logger.info("saved %s (%d parameters) to %s", meta["format"], meta["n_parameters"], folder)
     return folder
 
 
-def read_config(folder: str | os.PathLike[str], module_class: type = DEPModule) -> Any:
+def read_config(module_class: type, folder: str | os.PathLike[str]) -> Any:
     """The config of a checkpoint folder (a ``module_class.config_class``), after format checks."""
     folder = Path(folder)
     path = folder / CONFIG_FILE
@@ -95,10 +85,10 @@ def read_config(folder: str | os.PathLike[str], module_class: type = DEPModule) 
         raise CheckpointError(f"{path} is unreadable: {error}") from error
     if meta.get("format") != expected:
         raise CheckpointError(f"{path}: format {meta.get('format')!r}, expected {expected!r}")
-    if meta.get("format_version") != FORMAT_VERSION:
+    if meta.get("format_version") not in READABLE_VERSIONS:
         raise CheckpointError(
             f"{path}: format version {meta.get('format_version')!r}; this dep-eval reads "
-            f"version {FORMAT_VERSION}"
+            f"versions {', '.join(map(str, READABLE_VERSIONS))} (a newer dep-eval wrote it?)"
         )
     try:
         return module_class.config_class.from_dict(meta["config"])
@@ -109,7 +99,7 @@ def read_config(folder: str | os.PathLike[str], module_class: type = DEPModule) 
 def canonical_encoder_name(name: str) -> str:
     """``sentence-transformers/all-MiniLM-L6-v2``, ``all-MiniLM-L6-v2`` and the embedded copy's
     folder all name the same encoder."""
-    from dep_eval.dep.encoder import DEFAULT_ENCODER_NAME, DEFAULT_ENCODER_PACKAGE
+    from dep_eval.encoder import DEFAULT_ENCODER_NAME, DEFAULT_ENCODER_PACKAGE
 
     text = str(name).rstrip("/")
     if DEFAULT_ENCODER_PACKAGE in text:
@@ -181,6 +171,7 @@ def check_compatible(
 
 
 def load_checkpoint(
+    module_class: type,
     folder: str | os.PathLike[str],
     *,
     encoder_name: str | None = None,
@@ -190,11 +181,10 @@ def load_checkpoint(
     k: int | None = None,
     strict_llm_name: bool = False,
     device: str | torch.device = "cpu",
-    module_class: type = DEPModule,
 ) -> Any:
     """Load a checkpoint, checking it against whichever parts are given."""
     folder = Path(folder)
-    config = read_config(folder, module_class)
+    config = read_config(module_class, folder)
     check_compatible(
         config,
         encoder_name=encoder_name,
@@ -224,3 +214,59 @@ def load_checkpoint(
         raise CheckpointError(f"{weights} does not match its config.json: " + "; ".join(problems))
     module.load_state_dict(state, strict=True)
     return module.to(device)
+
+
+def checkpoint_for_run(checkpoint: str | None, shipped: str, llm_name: str) -> str | None:
+    """The user's checkpoint folder, else the shipped one when the LLM is the embedded one."""
+    from dep_eval.engine import EMBEDDED_LLM
+
+    if checkpoint is not None:
+        return checkpoint
+    if llm_name == EMBEDDED_LLM and (SHIPPED_DIR / shipped / CONFIG_FILE).exists():
+        return str(SHIPPED_DIR / shipped)
+    return None
+
+
+def load_for_run(
+    module_class: type,
+    checkpoint: str | None,
+    *,
+    method: str,
+    shipped: str,
+    llm: Engine,
+    encoder: str | None = None,
+) -> Any:
+    """The trained module a run of ``--model method`` uses, checked against its LLM and encoder.
+
+    Args:
+        module_class: the method's module (``DEPModule``, ``PPlugModule``).
+        checkpoint: the user's ``checkpoint=`` folder, or None for the shipped one.
+        method: the ``--model`` name, for messages.
+        shipped: the folder under ``dep_eval/checkpoints/`` trained for the embedded LLM.
+        llm: the engine the module's vectors will be fed to.
+        encoder: the user's ``encoder=``, or None for the checkpoint's own.
+    """
+    from dep_eval.engine import EMBEDDED_LLM
+
+    folder = checkpoint
+    if (
+        folder is None
+        and llm.name == EMBEDDED_LLM
+        and (SHIPPED_DIR / shipped / CONFIG_FILE).exists()
+    ):
+        folder = str(SHIPPED_DIR / shipped)
+    if folder is None:
+        raise ValueError(
+            f"--model {method} needs a {method} checkpoint for {llm.name}: pass --model_args "
+            f"checkpoint=PATH. Train one with `dep-eval train --method {method} --data-dir DIR "
+            "--category CAT --output runs/NAME` (its best epoch lands in runs/NAME/best); the "
+            "checkpoint shipped with dep-eval fits only the embedded SmolLM2-135M-Instruct."
+        )
+    return load_checkpoint(
+        module_class,
+        folder,
+        encoder_name=encoder,
+        llm_name=llm.name,
+        llm_hidden_size=llm.hidden_size,
+        device=llm.device,
+    )
