@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from dep_eval.cache import cache_dir
 
@@ -245,13 +246,28 @@ class CachedEncoder:
     def _encode_model(self, texts: list[str]) -> np.ndarray:
         show = self.progress if self.progress is not None else len(texts) >= self.progress_min
         logger.info("encoding %d texts with %s", len(texts), self.name)
-        out = self.model.encode(
-            texts,
-            batch_size=self.batch_size,
-            normalize_embeddings=True,
-            convert_to_numpy=True,
-            show_progress_bar=show,
-        )
+        # Our own bar over texts (sentence-transformers' counts unlabelled "Batches"): the
+        # texts go longest first in chunks of a few batches, as it would sort them itself.
+        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+        chunk = self.batch_size * 4
+        parts = []
+        with tqdm(
+            total=len(texts), desc=f"encoding {len(texts):,} texts", unit="text", disable=not show
+        ) as bar:
+            for start in range(0, len(order), chunk):
+                part = [texts[i] for i in order[start : start + chunk]]
+                parts.append(
+                    self.model.encode(
+                        part,
+                        batch_size=self.batch_size,
+                        normalize_embeddings=True,
+                        convert_to_numpy=True,
+                        show_progress_bar=False,
+                    )
+                )
+                bar.update(len(part))
+        out = np.empty((len(texts), parts[0].shape[1]), dtype=np.float32)
+        out[order] = np.concatenate(parts)
         self.n_encoded += len(texts)
         out = np.ascontiguousarray(out, dtype=np.float32)
         # Normalise again in float32: some models skip it for zero vectors, and a reader of

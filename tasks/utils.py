@@ -28,11 +28,12 @@ still records its real split in its ``split`` field.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import datasets
 
-from dep_eval.data.loaders import load_task_dataset
+from dep_eval.data.loaders import HubUnreachable, load_task_dataset
 from dep_eval.metrics.harness import (
     AGGREGATIONS,
     process_results,  # noqa: F401 - referenced from the YAMLs
@@ -43,6 +44,22 @@ globals().update(AGGREGATIONS)
 
 EVAL_SPLIT = "eval"
 DEFAULT_SPLIT = "test"
+TASK_PREFIX = "amazon_review_personalized"
+
+
+def _drop_generic_metadata_hint(record: logging.LogRecord) -> bool:
+    """lm-eval warns on every run of a ``custom_dataset`` task that custom kwargs can go to
+    ``--metadata`` (with an unrelated ``max_seq_lengths`` example); these tasks document
+    their own metadata, so the hint is dropped for them (and only them)."""
+    message = record.getMessage()
+    return not (message.startswith(TASK_PREFIX) and "Custom kwargs can be passed" in message)
+
+
+_drop_generic_metadata_hint.dep_eval = True  # type: ignore[attr-defined]
+# lm-eval imports this file once per task folder scan: add the filter once
+_task_logger = logging.getLogger("lm_eval.api.task")
+if not any(getattr(f, "dep_eval", False) for f in _task_logger.filters):
+    _task_logger.addFilter(_drop_generic_metadata_hint)
 
 
 def load_dataset(**options: Any) -> dict[str, datasets.Dataset]:
@@ -63,7 +80,13 @@ def load_dataset(**options: Any) -> dict[str, datasets.Dataset]:
     if not isinstance(split, str):
         raise ValueError(f"split must be one name (train, val or test), got {split!r}")
     options["split"] = split
-    loaded = load_task_dataset(options)
+    try:
+        loaded = load_task_dataset(options)
+    except HubUnreachable as exc:
+        if logging.getLogger("lm_eval").isEnabledFor(logging.DEBUG):  # --verbosity DEBUG
+            raise
+        # One short error instead of lm-eval's chained tracebacks: nothing in them helps.
+        raise SystemExit(f"dep-eval: {exc}") from None
     return {EVAL_SPLIT: loaded[split]}
 
 

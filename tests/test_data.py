@@ -680,6 +680,7 @@ def _mock_hub(
             raise ValueError(f"BuilderConfig {name!r} not found") from None
 
     monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    monkeypatch.setattr(loaders, "_hub_unreachable_reason", lambda: None)
     return calls
 
 

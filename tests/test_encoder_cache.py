@@ -216,3 +216,15 @@ def test_empty_input(tmp_path: Path) -> None:
     out = CachedEncoder(cache_dir=tmp_path).encode([])
     assert out.shape == (0, 384) and out.dtype == np.float32
     assert json.dumps(out.tolist()) == "[]"
+
+
+def test_progress_bar_counts_texts_in_order(
+    reference: np.ndarray, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # batch_size 1 -> chunks of 4: the 5 texts go through the model in two calls, longest
+    # first, and come back in the order given
+    enc = CachedEncoder(use_cache=False, batch_size=1, progress=True)
+    np.testing.assert_allclose(enc.encode(TEXTS), reference, atol=1e-6)
+    bar = capsys.readouterr().err
+    assert "encoding 5 texts" in bar and "5/5" in bar
+    assert "Batches" not in bar  # sentence-transformers' own bar stays off

@@ -34,6 +34,14 @@ PROMPTS = [
 ]
 
 
+def test_progress_bar_counts_documents(llm: HFEngine, capsys: pytest.CaptureFixture[str]) -> None:
+    short = GenerationSettings(max_new_tokens=2)
+    llm.generate(PROMPTS[:3], [1, 2, 3], short, batch_size=2, progress="x: generating 3 reviews")
+    bar = capsys.readouterr().err
+    assert "x: generating 3 reviews" in bar and "3/3 [" in bar
+    assert "/2 [" not in bar  # never a count of the two batches
+
+
 def test_output_does_not_depend_on_batch_size_or_order(llm: HFEngine) -> None:
     seeds = [seed_for(1234, i) for i in range(len(PROMPTS))]
     one = [g.text for g in llm.generate(PROMPTS, seeds, SETTINGS, batch_size=1)]
@@ -98,14 +106,21 @@ def test_placeholder_count_mismatch_is_an_error(llm: HFEngine) -> None:
         llm.tokens.embed(token_ids, [torch.zeros(2, llm.hidden_size)])
 
 
-def test_lm_eval_default_cuda_device_falls_back_to_cpu(caplog: pytest.LogCaptureFixture) -> None:
+def test_lm_eval_default_cuda_device_falls_back_to_cpu_quietly(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     from dep_eval.engine.loading import resolve_device
 
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
-    with caplog.at_level(logging.WARNING):
-        assert resolve_device("cuda:0").type == "cpu"
+    with caplog.at_level(logging.INFO, logger="dep_eval"):
+        assert resolve_device("cuda:0").type == "cpu"  # lm-eval's default, not a user request
+    assert [r.levelno for r in caplog.records] == [logging.INFO]
     assert "CUDA is not available" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="dep_eval"):
+        assert resolve_device("cuda").type == "cpu"  # the user's own choice: warn
+    assert [r.levelno for r in caplog.records] == [logging.WARNING]
 
 
 def test_generation_settings_from_lm_eval_gen_kwargs() -> None:

@@ -275,18 +275,60 @@ def _iter_jsonl(path: Path) -> Iterator[tuple[Where, Any]]:
                 ) from exc
 
 
+class HubUnreachable(DataError):
+    """The hub cannot be reached at all (no network, ``HF_HUB_OFFLINE``): nothing to retry."""
+
+
+HUB_PROBE_SECONDS = 5.0
+LOCAL_ROUTE = (
+    f"Offline, set data_dir (or {ENV_DATA_DIR}) to a local copy in the "
+    "<Category>/{train,val,test,meta}.jsonl layout: --tasks amazon_review_personalized_custom "
+    '--metadata \'{"data_dir": "DIR", "category": "CAT"}\''
+)
+
+
+def _hub_unreachable_reason() -> str | None:
+    """Why the hub cannot be reached, in one quick try; ``None`` when it answers (or when
+    ``HF_HUB_OFFLINE`` is set: then ``datasets`` reads its own cache, in milliseconds).
+    ``datasets`` retries a refused connection with back-off for tens of seconds."""
+    import urllib.error
+    import urllib.request
+
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return None
+    try:
+        urllib.request.urlopen(constants.ENDPOINT, timeout=HUB_PROBE_SECONDS).close()
+    except urllib.error.HTTPError:
+        return None  # it answered, if only with an error status
+    except OSError as exc:  # URLError, timeouts, refused connections
+        return f"{constants.ENDPOINT} does not answer ({getattr(exc, 'reason', exc)})"
+    return None
+
+
 def _hub_load(repo: str, category: str, split: str) -> datasets.Dataset:
     """The one network call (mocked in tests): ``datasets.load_dataset``."""
     import datasets
+    from huggingface_hub import constants
 
+    reason = _hub_unreachable_reason()
+    if reason:
+        raise HubUnreachable(
+            f"cannot load {repo} from the Hugging Face hub: {reason}. {LOCAL_ROUTE}"
+        )
     try:
         return datasets.load_dataset(repo, category, split=split)
-    except Exception as exc:  # network, unknown config, ...: say how to work offline
+    except Exception as exc:  # unknown config, not cached while offline, ...
+        if constants.HF_HUB_OFFLINE:
+            raise HubUnreachable(
+                f"HF_HUB_OFFLINE is set and config {category!r} of {repo} is not in the local "
+                f"datasets cache. {LOCAL_ROUTE}"
+            ) from exc
+        configs = f"; its configs: {', '.join(HUB_CATEGORIES)}" if repo == DEFAULT_HUB_MAIN else ""
         raise DataError(
             f"could not load config {category!r} split {split!r} of {repo} from the Hugging "
-            f"Face hub ({type(exc).__name__}: {exc}); configs of {DEFAULT_HUB_MAIN}: "
-            f"{', '.join(HUB_CATEGORIES)}. Offline, set data_dir (or {ENV_DATA_DIR}) to a local "
-            "copy in the <Category>/{train,val,test,meta}.jsonl layout"
+            f"Face hub ({type(exc).__name__}: {exc}){configs}. {LOCAL_ROUTE}"
         ) from exc
 
 

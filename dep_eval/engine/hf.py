@@ -97,7 +97,8 @@ class HFEngine(Engine):
         order = sorted(range(len(prompts)), key=lambda i: -len(token_ids[i]))  # fewer pads
         results: list[Generation | None] = [None] * len(prompts)
         batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-        for batch in tqdm(batches, desc=progress or "generating", disable=progress is None):
+        bar = tqdm(total=len(prompts), desc=progress, unit="doc", disable=progress is None)
+        for batch in batches:
             started = time.perf_counter()
             texts, counts = self._generate_batch(
                 [token_ids[i] for i in batch],
@@ -109,6 +110,8 @@ class HFEngine(Engine):
             seconds = (time.perf_counter() - started) / len(batch)
             for i, text, count in zip(batch, texts, counts, strict=True):
                 results[i] = Generation(text, len(token_ids[i]), count, seconds)
+            bar.update(len(batch))  # documents, not batches: "7/10" means 7 are written
+        bar.close()
         return results  # type: ignore[return-value]
 
     @torch.no_grad()

@@ -160,12 +160,17 @@ def model_path(pretrained: str | None) -> str:
     return pretrained
 
 
+LM_EVAL_DEFAULT_DEVICE = "cuda:0"  # lm-eval's EvaluationConfig.device default
+
+
 def resolve_device(device: str | None) -> torch.device:
     if device in (None, "", "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if str(device).startswith("cuda") and not torch.cuda.is_available():
-        # lm-eval passes device=cuda:0 by default, GPU or not
-        logger.warning("device=%s requested but CUDA is not available: using the CPU", device)
+        # lm-eval passes its default device=cuda:0 whether or not the user asked for it, so
+        # that value falls back quietly; any other CUDA device was the user's own choice
+        log = logger.info if str(device) == LM_EVAL_DEFAULT_DEVICE else logger.warning
+        log("device=%s requested but CUDA is not available: using the CPU", device)
         return torch.device("cpu")
     return torch.device(device)
 

@@ -168,7 +168,9 @@ class PersonalizedLM(LM):
             [seed_for(settings.seed, sample.key) for sample in samples],
             settings,
             self.batch_size,
-            progress=f"{self.method.name}: generating" if progress else None,
+            progress=f"{self.method.name}: generating {len(samples):,} reviews"
+            if progress
+            else None,
         )
         for sample, generation in zip(samples, generations, strict=True):
             self._record(sample, generation)
@@ -205,9 +207,13 @@ class PersonalizedLM(LM):
             if result is None and (keys[i] is None or firsts.setdefault(keys[i], i) == i)
         ]
         chunk = self.batch_size * 4
-        for start in tqdm(
-            range(0, len(todo), chunk), desc=progress, disable=progress is None or not todo
-        ):
+        bar = tqdm(
+            total=len(todo),
+            desc=progress and f"{progress}: {len(todo):,} calls",
+            unit="call",
+            disable=progress is None or not todo,
+        )
+        for start in range(0, len(todo), chunk):
             part = todo[start : start + chunk]
             generations = self.llm.generate(
                 [prompts[i] for i in part], [seeds[i] for i in part], settings, self.batch_size
@@ -215,6 +221,8 @@ class PersonalizedLM(LM):
             for i, generation in zip(part, generations, strict=True):
                 results[i] = generation
             self.call_cache.put_many([(keys[i], results[i]) for i in part if keys[i]])
+            bar.update(len(part))
+        bar.close()
         for i, key in enumerate(keys):
             if results[i] is None:
                 results[i] = self.call_cache.get(key)  # type: ignore[arg-type]
