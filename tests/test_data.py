@@ -613,9 +613,11 @@ def test_very_long_review_text_is_logged_and_clipped(
         caplog.text
     )
     assert f"scoring reads its first {LONG_TEXT_CHARS:,}" in caplog.text
+    assert MAX_SCORED_CHARS == LONG_TEXT_CHARS
+    # what is scored is the first MAX_SCORED_CHARS: the rest of a huge text changes nothing
     scored = process_results(doc, [huge])
-    prediction, reference = scored["meteor"]
-    assert len(prediction) == len(reference) == MAX_SCORED_CHARS == LONG_TEXT_CHARS
+    clipped = process_results(doc, [huge[:MAX_SCORED_CHARS]])
+    assert scored["meteor"] == clipped["meteor"] and scored["rouge1"] == clipped["rouge1"]
     sample = Sample.from_doc(doc)
     pool = load_pool(sample.source, "Toys")
     shown = prompts.past_review_block(1, sample.target, pool)
