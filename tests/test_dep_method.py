@@ -156,7 +156,7 @@ def test_k0_is_the_non_personalized_prompt(llm, pool: DataPool) -> None:
 def test_without_text_only_slots_are_shown(llm, pool: DataPool) -> None:
     text = llm.render(make_dep(llm, pool, with_text=False).build_prompt(POOL_SAMPLES[-1], pool))
     assert "Review: text" not in text and "[HIS_TOKEN_0]" in text
-    with_text = llm.render(make_dep(llm, pool).build_prompt(POOL_SAMPLES[-1], pool))
+    with_text = llm.render(make_dep(llm, pool, with_text=True).build_prompt(POOL_SAMPLES[-1], pool))
     assert "Review: text C 3" in with_text
 
 

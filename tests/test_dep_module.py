@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from dep_eval.checkpoint import (
+    FORMAT_VERSION,
     CheckpointError,
     load_checkpoint,
     read_config,
@@ -136,7 +137,7 @@ def test_checkpoint_round_trip(tmp_path: Path) -> None:
     folder = save_checkpoint(dep, tmp_path / "ckpt", extra={"epoch": 2})
     assert sorted(p.name for p in folder.iterdir()) == ["config.json", "model.safetensors"]
     meta = json.loads((folder / "config.json").read_text())
-    assert meta["format_version"] == 1 and meta["extra"] == {"epoch": 2}
+    assert meta["format_version"] == FORMAT_VERSION == 2 and meta["extra"] == {"epoch": 2}
     assert meta["config"]["encoder_dim"] == 384 and meta["config"]["llm_hidden_size"] == 576
     assert meta["config"]["soft_tokens"]["his"][0] == "[HIS_TOKEN_0]"
     # Megabytes: only what DEP trains.
