@@ -25,7 +25,6 @@ from dep_eval.data.records import Item, Review
 
 logger = logging.getLogger(__name__)
 
-REVIEW_FIELDS = ("asin", "rating", "title", "text", "timestamp")
 RATING_RANGE = (1.0, 5.0)  # Amazon star ratings; the prompts say "out of 5"
 # Arrow stores timestamps as int64 (``loaders.doc_features``): outside it they cannot be stored.
 TIMESTAMP_RANGE = (-(2**63), 2**63 - 1)
