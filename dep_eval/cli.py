@@ -120,9 +120,17 @@ def run_train(args: argparse.Namespace) -> None:
     }
     foreign = sorted(set(method_options) - own)
     if foreign:
+        from dep_eval import registry
+
+        flags = {
+            spec.name: "--" + spec.metadata.get("flag", spec.name).replace("_", "-")
+            for method in registry.methods().values()
+            if method.trainable
+            for spec in dataclasses.fields(method.method_class.TrainArgs)
+        }
         raise SystemExit(
             f"dep-eval train: --method {generic['method']} has no option(s) "
-            + ", ".join("--" + name.replace("_", "-") for name in foreign)
+            + ", ".join(flags[name] for name in foreign)
         )
     best = train(TrainConfig(**generic, method_options=method_options))
     logging.getLogger("dep_eval").info("best checkpoint: %s", best)

@@ -140,3 +140,22 @@ def test_a_padded_training_batch_gives_each_rows_own_loss(beauty_dir: Path, tmp_
 def test_an_unknown_method_cannot_be_trained(beauty_dir: Path, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="trainable methods: \\['dep', 'pplug'\\]"):
         Trainer(tiny_config(beauty_dir, tmp_path / "run", method="rag"))
+
+
+def test_an_option_of_another_method_is_refused_before_training(tmp_path: Path) -> None:
+    from dep_eval.cli import main
+
+    with pytest.raises(SystemExit, match="--method pplug has no option\\(s\\) --k, --text"):
+        main(
+            [
+                "train",
+                "--output",
+                str(tmp_path / "run"),
+                "--method",
+                "pplug",
+                "--k",
+                "3",
+                "--no-text",
+            ]
+        )
+    assert not (tmp_path / "run").exists()  # nothing started
