@@ -127,7 +127,7 @@ def parse_config(config_class: type[MethodConfig], args: dict[str, Any]) -> Meth
         raise TypeError(
             f"Unknown model argument(s) {unknown} for this method; it accepts "
             f"{sorted(fields) or 'none'} plus pretrained, device, dtype, batch_size, "
-            "trust_remote_code, max_length"
+            "trust_remote_code, max_length, peft"
         )
     return config_class(
         **{name: _convert(name, value, hints[name]) for name, value in args.items()}

@@ -33,6 +33,7 @@ from dep_eval.engine import (
     Generation,
     GenerationSettings,
     Prompt,
+    adapters,
     load_engine,
     loading,
     seed_for,
@@ -56,6 +57,7 @@ class PersonalizedLM(LM):
         batch_size: int | str = 8,
         trust_remote_code: bool | str = False,
         max_length: int | str | None = None,
+        peft: str | None = None,
         max_batch_size: Any = None,  # lm-eval passes it; batches here are fixed-size
         **method_args: Any,
     ) -> None:
@@ -72,6 +74,16 @@ class PersonalizedLM(LM):
         if backend not in BACKENDS:
             raise ValueError(f"backend={backend!r}: expected one of {', '.join(BACKENDS)}")
         loading.check_pretrained(pretrained)
+        peft = peft or None
+        if peft is not None:
+            if backend != "hf":
+                raise ValueError(
+                    f"peft={peft} works with backend=hf only (the adapter is folded into the "
+                    "transformers model's weights); vLLM's own LoRA support is not wired in: "
+                    "drop backend=vllm, or merge the adapter into a model folder and pass "
+                    "pretrained=FOLDER"
+                )
+            adapters.check_adapter(peft, pretrained or EMBEDDED_LLM)
         self.method_class.check_before_loading(
             config, pretrained or EMBEDDED_LLM, loading.peek_hidden_size(pretrained)
         )
@@ -82,6 +94,7 @@ class PersonalizedLM(LM):
             "dtype": dtype,
             "trust_remote_code": str(trust_remote_code).lower() in {"true", "1"},
             "max_length": self.max_length,
+            **({"peft": peft} if peft else {}),
             **engine_args,
         }
         self.backend = backend
@@ -193,7 +206,7 @@ class PersonalizedLM(LM):
             rendered = self.llm.render(prompt)
             seeds.append(seed_for(settings.seed, self.llm.name, rendered))
             cap = prompt.max_new_tokens or settings.max_new_tokens
-            cacheable = prompt.soft_vectors is None
+            cacheable = prompt.soft_vectors is None and prompt.adapter is None
             keys.append(
                 call_key(self.llm.name, settings, cap, seeds[-1], rendered) if cacheable else None
             )
