@@ -23,6 +23,7 @@ import torch
 from dep_eval.data.pool import DataPool
 from dep_eval.data.records import Review, Sample
 from dep_eval.engine import Prompt
+from dep_eval.engine.adapters import quiet_peft
 from dep_eval.engine.hf import HFEngine
 from dep_eval.io import atomic_folder
 
@@ -93,7 +94,8 @@ def train_adapter(
     )
     started = time.perf_counter()
     try:
-        peft_model = get_peft_model(llm.model, lora)
+        with quiet_peft():
+            peft_model = get_peft_model(llm.model, lora)
     except ValueError as error:  # e.g. a target module this LLM does not have
         raise ValueError(f"oppu: target_modules={config.target_modules}: {error}") from error
     try:

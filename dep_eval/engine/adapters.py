@@ -22,6 +22,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -112,6 +113,17 @@ def fingerprint(folder: str) -> str:
     return digest.hexdigest()[:16]
 
 
+@contextlib.contextmanager
+def quiet_peft() -> Iterator[None]:
+    """PEFT asks transformers 5 for ``is_gradient_checkpointing``, which warns that it is
+    deprecated on every adapter load: not the user's doing, so not shown to the user."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore", message=".*is_gradient_checkpointing", category=FutureWarning
+        )
+        yield
+
+
 def _reason(error: Exception) -> str:
     """The line of a PEFT/torch loading error that says what is wrong (torch puts a header
     line first and then one line per mismatching tensor)."""
@@ -127,9 +139,10 @@ def _load(model: torch.nn.Module, folder: str, llm_name: str, argument: str, nam
     from peft import PeftModel
 
     try:
-        return PeftModel.from_pretrained(
-            model, str(Path(folder).expanduser()), adapter_name=name, is_trainable=False
-        )
+        with quiet_peft():
+            return PeftModel.from_pretrained(
+                model, str(Path(folder).expanduser()), adapter_name=name, is_trainable=False
+            )
     except (RuntimeError, ValueError, KeyError) as error:  # size mismatch, missing modules
         raise AdapterError(
             f"{argument}={folder}: the adapter does not fit the loaded LLM {llm_name!r}: "
@@ -169,9 +182,12 @@ def per_row_adapters(
     try:
         for folder in distinct[1:]:
             try:
-                peft_model.load_adapter(
-                    str(Path(folder).expanduser()), adapter_name=names[folder], is_trainable=False
-                )
+                with quiet_peft():
+                    peft_model.load_adapter(
+                        str(Path(folder).expanduser()),
+                        adapter_name=names[folder],
+                        is_trainable=False,
+                    )
             except (RuntimeError, ValueError, KeyError) as error:
                 raise AdapterError(
                     f"adapter={folder}: the adapter does not fit the loaded LLM {llm_name!r}: "
