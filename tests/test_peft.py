@@ -12,7 +12,7 @@ from dep_eval.baselines.nonperso import NonPerso
 from dep_eval.baselines.pplug import PPlug
 
 from dep_eval.engine import GenerationSettings, Prompt, seed_for
-from dep_eval.engine.adapters import AdapterError, per_row_adapters
+from dep_eval.engine.adapters import AdapterError, per_row_adapters, quiet_peft
 from dep_eval.engine.hf import HFEngine
 from dep_eval.methods.lm_eval_model import lm_eval_model_for
 
@@ -28,7 +28,8 @@ def make_lora(model: torch.nn.Module, folder: Path, seed: int) -> Path:
     config = LoraConfig(
         r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False
     )
-    peft_model = get_peft_model(model, config)
+    with quiet_peft():
+        peft_model = get_peft_model(model, config)
     try:
         peft_model.save_pretrained(str(folder))
     finally:
