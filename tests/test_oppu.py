@@ -119,7 +119,7 @@ def test_no_target_text_reaches_a_users_training_rows(llm: HFEngine, beauty_dir:
                 assert not any(text[:300] in rendered for text in targets)
 
 
-def test_training_rows_are_each_review_after_the_earlier_ones(llm: HFEngine) -> None:
+def test_training_rows_are_each_review_after_the_earlier_ones(llm: HFEngine, cache: Path) -> None:
     rows = toy_rows()
     pool = toy_pool(rows)
     test_row = rows[1]
