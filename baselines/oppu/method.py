@@ -27,6 +27,8 @@ import logging
 import re
 from pathlib import Path
 
+from tqdm.auto import tqdm
+
 from dep_eval import costs
 from dep_eval.cache import cache_dir
 from dep_eval.data.pool import DataPool
@@ -82,6 +84,7 @@ class Oppu(PersonalizationMethod):
         self.trained: dict[str, float] = {}  # adapter folder -> training seconds, this run
         self.reused: set[str] = set()
         self.untrained_users: set[str] = set()
+        self._bar: tqdm | None = None  # counts users trained, closed by end_run
 
     @classmethod
     def check_before_loading(
@@ -161,6 +164,9 @@ class Oppu(PersonalizationMethod):
             self.hf, examples, self.config, seed_for(self.config.seed, key), folder
         )
         self.trained[str(folder)] = info["train_seconds"]
+        if self._bar is None:
+            self._bar = tqdm(desc="oppu: training users' LoRAs", unit="user")
+        self._bar.update()
         costs.record_setup(self.name, info["train_seconds"])
         logger.info(
             "oppu: trained user %s's LoRA on %d reviews (%d steps) in %.1f s",
@@ -178,6 +184,9 @@ class Oppu(PersonalizationMethod):
         return prompt
 
     def end_run(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
         if self.trained:
             seconds = list(self.trained.values())
             logger.info(
