@@ -228,6 +228,8 @@ def test_oppu_needs_the_transformers_backend() -> None:
     engine = SimpleNamespace(name="SmolLM2-135M-Instruct")
     with pytest.raises(ValueError, match="--model oppu trains a LoRA per user .* backend=hf"):
         Oppu(OppuConfig(), engine)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="--model oppu runs on backend=hf only, not backend=vllm"):
+        lm_eval_model_for(Oppu)(backend="vllm")  # before anything loads
     with pytest.raises(ValueError, match="max_steps=0 must be at least 1"):
         Oppu.check_before_loading(OppuConfig(max_steps=0), "SmolLM2-135M-Instruct")
 

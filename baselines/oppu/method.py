@@ -60,6 +60,7 @@ def adapter_cache_dir() -> Path:
 class Oppu(PersonalizationMethod):
     name = "oppu"
     Config = OppuConfig
+    backends = ("hf",)  # trains LoRAs with transformers; per-row adapters need HFEngine
     config: OppuConfig
 
     def __init__(self, config: OppuConfig, llm: Engine) -> None:

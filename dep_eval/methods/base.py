@@ -51,6 +51,7 @@ class MethodConfig:
 class PersonalizationMethod:
     name: ClassVar[str]
     Config: ClassVar[type[MethodConfig]] = MethodConfig
+    backends: ClassVar[tuple[str, ...]] = ("hf", "vllm")  # the engines it can run on
 
     def __init__(self, config: MethodConfig, llm: Engine) -> None:
         self.config = config

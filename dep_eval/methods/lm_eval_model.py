@@ -73,6 +73,11 @@ class PersonalizedLM(LM):
         )
         if backend not in BACKENDS:
             raise ValueError(f"backend={backend!r}: expected one of {', '.join(BACKENDS)}")
+        if backend not in self.method_class.backends:
+            raise ValueError(
+                f"--model {self.method_class.name} runs on backend="
+                f"{' or '.join(self.method_class.backends)} only, not backend={backend}"
+            )
         loading.check_pretrained(pretrained)
         peft = peft or None
         if peft is not None:
