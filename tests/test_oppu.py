@@ -155,6 +155,12 @@ def test_each_user_is_trained_once_and_a_rerun_trains_none(
     assert not has_lora_layers(llm)
 
     trained.clear()
+    # a damaged cached LoRA (not something an interrupted write leaves) is trained again
+    damaged = cache / folders[0] / "adapter_model.safetensors"
+    damaged.write_bytes(damaged.read_bytes()[:100])
+    runner(llm, pool, **FAST).run(tests, SETTINGS, progress=False)
+    assert [name for name, _ in trained] == [folders[0]]
+    trained.clear()
     # one user per batch now: the mixed batch above gave the same texts
     again = runner(llm, pool, batch_size=1, **FAST).run(tests, SETTINGS, progress=False)
     assert trained == [] and again == first

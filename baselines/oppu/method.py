@@ -57,6 +57,24 @@ def adapter_cache_dir() -> Path:
     return cache_dir() / "oppu"
 
 
+def _cached_problem(folder: Path) -> str | None:
+    """Why a cached LoRA folder cannot be used (absent, a file missing, unreadable), or None."""
+    from safetensors import SafetensorError, safe_open
+
+    if not folder.is_dir():
+        return "absent"
+    for name in (ADAPTER_CONFIG, ADAPTER_WEIGHTS, INFO_FILE):
+        if not (folder / name).is_file():
+            return f"{name} is missing"
+    try:
+        with safe_open(str(folder / ADAPTER_WEIGHTS), framework="pt") as handle:
+            handle.keys()
+        json.loads((folder / INFO_FILE).read_text(encoding="utf-8"))
+    except (SafetensorError, OSError, ValueError) as error:
+        return f"unreadable: {error}"
+    return None
+
+
 class Oppu(PersonalizationMethod):
     name = "oppu"
     Config = OppuConfig
@@ -150,12 +168,17 @@ class Oppu(PersonalizationMethod):
         folder = adapter_cache_dir() / f"{user}-{key}"
         if str(folder) in self.trained or str(folder) in self.reused:
             return folder  # another row of the same user, same profile: counted once
-        if all((folder / name).is_file() for name in (ADAPTER_CONFIG, ADAPTER_WEIGHTS, INFO_FILE)):
+        problem = _cached_problem(folder)
+        if problem is None:
             info = json.loads((folder / INFO_FILE).read_text(encoding="utf-8"))
             self.reused.add(str(folder))
             # as the call cache does: a rerun reports what the first run paid
             costs.record_setup(self.name, float(info.get("train_seconds", 0.0)))
             return folder
+        if folder.exists():  # written atomically, so only a later edit or disk fault did this
+            logger.warning(
+                "oppu: the cached LoRA %s is damaged (%s): training it again", folder, problem
+            )
         if len(examples) == 1:
             logger.warning(
                 "oppu: user %s has one profile review to train on; the LoRA learns from it alone",
