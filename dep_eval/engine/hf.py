@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from tqdm.auto import tqdm
 
-from dep_eval.engine import loading, sampling
+from dep_eval.engine import loading, memory, sampling
 from dep_eval.engine.base import Engine, Generation, GenerationSettings, Prompt
 from dep_eval.engine.soft_prompts import SoftPromptTable
 
@@ -47,6 +47,19 @@ class HFEngine(Engine):
         self.stop_ids = sampling.stop_token_ids(tokenizer, self.model.generation_config)
 
     # -- batching -----------------------------------------------------------------------
+
+    def auto_batch_size(self, prompt_tokens: int, new_tokens: int, rows: int) -> int:
+        """``batch_size=auto``: as many rows as fit half the memory available now."""
+        cost = memory.row_cost(self.model.config, self.dtype, prompt_tokens, new_tokens)
+        size, reason = memory.auto_batch_size(cost, memory.available_memory(), rows)
+        logger.info(
+            "batch_size=auto: %d for prompts of up to %d tokens + %d new (%s)",
+            size,
+            prompt_tokens,
+            new_tokens,
+            reason,
+        )
+        return size
 
     def left_pad(
         self, rows: Sequence[Sequence[int]]
@@ -90,6 +103,7 @@ class HFEngine(Engine):
         settings: GenerationSettings,
         batch_size: int = 1,
         progress: str | None = None,
+        on_finished: Callable[[list[tuple[int, Generation]]], None] | None = None,
     ) -> list[Generation]:
         token_ids = [self.tokenize(prompt) for prompt in prompts]
         order = sorted(range(len(prompts)), key=lambda i: -len(token_ids[i]))  # fewer pads
@@ -107,6 +121,8 @@ class HFEngine(Engine):
             seconds = (time.perf_counter() - started) / len(batch)
             for i, text, count in zip(batch, texts, counts, strict=True):
                 results[i] = Generation(text, len(token_ids[i]), count, seconds)
+            if on_finished is not None:
+                on_finished([(i, results[i]) for i in batch])  # type: ignore[misc]
         return results  # type: ignore[return-value]
 
     @torch.no_grad()
