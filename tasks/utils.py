@@ -41,13 +41,19 @@ from dep_eval.metrics.harness import (  # noqa: F401 - referenced from the YAMLs
     rouge1,
     rougeL,
 )
+from dep_eval.preflight import check_run
 
 EVAL_SPLIT = "eval"
 DEFAULT_SPLIT = "test"
 
 
 def load_dataset(**options: Any) -> dict[str, datasets.Dataset]:
-    """``custom_dataset`` of every task: ``{"eval": the documents to evaluate}``."""
+    """``custom_dataset`` of every task: ``{"eval": the documents to evaluate}``.
+
+    Runs before any document is generated, so it also checks what scoring will need
+    (WordNet, the BERTScore encoder, the output folder): see ``dep_eval.preflight``.
+    """
+    check_run()
     options = dict(options)
     for key, pinned_key in (("category", "task_category"), ("split", "task_split")):
         pinned = options.pop(pinned_key, None)
