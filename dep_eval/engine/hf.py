@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 
 from dep_eval.engine import loading, memory, sampling
 from dep_eval.engine.base import Engine, Generation, GenerationSettings, Prompt
+from dep_eval.engine.kv_cache import PreallocatedCache
 from dep_eval.engine.soft_prompts import SoftPromptTable
 
 logger = logging.getLogger(__name__)
@@ -142,35 +143,39 @@ class HFEngine(Engine):
         input_ids, mask, positions = self.left_pad(token_ids)  # (B, T) each
         embeds = self.tokens.embed(input_ids, soft_vectors)  # (B, T, H)
         generators = [torch.Generator().manual_seed(seed) for seed in seeds]
-        caps = torch.tensor(max_new_tokens, device=self.device)
-        stop_ids = torch.tensor(sorted(self.stop_ids), device=self.device)
         out: list[list[int]] = [[] for _ in token_ids]
-        done = torch.zeros(len(token_ids), dtype=torch.bool, device=self.device)
-        past = None
-        for step in range(budget):
+        live = list(range(len(token_ids)))  # the prompt each row of the running batch is for
+        # Written in place, one position per step (no per-step copy of the whole cache).
+        cache = PreallocatedCache(self.model.config.num_hidden_layers, input_ids.shape[1] + budget)
+        for _ in range(budget):
             output = self.model.base_model(
                 inputs_embeds=embeds,
                 attention_mask=mask,
                 position_ids=positions,
                 use_cache=True,
-                **{self._cache_arg: past},
+                **{self._cache_arg: cache},
             )
-            past = getattr(output, self._cache_arg)
             logits = self.last_logits(output.last_hidden_state[:, -1, :])  # (B, vocab)
-            next_ids = sampling.pick_next(logits, generators, settings)  # (B,)
-            for row, token in enumerate(next_ids.tolist()):
-                if not done[row]:
-                    out[row].append(token)
-            done |= torch.isin(next_ids, stop_ids)
-            done |= caps <= step + 1
-            if settings.until:
-                done |= torch.tensor(
-                    [sampling.hits_stop_string(self.tokenizer, ids, settings.until) for ids in out],
-                    device=self.device,
+            next_ids = sampling.pick_next(logits, [generators[i] for i in live], settings)  # (B,)
+            keep = []
+            for row, (i, token) in enumerate(zip(live, next_ids.tolist(), strict=True)):
+                out[i].append(token)
+                finished = (
+                    token in self.stop_ids
+                    or len(out[i]) >= max_new_tokens[i]
+                    or bool(settings.until)
+                    and sampling.hits_stop_string(self.tokenizer, out[i], settings.until)
                 )
-            if done.all():
+                if not finished:
+                    keep.append(row)
+            if not keep:
                 break
-            embeds = self.tokens.embedding(next_ids.masked_fill(done, self.tokens.pad_id))[:, None]
+            if len(keep) < len(live):  # finished rows leave the batch: no compute for them
+                rows = torch.tensor(keep, device=self.device)
+                cache.keep_rows(rows)
+                mask, positions, next_ids = mask[rows], positions[rows], next_ids[rows]
+                live = [live[row] for row in keep]
+            embeds = self.tokens.embedding(next_ids)[:, None]
             mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
             positions = positions[:, -1:] + 1
         texts = [
