@@ -145,6 +145,7 @@ class HFEngine(Engine):
         generators = [torch.Generator().manual_seed(seed) for seed in seeds]
         out: list[list[int]] = [[] for _ in token_ids]
         live = list(range(len(token_ids)))  # the prompt each row of the running batch is for
+        done: set[int] = set()
         # Written in place, one position per step (no per-step copy of the whole cache).
         cache = PreallocatedCache(self.model.config.num_hidden_layers, input_ids.shape[1] + budget)
         for _ in range(budget):
@@ -157,24 +158,24 @@ class HFEngine(Engine):
             )
             logits = self.last_logits(output.last_hidden_state[:, -1, :])  # (B, vocab)
             next_ids = sampling.pick_next(logits, [generators[i] for i in live], settings)  # (B,)
-            keep = []
-            for row, (i, token) in enumerate(zip(live, next_ids.tolist(), strict=True)):
+            for i, token in zip(live, next_ids.tolist(), strict=True):
+                if i in done:
+                    continue
                 out[i].append(token)
-                finished = (
+                if (
                     token in self.stop_ids
                     or len(out[i]) >= max_new_tokens[i]
                     or bool(settings.until)
                     and sampling.hits_stop_string(self.tokenizer, out[i], settings.until)
-                )
-                if not finished:
-                    keep.append(row)
-            if not keep:
+                ):
+                    done.add(i)
+            if len(done) == len(live):
                 break
-            if len(keep) < len(live):  # finished rows leave the batch: no compute for them
-                rows = torch.tensor(keep, device=self.device)
-                cache.keep_rows(rows)
-                mask, positions, next_ids = mask[rows], positions[rows], next_ids[rows]
-                live = [live[row] for row in keep]
+            # Finished rows stay in the batch (fed padding): dropping them changed the other
+            # rows' texts (tests/test_engine.py), as kernels vary with the row count.
+            next_ids = next_ids.masked_fill(
+                torch.tensor([i in done for i in live], device=self.device), self.tokens.pad_id
+            )
             embeds = self.tokens.embedding(next_ids)[:, None]
             mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
             positions = positions[:, -1:] + 1
