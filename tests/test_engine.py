@@ -121,20 +121,3 @@ def test_generation_settings_from_lm_eval_gen_kwargs() -> None:
     )
     assert settings == GenerationSettings(64, False, 0.7, 0.9, 7, ("<|im_end|>",))
     assert settings.greedy
-
-
-def test_rows_that_finish_early_leave_the_batch_without_changing_the_others(
-    llm: HFEngine,
-) -> None:
-    """Rows with a smaller cap (or an EOS) drop out of the running batch mid-generation;
-    the rows left must still produce exactly their batch-1 texts."""
-    capped = [
-        Prompt(prompt.messages, max_new_tokens=cap)
-        for prompt, cap in zip(PROMPTS, (3, 12, 6, 9), strict=True)
-    ]
-    seeds = [seed_for(7, i) for i in range(len(capped))]
-    alone = [llm.generate([p], [s], SETTINGS)[0] for p, s in zip(capped, seeds, strict=True)]
-    together = llm.generate(capped, seeds, SETTINGS, batch_size=4)
-    assert [g.text for g in together] == [g.text for g in alone]
-    assert [g.generated_tokens for g in together] == [g.generated_tokens for g in alone]
-    assert together[0].generated_tokens <= 3 < together[1].generated_tokens
