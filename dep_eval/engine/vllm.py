@@ -20,7 +20,7 @@ import multiprocessing
 import os
 import time
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -210,6 +210,7 @@ class VLLMEngine(Engine):
         settings: GenerationSettings,
         batch_size: int = 1,
         progress: str | None = None,
+        on_finished: Callable[[list[tuple[int, Generation]]], None] | None = None,
     ) -> list[Generation]:
         """``batch_size`` prompts per ``LLM.generate`` call; vLLM schedules within a call."""
         token_ids = [self.tokenize(prompt) for prompt in prompts]
@@ -234,6 +235,8 @@ class VLLMEngine(Engine):
             for i, ids in zip(part, outputs, strict=True):
                 text = sampling.finish_text(self.tokenizer, ids, self.stop_ids, settings.until)
                 results.append(Generation(text, len(token_ids[i]), len(ids), seconds))
+            if on_finished is not None:
+                on_finished([(i, results[i]) for i in part])
         return results
 
     def close(self) -> None:
