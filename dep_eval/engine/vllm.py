@@ -243,7 +243,8 @@ class VLLMEngine(Engine):
         results: list[Generation] = []
         step = max(1, batch_size)
         starts = range(0, len(prompts), step)
-        for start in tqdm(starts, desc=progress or "generating", disable=progress is None):
+        bar = tqdm(total=len(prompts), desc=progress, unit="doc", disable=progress is None)
+        for start in starts:
             part = range(start, min(start + step, len(prompts)))
             requests = [self.request(token_ids[i], prompts[i].soft_vectors) for i in part]
             params = [self.sampling_params(settings, seeds[i], caps[i]) for i in part]
@@ -255,6 +256,8 @@ class VLLMEngine(Engine):
                 results.append(Generation(text, len(token_ids[i]), len(ids), seconds))
             if on_finished is not None:
                 on_finished([(i, results[i]) for i in part])
+            bar.update(len(part))  # documents, as the HF engine counts them
+        bar.close()
         return results
 
     def close(self) -> None:
