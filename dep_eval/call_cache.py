@@ -1,11 +1,15 @@
-"""A persistent cache of auxiliary LLM calls (PAG's summaries, DPL's comparisons).
+"""Persistent caches of LLM calls: auxiliary calls (PAG's summaries, DPL's comparisons) and
+final generations (the review texts a run is scored on).
 
-Keyed by the LLM, the generation settings, the seed and the rendered prompt, so a rerun,
-another task over the same users, or a run interrupted half-way reuses every call already
-made. One append-only JSONL file per LLM: each finished batch is appended and flushed, so
-a crash loses at most the batch in flight. An unreadable line (torn JSON, bytes that are not
-UTF-8, a missing key) is skipped with a warning naming the file and line; a torn last line
-is ended with a newline before the next append, so it cannot swallow the next entry.
+Auxiliary calls are keyed by the LLM, the generation settings, the seed and the rendered
+prompt, so a rerun, another task over the same users, or a run interrupted half-way reuses
+every call already made. Final generations are keyed by all of that plus the method and its
+settings and the bytes of the prompt's soft vectors (``final_key``), so a run killed at 90 %
+resumes at 90 %. One append-only JSONL file per LLM and kind: each finished batch is appended
+and fsynced, so a crash loses at most the batch in flight; a torn last line is skipped when
+read and ended before the next append (``dep_eval.io.append_jsonl``). Any other unreadable
+line (torn JSON, bytes that are not UTF-8, a missing key) is skipped with a warning naming the
+file and line.
 """
 
 from __future__ import annotations
@@ -13,12 +17,14 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from dataclasses import asdict
 from pathlib import Path
 
+import torch
+
 from dep_eval.cache import cache_dir
 from dep_eval.engine import Generation, GenerationSettings
+from dep_eval.io import append_jsonl
 
 logger = logging.getLogger(__name__)
 
@@ -36,14 +42,56 @@ def call_key(
     return hashlib.sha256(material.encode()).hexdigest()
 
 
+def tensor_digest(vectors: torch.Tensor | None) -> str:
+    """SHA-256 of a tensor's dtype, shape and bytes ("" for None): soft vectors as a key."""
+    if vectors is None:
+        return ""
+    flat = vectors.detach().to("cpu").contiguous()
+    digest = hashlib.sha256(f"{flat.dtype}{tuple(flat.shape)}".encode())
+    digest.update(flat.view(torch.uint8).numpy().tobytes() if flat.numel() else b"")
+    return digest.hexdigest()
+
+
+def final_key(
+    llm_name: str,
+    method_settings: str,
+    settings: GenerationSettings,
+    max_new_tokens: int,
+    seed: int,
+    rendered_prompt: str,
+    soft_vectors: torch.Tensor | None,
+    adapter: str | None = None,
+) -> str:
+    """Key of a final generation: everything that determines its text (``adapter``: the
+    prompt's own PEFT adapter folder, whose name holds its content key, e.g. OPPU's)."""
+    parts = [
+        llm_name,
+        method_settings,
+        asdict(settings),
+        max_new_tokens,
+        seed,
+        rendered_prompt,
+        tensor_digest(soft_vectors),
+    ]
+    if adapter:  # only then, so that the keys of prompts without one stay as they were
+        parts.append(adapter)
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+
+
 class CallCache:
+    """Generations by key, in ``<folder>/<hash of the LLM name>.jsonl``.
+
+    ``folder`` defaults to ``<cache>/calls`` (auxiliary calls); the lm-eval adapter keeps
+    final generations in ``<cache>/generations``.
+    """
+
     def __init__(self, llm_name: str, folder: Path | None = None) -> None:
         folder = folder or cache_dir() / "calls"
         folder.mkdir(parents=True, exist_ok=True)
         safe = hashlib.sha256(llm_name.encode()).hexdigest()[:16]
         self.path = folder / f"{safe}.jsonl"
         self.entries: dict[str, Generation] = {}
-        if self.path.exists():
+        if self.path.exists():  # a torn last line (a kill mid-write) is skipped with a warning
             self._load()
 
     def _load(self) -> None:
@@ -71,15 +119,7 @@ class CallCache:
         return self.entries.get(key)
 
     def put_many(self, items: list[tuple[str, Generation]]) -> None:
-        with self.path.open("a+b") as out:
-            out.seek(0, os.SEEK_END)
-            if out.tell() > 0:
-                out.seek(-1, os.SEEK_END)
-                if out.read(1) != b"\n":  # a torn tail from a crash: end it first
-                    logger.warning("%s: torn last line ended before appending", self.path)
-                    out.write(b"\n")
-            for key, generation in items:
-                out.write((json.dumps({"key": key, **asdict(generation)}) + "\n").encode())
-                self.entries[key] = generation
-            out.flush()
-            os.fsync(out.fileno())
+        if not items:
+            return
+        append_jsonl(self.path, [{"key": key, **asdict(generation)} for key, generation in items])
+        self.entries.update(items)

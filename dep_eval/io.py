@@ -8,6 +8,7 @@ beside the target and renamed over it, so a reader sees the old file or the new 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import shutil
 import tempfile
@@ -17,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import jsonlines
+
+logger = logging.getLogger(__name__)
 
 
 @contextlib.contextmanager
@@ -84,6 +87,7 @@ def append_jsonl(path: str | os.PathLike[str], rows: Iterable[Any]) -> None:
         torn = False
     with path.open("ab") as handle:
         if torn:
+            logger.warning("%s: torn last line ended before appending", path)
             handle.write(b"\n")
         with jsonlines.Writer(handle) as writer:
             writer.write_all(rows)

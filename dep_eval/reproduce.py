@@ -30,13 +30,13 @@ from dep_eval.io import atomic_write
 logger = logging.getLogger(__name__)
 
 # (run name, --model, --model_args); DEP and PPlug rows use the checkpoints shipped for the
-# embedded LLM unless --dep-checkpoint / --pplug-checkpoint name others.
+# embedded LLM unless --dep-checkpoint / --pplug-checkpoint name others. The ablations keep
+# the checkpoint's own prompt (slots only for the shipped one) except dep_with_text, which
+# adds the past reviews' texts the checkpoint was not trained with.
 DEP_ABLATIONS: list[tuple[str, str, str]] = [
     ("dep_his_only", "dep", "use_diff=false"),
     ("dep_diff_only", "dep", "use_his=false"),
-    ("dep_no_text", "dep", "with_text=false"),
-    ("dep_his_only_no_text", "dep", "use_diff=false,with_text=false"),
-    ("dep_diff_only_no_text", "dep", "use_his=false,with_text=false"),
+    ("dep_with_text", "dep", "with_text=true"),
 ]
 
 

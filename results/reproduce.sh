@@ -14,5 +14,5 @@ run() {
 # PAG and DPL first, on 10 users; then every other run (and the K ablation on 10 users),
 # which also writes the tables and figures from all of them.
 run --runs pag dpl --limit 10
-run --runs nonperso rag pag dpl pplug dep dep_no_text dep_his_only_no_text \
-    dep_diff_only_no_text dep_his_only dep_diff_only --k-ablation --k-limit 10
+run --runs nonperso rag pag dpl pplug dep dep_his_only dep_diff_only dep_with_text \
+    --k-ablation --k-limit 10

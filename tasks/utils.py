@@ -38,6 +38,7 @@ from dep_eval.metrics.harness import (
     AGGREGATIONS,
     process_results,  # noqa: F401 - referenced from the YAMLs
 )
+from dep_eval.preflight import check_run
 
 # rouge1, rouge1_stderr, rouge1_ci_low, ..., length_ratio: the aggregations the YAMLs name
 globals().update(AGGREGATIONS)
@@ -63,7 +64,12 @@ if not any(getattr(f, "dep_eval", False) for f in _task_logger.filters):
 
 
 def load_dataset(**options: Any) -> dict[str, datasets.Dataset]:
-    """``custom_dataset`` of every task: ``{"eval": the documents to evaluate}``."""
+    """``custom_dataset`` of every task: ``{"eval": the documents to evaluate}``.
+
+    Runs before any document is generated, so it also checks what scoring will need
+    (WordNet, the BERTScore encoder, the output folder): see ``dep_eval.preflight``.
+    """
+    check_run()
     options = dict(options)
     for key, pinned_key in (("category", "task_category"), ("split", "task_split")):
         pinned = options.pop(pinned_key, None)

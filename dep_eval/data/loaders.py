@@ -75,6 +75,7 @@ local path fast and import-light.
 
 from __future__ import annotations
 
+import codecs
 import functools
 import json
 import logging
@@ -83,6 +84,8 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import jsonlines
 
 from dep_eval.data.parsing import (
     DataError,
@@ -258,21 +261,34 @@ def _local_file(src: LocalSource, category: str, name: str) -> Path:
 
 
 def _iter_jsonl(path: Path) -> Iterator[tuple[Where, Any]]:
-    with path.open("rb") as handle:
-        for number, raw in enumerate(handle, start=1):
-            where = Where(str(path), number)
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                raise where.error(None, f"not valid UTF-8 ({exc}); re-save as UTF-8") from exc
-            if not line.strip():
-                continue
-            try:
-                yield where, json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise where.error(
-                    None, f"invalid JSON at column {exc.colno}: {exc.msg}; one object per line"
-                ) from exc
+    line_number = 0
+
+    def counted(handle: Iterable[bytes]) -> Iterator[bytes]:
+        nonlocal line_number
+        for line_number, raw in enumerate(handle, start=1):  # noqa: B007
+            # jsonlines drops a byte-order mark silently; the data contract says plain UTF-8
+            if line_number == 1 and raw.startswith(codecs.BOM_UTF8):
+                raise Where(str(path), 1).error(
+                    None,
+                    "invalid JSON at column 1: Unexpected UTF-8 BOM (decode using utf-8-sig); "
+                    "one object per line",
+                )
+            yield raw
+
+    with path.open("rb") as handle, jsonlines.Reader(counted(handle)) as reader:
+        try:
+            for value in reader.iter(skip_empty=True, allow_none=True):
+                yield Where(str(path), line_number), value
+        except jsonlines.InvalidLineError as exc:
+            where = Where(str(path), exc.lineno)
+            cause = exc.__cause__
+            if isinstance(cause, UnicodeDecodeError):
+                raise where.error(None, f"not valid UTF-8 ({cause}); re-save as UTF-8") from exc
+            if isinstance(cause, json.JSONDecodeError):
+                detail = f"invalid JSON at column {cause.colno}: {cause.msg}"
+            else:
+                detail = str(exc)
+            raise where.error(None, f"{detail}; one object per line") from exc
 
 
 class HubUnreachable(DataError):

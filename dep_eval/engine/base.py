@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -112,6 +112,7 @@ class Engine(ABC):
         settings: GenerationSettings,
         batch_size: int = 1,
         progress: str | None = None,
+        on_finished: Callable[[list[tuple[int, Generation]]], None] | None = None,
     ) -> list[Generation]:
         """One completion per prompt.
 
@@ -122,6 +123,9 @@ class Engine(ABC):
             settings: sampling and stopping; ``Prompt.max_new_tokens`` overrides the cap.
             batch_size: rows per forward pass (a hint; an engine may schedule its own).
             progress: label of a progress bar counting prompts, or None for no bar.
+            on_finished: called with ``(index into prompts, generation)`` pairs as soon as
+                they are final (at least once per batch), e.g. to save them: a run killed
+                mid-way then loses only the rows in flight.
 
         Returns:
             ``Generation``s in the order of ``prompts``.

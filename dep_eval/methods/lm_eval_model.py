@@ -14,8 +14,11 @@ load and validate the data) second, so a bad data file now costs seconds.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import json
 import logging
+import os
 import time
 from typing import Any, ClassVar
 
@@ -23,7 +26,8 @@ from lm_eval.api.model import LM
 from tqdm.auto import tqdm
 
 from dep_eval import costs
-from dep_eval.call_cache import CallCache, call_key
+from dep_eval.cache import cache_dir
+from dep_eval.call_cache import CallCache, call_key, final_key
 from dep_eval.data.pool import DataPool
 from dep_eval.data.records import Sample
 from dep_eval.engine import (
@@ -41,6 +45,9 @@ from dep_eval.engine import (
 from dep_eval.methods.base import PersonalizationMethod, Plan, parse_config
 
 logger = logging.getLogger(__name__)
+
+# Set to 0/false/off to regenerate every final text (the model arg cache=false does the same).
+GENERATION_CACHE_ENV = "DEP_EVAL_GENERATION_CACHE"
 
 
 class PersonalizedLM(LM):
@@ -63,11 +70,15 @@ class PersonalizedLM(LM):
     ) -> None:
         super().__init__()
         engine_args = _engine_args(backend, method_args)
+        # Final generations are saved as they finish and reused by a rerun (see
+        # final_generations); cache=false, or DEP_EVAL_GENERATION_CACHE=0, turns that off.
+        self.cache_generations = _truthy(method_args.pop("cache", True)) and _truthy(
+            os.environ.get(GENERATION_CACHE_ENV, "1")
+        )
         config = parse_config(self.method_class.Config, method_args)
-        if str(batch_size).startswith("auto"):
-            logger.warning("batch_size=auto is not supported: using 8")
-            batch_size = 8
-        self.batch_size = _positive_int("batch_size", batch_size)
+        # auto: chosen from free memory and the prompts' lengths at each generate (_batch_for)
+        self.auto_batch = str(batch_size).startswith("auto")
+        self.batch_size = 8 if self.auto_batch else _positive_int("batch_size", batch_size)
         self.max_length = (
             _positive_int("max_length", max_length) if max_length not in (None, "") else None
         )
@@ -105,6 +116,7 @@ class PersonalizedLM(LM):
         self.backend = backend
         self._pools: dict[tuple[str, str], DataPool] = {}
         self.call_cache: CallCache | None = None
+        self.generation_cache: CallCache | None = None
 
     @functools.cached_property
     def llm(self) -> Engine:
@@ -181,11 +193,10 @@ class PersonalizedLM(LM):
             for i in pending:
                 self._advance(i, plans[i], answers[i], asks, finals)
         self.method.end_run()
-        generations = self.llm.generate(
+        generations = self.final_generations(
             finals,  # type: ignore[arg-type]
             [seed_for(settings.seed, sample.key) for sample in samples],
             settings,
-            self.batch_size,
             progress=f"{self.method.name}: generating {len(samples):,} reviews"
             if progress
             else None,
@@ -193,6 +204,77 @@ class PersonalizedLM(LM):
         for sample, generation in zip(samples, generations, strict=True):
             self._record(sample, generation)
         return [generation.text for generation in generations]
+
+    def final_generations(
+        self,
+        prompts: list[Prompt],
+        seeds: list[int],
+        settings: GenerationSettings,
+        progress: str | None,
+    ) -> list[Generation]:
+        """Generate the final texts, reusing and saving them in the generation cache.
+
+        Each finished batch is appended to the cache before the next one starts, so a rerun
+        of a killed run regenerates only the documents that were in flight.
+        """
+        if not self.cache_generations:
+            batch = self._batch_for(prompts, settings)
+            return self.llm.generate(prompts, seeds, settings, batch, progress=progress)
+        if self.generation_cache is None:
+            self.generation_cache = CallCache(self.llm.name, cache_dir() / "generations")
+        # the method's resolved settings and the engine's: the rendered prompt and the soft
+        # vectors do not show e.g. a vLLM backend or another dtype
+        method_settings = json.dumps(
+            [
+                self.method.name,
+                self.backend,
+                # a peft= adapter by its content: one retrained in place is another model
+                {**self._engine_options, "peft": adapters.fingerprint(self._engine_options["peft"])}
+                if "peft" in self._engine_options
+                else self._engine_options,
+                dataclasses.asdict(self._config),
+            ],
+            sort_keys=True,
+            default=str,
+        )
+        keys = [
+            final_key(
+                self.llm.name,
+                method_settings,
+                settings,
+                prompt.max_new_tokens or settings.max_new_tokens,
+                seed,
+                self.llm.render(prompt),
+                prompt.soft_vectors,
+                prompt.adapter,
+            )
+            for prompt, seed in zip(prompts, seeds, strict=True)
+        ]
+        results = [self.generation_cache.get(key) for key in keys]
+        todo = [i for i, result in enumerate(results) if result is None]
+        logger.info(
+            "%s: %d final generations reused from %s, %d to generate",
+            self.method.name,
+            len(prompts) - len(todo),
+            self.generation_cache.path,
+            len(todo),
+        )
+        cache = self.generation_cache
+
+        def save(finished: list[tuple[int, Generation]]) -> None:
+            cache.put_many([(keys[todo[j]], generation) for j, generation in finished])
+
+        generated = self.llm.generate(
+            [prompts[i] for i in todo],
+            [seeds[i] for i in todo],
+            settings,
+            self._batch_for([prompts[i] for i in todo], settings),
+            progress=progress,
+            on_finished=save,
+        )
+        for i, generation in zip(todo, generated, strict=True):
+            results[i] = generation
+        return results  # type: ignore[return-value]
 
     def auxiliary_calls(
         self, prompts: list[Prompt], settings: GenerationSettings, progress: str | None
@@ -224,7 +306,8 @@ class PersonalizedLM(LM):
             for i, result in enumerate(results)
             if result is None and (keys[i] is None or firsts.setdefault(keys[i], i) == i)
         ]
-        chunk = self.batch_size * 4
+        batch = self._batch_for([prompts[i] for i in todo], settings)
+        chunk = batch * 4
         bar = tqdm(
             total=len(todo),
             desc=progress and f"{progress}: {len(todo):,} calls",
@@ -234,7 +317,7 @@ class PersonalizedLM(LM):
         for start in range(0, len(todo), chunk):
             part = todo[start : start + chunk]
             generations = self.llm.generate(
-                [prompts[i] for i in part], [seeds[i] for i in part], settings, self.batch_size
+                [prompts[i] for i in part], [seeds[i] for i in part], settings, batch
             )
             for i, generation in zip(part, generations, strict=True):
                 results[i] = generation
@@ -245,6 +328,18 @@ class PersonalizedLM(LM):
             if results[i] is None:
                 results[i] = self.call_cache.get(key)  # type: ignore[arg-type]
         return results  # type: ignore[return-value]
+
+    def _batch_for(self, prompts: list[Prompt], settings: GenerationSettings) -> int:
+        """The batch size for generating ``prompts``: the user's, or with batch_size=auto
+        what fits in memory for the longest of them (engines without that estimate: 8)."""
+        if not self.auto_batch or not prompts:
+            return self.batch_size
+        if not hasattr(self.llm, "auto_batch_size"):
+            logger.warning("batch_size=auto: %s has no memory estimate, using 8", self.llm)
+            return self.batch_size
+        longest = max(len(self.llm.tokenize(prompt)) for prompt in prompts)
+        new_tokens = max(prompt.max_new_tokens or settings.max_new_tokens for prompt in prompts)
+        return self.llm.auto_batch_size(longest, new_tokens, len(prompts))
 
     @staticmethod
     def _advance(
@@ -295,6 +390,10 @@ def _engine_args(backend: str, method_args: dict[str, Any]) -> dict[str, Any]:
     from dep_eval.engine.vllm import VLLM_ARGS  # no vllm import: that waits for the engine
 
     return {name: method_args.pop(name) for name in VLLM_ARGS if name in method_args}
+
+
+def _truthy(value: Any) -> bool:
+    return str(value).strip().lower() not in {"0", "false", "no", "off"}
 
 
 def generation_settings(gen_kwargs: dict[str, Any]) -> GenerationSettings:

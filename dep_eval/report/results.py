@@ -36,6 +36,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import jsonlines
+
 logger = logging.getLogger(__name__)
 
 TASK_PREFIX = "amazon_review_personalized"
@@ -358,21 +360,18 @@ def _is_score(value: Any) -> bool:
 def _read_samples(path: Path) -> dict[str, dict[str, Any]]:
     """metric -> doc key -> per-document value, for every numeric metric in the file."""
     out: dict[str, dict[str, Any]] = {}
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                sample = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise ValueError(f"{path}, line {number}: not JSON ({error})") from error
-            if sample.get("filter", "none") != "none":
-                continue
-            key = _doc_key(sample)
-            for metric in sample.get("metrics") or ():
-                value = sample.get(metric)
-                if _is_score(value):
-                    out.setdefault(metric, {})[key] = value
+    with jsonlines.open(path) as reader:
+        try:
+            for sample in reader.iter(type=dict, skip_empty=True):
+                if sample.get("filter", "none") != "none":
+                    continue
+                key = _doc_key(sample)
+                for metric in sample.get("metrics") or ():
+                    value = sample.get(metric)
+                    if _is_score(value):
+                        out.setdefault(metric, {})[key] = value
+        except jsonlines.InvalidLineError as error:
+            raise ValueError(f"{path}, line {error.lineno}: {error}") from error
     return out
 
 

@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import jsonlines
 import torch
 from tqdm.auto import tqdm
 
@@ -319,7 +320,8 @@ class Trainer:
         # drop log lines of a partial epoch, so the log reads as one uninterrupted run
         log_path = self.output / "log.jsonl"
         if log_path.exists():
-            rows = [json.loads(line) for line in log_path.read_text().splitlines()]
+            with jsonlines.open(log_path) as reader:
+                rows = list(reader.iter(skip_empty=True))
             write_jsonl(log_path, [row for row in rows if row["epoch"] <= epoch])
         logger.info("Resuming %s after epoch %d", self.output, epoch)
         return epoch

