@@ -66,6 +66,8 @@ def runner(llm: HFEngine, pool: DataPool, batch_size: int = 2, **config) -> Pers
     lm.batch_size = batch_size
     lm._pools = {(SOURCE, CATEGORY): pool}
     lm.call_cache = None
+    lm.cache_generations = False  # these tests are about the adapters, not the texts' cache
+    lm.auto_batch = False
     return lm
 
 

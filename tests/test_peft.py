@@ -192,3 +192,12 @@ def test_an_adapter_whose_shapes_do_not_fit_is_refused(tmp_path: Path) -> None:
 def test_peft_with_the_vllm_backend_is_refused(loras) -> None:
     with pytest.raises(ValueError, match="peft=.* works with backend=hf only"):
         lm_eval_model_for(NonPerso)(backend="vllm", peft=str(loras[0]))
+
+
+def test_a_prompts_own_adapter_is_part_of_its_generation_key() -> None:
+    from dep_eval.call_cache import final_key
+
+    args = ("SmolLM2-135M-Instruct", "{}", SETTINGS, 10, 7, "rendered", None)
+    assert final_key(*args) == final_key(*args, None)  # keys without adapters unchanged
+    assert final_key(*args, "/cache/oppu/u1-abc") != final_key(*args, "/cache/oppu/u1-def")
+    assert final_key(*args, "/cache/oppu/u1-abc") != final_key(*args)
