@@ -60,21 +60,22 @@ def final_key(
     seed: int,
     rendered_prompt: str,
     soft_vectors: torch.Tensor | None,
+    adapter: str | None = None,
 ) -> str:
-    """Key of a final generation: everything that determines its text."""
-    material = json.dumps(
-        [
-            llm_name,
-            method_settings,
-            asdict(settings),
-            max_new_tokens,
-            seed,
-            rendered_prompt,
-            tensor_digest(soft_vectors),
-        ],
-        sort_keys=True,
-    )
-    return hashlib.sha256(material.encode()).hexdigest()
+    """Key of a final generation: everything that determines its text (``adapter``: the
+    prompt's own PEFT adapter folder, whose name holds its content key, e.g. OPPU's)."""
+    parts = [
+        llm_name,
+        method_settings,
+        asdict(settings),
+        max_new_tokens,
+        seed,
+        rendered_prompt,
+        tensor_digest(soft_vectors),
+    ]
+    if adapter:  # only then, so that the keys of prompts without one stay as they were
+        parts.append(adapter)
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
 
 class CallCache:

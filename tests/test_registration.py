@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-MODELS = ("nonperso", "rag", "pag", "dpl", "pplug", "dep")
+MODELS = ("nonperso", "rag", "pag", "dpl", "pplug", "oppu", "dep")
 PROBE = (
     "import lm_eval.models\n"
     "from lm_eval.api.registry import model_registry\n"
@@ -100,7 +100,15 @@ def test_the_registry_and_pyproject_entry_points_agree() -> None:
         model = getattr(importlib.import_module(module), attribute)
         assert model.method_class is builtin[name].method_class
     assert {n for n, s in builtin.items() if s.trainable} == {"dep", "pplug"}
-    assert [builtin[n].label for n in MODELS] == ["Non-Perso", "RAG", "PAG", "DPL", "PPlug", "DEP"]
+    assert [builtin[n].label for n in MODELS] == [
+        "Non-Perso",
+        "RAG",
+        "PAG",
+        "DPL",
+        "PPlug",
+        "OPPU",
+        "DEP",
+    ]
 
 
 def test_a_second_method_cannot_take_a_registered_name() -> None:

@@ -38,6 +38,8 @@ class Prompt:
     messages: list[dict[str, str]]
     soft_vectors: torch.Tensor | None = None
     max_new_tokens: int | None = None  # per-call cap, e.g. for a method's auxiliary calls
+    # a PEFT adapter folder for this prompt alone (OPPU's per-user LoRA; HF engine only)
+    adapter: str | None = None
 
 
 @dataclass(frozen=True)

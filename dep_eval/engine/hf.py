@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 import torch
 from tqdm.auto import tqdm
 
-from dep_eval.engine import loading, memory, sampling
+from dep_eval.engine import adapters, loading, memory, sampling
 from dep_eval.engine.base import Engine, Generation, GenerationSettings, Prompt
 from dep_eval.engine.kv_cache import PreallocatedCache
 from dep_eval.engine.soft_prompts import SoftPromptTable
@@ -35,6 +35,7 @@ class HFEngine(Engine):
         dtype: str | torch.dtype | None = "auto",
         trust_remote_code: bool = False,
         max_length: int | None = None,
+        peft: str | None = None,
     ) -> None:
         self.name = pretrained or loading.EMBEDDED_LLM
         path = loading.model_path(pretrained)
@@ -42,6 +43,9 @@ class HFEngine(Engine):
         self.dtype = loading.resolve_dtype(dtype, self.device)
         tokenizer = loading.load_tokenizer(path, trust_remote_code)
         self.model = loading.load_causal_lm(path, self.dtype, self.device, trust_remote_code)
+        self.peft = peft  # a PEFT adapter folded into the weights (``engine/adapters.py``)
+        if peft:
+            self.model = adapters.merge_adapter(self.model, peft, self.name)
         self.tokens = SoftPromptTable(tokenizer, self.model.get_input_embeddings())
         self._cache_arg = loading.kv_cache_argument(self.model)
         self.max_length = max_length or getattr(self.model.config, "max_position_embeddings", 8192)
@@ -115,13 +119,16 @@ class HFEngine(Engine):
         bar = tqdm(total=len(prompts), desc=progress, unit="doc", disable=progress is None)
         for batch in batches:
             started = time.perf_counter()
-            texts, counts = self._generate_batch(
-                [token_ids[i] for i in batch],
-                [prompts[i].soft_vectors for i in batch],
-                [seeds[i] for i in batch],
-                [prompts[i].max_new_tokens or settings.max_new_tokens for i in batch],
-                settings,
-            )
+            with adapters.per_row_adapters(
+                self.model, [prompts[i].adapter for i in batch], self.name
+            ):
+                texts, counts = self._generate_batch(
+                    [token_ids[i] for i in batch],
+                    [prompts[i].soft_vectors for i in batch],
+                    [seeds[i] for i in batch],
+                    [prompts[i].max_new_tokens or settings.max_new_tokens for i in batch],
+                    settings,
+                )
             seconds = (time.perf_counter() - started) / len(batch)
             for i, text, count in zip(batch, texts, counts, strict=True):
                 results[i] = Generation(text, len(token_ids[i]), count, seconds)

@@ -231,6 +231,11 @@ class VLLMEngine(Engine):
         on_finished: Callable[[list[tuple[int, Generation]]], None] | None = None,
     ) -> list[Generation]:
         """``batch_size`` prompts per ``LLM.generate`` call; vLLM schedules within a call."""
+        if any(prompt.adapter for prompt in prompts):
+            raise ValueError(
+                "prompts with their own PEFT adapter (e.g. --model oppu) need backend=hf; "
+                "vLLM's LoRA requests are not wired into dep-eval"
+            )
         token_ids = [self.tokenize(prompt) for prompt in prompts]
         caps = [prompt.max_new_tokens or settings.max_new_tokens for prompt in prompts]
         for i, cap in enumerate(caps):

@@ -51,6 +51,7 @@ class MethodConfig:
 class PersonalizationMethod:
     name: ClassVar[str]
     Config: ClassVar[type[MethodConfig]] = MethodConfig
+    backends: ClassVar[tuple[str, ...]] = ("hf", "vllm")  # the engines it can run on
 
     def __init__(self, config: MethodConfig, llm: Engine) -> None:
         self.config = config
@@ -127,7 +128,7 @@ def parse_config(config_class: type[MethodConfig], args: dict[str, Any]) -> Meth
         raise TypeError(
             f"Unknown model argument(s) {unknown} for this method; it accepts "
             f"{sorted(fields) or 'none'} plus pretrained, device, dtype, batch_size, "
-            "trust_remote_code, max_length"
+            "trust_remote_code, max_length, peft"
         )
     return config_class(
         **{name: _convert(name, value, hints[name]) for name, value in args.items()}

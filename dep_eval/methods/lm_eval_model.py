@@ -37,6 +37,7 @@ from dep_eval.engine import (
     Generation,
     GenerationSettings,
     Prompt,
+    adapters,
     load_engine,
     loading,
     seed_for,
@@ -63,6 +64,7 @@ class PersonalizedLM(LM):
         batch_size: int | str = 8,
         trust_remote_code: bool | str = False,
         max_length: int | str | None = None,
+        peft: str | None = None,
         max_batch_size: Any = None,  # lm-eval passes it; batches here are fixed-size
         **method_args: Any,
     ) -> None:
@@ -82,7 +84,22 @@ class PersonalizedLM(LM):
         )
         if backend not in BACKENDS:
             raise ValueError(f"backend={backend!r}: expected one of {', '.join(BACKENDS)}")
+        if backend not in self.method_class.backends:
+            raise ValueError(
+                f"--model {self.method_class.name} runs on backend="
+                f"{' or '.join(self.method_class.backends)} only, not backend={backend}"
+            )
         loading.check_pretrained(pretrained)
+        peft = peft or None
+        if peft is not None:
+            if backend != "hf":
+                raise ValueError(
+                    f"peft={peft} works with backend=hf only (the adapter is folded into the "
+                    "transformers model's weights); vLLM's own LoRA support is not wired in: "
+                    "drop backend=vllm, or merge the adapter into a model folder and pass "
+                    "pretrained=FOLDER"
+                )
+            adapters.check_adapter(peft, pretrained or EMBEDDED_LLM)
         self.method_class.check_before_loading(
             config, pretrained or EMBEDDED_LLM, loading.peek_hidden_size(pretrained)
         )
@@ -93,6 +110,7 @@ class PersonalizedLM(LM):
             "dtype": dtype,
             "trust_remote_code": str(trust_remote_code).lower() in {"true", "1"},
             "max_length": self.max_length,
+            **({"peft": peft} if peft else {}),
             **engine_args,
         }
         self.backend = backend
@@ -210,7 +228,10 @@ class PersonalizedLM(LM):
             [
                 self.method.name,
                 self.backend,
-                self._engine_options,
+                # a peft= adapter by its content: one retrained in place is another model
+                {**self._engine_options, "peft": adapters.fingerprint(self._engine_options["peft"])}
+                if "peft" in self._engine_options
+                else self._engine_options,
                 dataclasses.asdict(self._config),
             ],
             sort_keys=True,
@@ -225,6 +246,7 @@ class PersonalizedLM(LM):
                 seed,
                 self.llm.render(prompt),
                 prompt.soft_vectors,
+                prompt.adapter,
             )
             for prompt, seed in zip(prompts, seeds, strict=True)
         ]
@@ -271,7 +293,7 @@ class PersonalizedLM(LM):
             rendered = self.llm.render(prompt)
             seeds.append(seed_for(settings.seed, self.llm.name, rendered))
             cap = prompt.max_new_tokens or settings.max_new_tokens
-            cacheable = prompt.soft_vectors is None
+            cacheable = prompt.soft_vectors is None and prompt.adapter is None
             keys.append(
                 call_key(self.llm.name, settings, cap, seeds[-1], rendered) if cacheable else None
             )

@@ -1,0 +1,203 @@
+"""PEFT adapters on the frozen LLM of the transformers engine.
+
+Two uses:
+
+- ``peft=PATH`` (any method): the adapter is loaded with ``peft.PeftModel.from_pretrained``
+  and folded into the LLM's weights (``merge_and_unload``) before anything runs, so every
+  method, soft prompts included, sees one plain frozen model. Soft-prompt placeholders live
+  outside the vocabulary (``SoftPromptTable``), so nothing is resized.
+- per-prompt adapters (``Prompt.adapter``, OPPU's one LoRA per user): for one batch, the
+  adapters its rows name are loaded next to each other and every row goes through its own
+  (PEFT's mixed-adapter batches, ``adapter_names``); afterwards they are unloaded, so the
+  LLM is the plain model again and only one batch's adapters are ever in memory.
+
+Adapters are read from ``adapter_model.safetensors`` only (never a pickled ``.bin``), and
+checked against the loaded LLM: its name (``base_model_name_or_path``) and, by loading, the
+shapes of its tensors.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import warnings
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from dep_eval.engine.loading import EMBEDDED_LLM, EMBEDDED_LLM_ID
+
+logger = logging.getLogger(__name__)
+
+ADAPTER_CONFIG = "adapter_config.json"
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+NO_ADAPTER = "__base__"  # PEFT's name for "no adapter" in a mixed batch
+
+
+class AdapterError(ValueError):
+    """A PEFT adapter folder that cannot be used with the loaded LLM."""
+
+
+def _canonical_llm(name: str) -> str:
+    """The embedded SmolLM2 goes by its short name, its hub id and its converted copy's
+    folder (``.../SmolLM2-135M-Instruct-fp32``); any other model by its last path part."""
+    last = str(name).rstrip("/").split("/")[-1].lower()
+    if last in {EMBEDDED_LLM.lower(), EMBEDDED_LLM_ID.split("/")[-1].lower()} or last == (
+        f"{EMBEDDED_LLM}-fp32".lower()
+    ):
+        return EMBEDDED_LLM.lower()
+    return last
+
+
+def read_adapter_config(folder: str, argument: str = "peft") -> dict[str, Any]:
+    """``adapter_config.json`` of a PEFT adapter folder, after checking the folder holds a
+    safetensors adapter. ``argument`` names the model argument in messages."""
+    path = Path(folder).expanduser()
+    what = f"{argument}={folder}"
+    if not path.exists():
+        raise AdapterError(
+            f"{what}: no adapter folder at {path}; give a folder written by PEFT's "
+            f"save_pretrained ({ADAPTER_CONFIG} + {ADAPTER_WEIGHTS})"
+        )
+    if not path.is_dir():
+        raise AdapterError(f"{what}: {path} is a file; give the adapter's folder")
+    config_path = path / ADAPTER_CONFIG
+    if not config_path.is_file():
+        raise AdapterError(
+            f"{what}: {path} has no {ADAPTER_CONFIG}, so it is not a PEFT adapter folder"
+        )
+    if not (path / ADAPTER_WEIGHTS).is_file():
+        pickled = (path / "adapter_model.bin").is_file()
+        raise AdapterError(
+            f"{what}: {path} has no {ADAPTER_WEIGHTS}"
+            + (
+                " (only adapter_model.bin, a pickle, which dep-eval does not load: re-save the "
+                "adapter with save_pretrained(..., safe_serialization=True))"
+                if pickled
+                else ""
+            )
+        )
+    try:
+        data = json.loads(config_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise AdapterError(f"{what}: {config_path} is unreadable: {error}") from error
+    if not isinstance(data, dict):
+        raise AdapterError(f"{what}: {config_path} must hold a JSON object")
+    return data
+
+
+def check_adapter(folder: str, llm_name: str, argument: str = "peft") -> dict[str, Any]:
+    """Refuse an adapter made for another LLM, from its config alone (before loading)."""
+    data = read_adapter_config(folder, argument)
+    base = data.get("base_model_name_or_path")
+    if base and _canonical_llm(base) != _canonical_llm(llm_name):
+        raise AdapterError(
+            f"{argument}={folder}: the adapter was made for {base!r} (base_model_name_or_path "
+            f"in {Path(folder).expanduser() / ADAPTER_CONFIG}) but the LLM is {llm_name!r}; run "
+            f"with --model_args pretrained={base}, or, if both name the same model, correct "
+            "base_model_name_or_path"
+        )
+    return data
+
+
+def fingerprint(folder: str) -> str:
+    """Content hash of an adapter (config + weights): what caches built on it are keyed by."""
+    path = Path(folder).expanduser()
+    digest = hashlib.sha256()
+    for name in (ADAPTER_CONFIG, ADAPTER_WEIGHTS):
+        digest.update((path / name).read_bytes())
+    return digest.hexdigest()[:16]
+
+
+@contextlib.contextmanager
+def quiet_peft() -> Iterator[None]:
+    """PEFT asks transformers 5 for ``is_gradient_checkpointing``, which warns that it is
+    deprecated on every adapter load: not the user's doing, so not shown to the user."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore", message=".*is_gradient_checkpointing", category=FutureWarning
+        )
+        yield
+
+
+def _reason(error: Exception) -> str:
+    """The line of a PEFT/torch loading error that says what is wrong (torch puts a header
+    line first and then one line per mismatching tensor)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    mismatches = [line for line in lines if "size mismatch" in line]
+    if mismatches:
+        more = f" (and {len(mismatches) - 1} more tensors)" if len(mismatches) > 1 else ""
+        return mismatches[0] + more
+    return lines[0] if lines else type(error).__name__
+
+
+def _load(model: torch.nn.Module, folder: str, llm_name: str, argument: str, name: str) -> Any:
+    from peft import PeftModel
+
+    try:
+        with quiet_peft():
+            return PeftModel.from_pretrained(
+                model, str(Path(folder).expanduser()), adapter_name=name, is_trainable=False
+            )
+    except (RuntimeError, ValueError, KeyError) as error:  # size mismatch, missing modules
+        raise AdapterError(
+            f"{argument}={folder}: the adapter does not fit the loaded LLM {llm_name!r}: "
+            f"{_reason(error)}"
+        ) from error
+
+
+def merge_adapter(
+    model: torch.nn.Module, folder: str, llm_name: str, argument: str = "peft"
+) -> torch.nn.Module:
+    """``model`` with the adapter in ``folder`` folded into its weights, frozen, eval mode."""
+    check_adapter(folder, llm_name, argument)
+    peft_model = _load(model, folder, llm_name, argument, "default")
+    if peft_model.peft_config["default"].is_prompt_learning:
+        raise AdapterError(
+            f"{argument}={folder}: a {peft_model.peft_config['default'].peft_type} adapter "
+            "adds virtual tokens and cannot be folded into the weights; dep-eval takes "
+            "weight adapters (LoRA and its relatives)"
+        )
+    merged = peft_model.merge_and_unload()
+    logger.info("merged the PEFT adapter %s into %s", folder, llm_name)
+    return merged.eval().requires_grad_(False)
+
+
+@contextlib.contextmanager
+def per_row_adapters(
+    model: torch.nn.Module, folders: Sequence[str | None], llm_name: str
+) -> Iterator[None]:
+    """Within the block, row i of a batch goes through the adapter ``folders[i]`` (None: the
+    plain LLM). Nothing happens when no row names one."""
+    distinct = list(dict.fromkeys(folder for folder in folders if folder))
+    if not distinct:
+        yield
+        return
+    names = {folder: f"row_{i}" for i, folder in enumerate(distinct)}
+    peft_model = _load(model, distinct[0], llm_name, "adapter", names[distinct[0]])
+    try:
+        for folder in distinct[1:]:
+            try:
+                with quiet_peft():
+                    peft_model.load_adapter(
+                        str(Path(folder).expanduser()),
+                        adapter_name=names[folder],
+                        is_trainable=False,
+                    )
+            except (RuntimeError, ValueError, KeyError) as error:
+                raise AdapterError(
+                    f"adapter={folder}: the adapter does not fit the loaded LLM {llm_name!r}: "
+                    f"{_reason(error)}"
+                ) from error
+        row_names = [names[folder] if folder else NO_ADAPTER for folder in folders]
+        # PEFT's mixed-adapter batches (what PeftModel.forward(adapter_names=...) does): a
+        # forward pre-hook on every LoRA layer routes each row through its own adapter. The
+        # engine calls the inner model directly, so it enters the same context itself.
+        with peft_model.base_model._enable_peft_forward_hooks(adapter_names=row_names):
+            yield
+    finally:
+        peft_model.unload()  # the LoRA layers come out again: the plain LLM
