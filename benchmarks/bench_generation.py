@@ -43,15 +43,9 @@ def make_lm(method: str, batch_size: int, dtype: str = "auto"):  # noqa: ANN201
     from dep_eval.dep.method import DEPLM
 
     cls = {"nonperso": NonPersoLM, "rag": RagLM, "dep": DEPLM}[method]
-    kwargs = {"allow_untrained": True} if method == "dep" and not _shipped() else {}
-    # cache=false: every configuration generates every text (no reuse of an earlier run's)
-    return cls(device="cpu", batch_size=batch_size, dtype=dtype, cache="false", **kwargs)
-
-
-def _shipped() -> bool:
-    from dep_eval.dep.method import SHIPPED_CHECKPOINT
-
-    return (SHIPPED_CHECKPOINT / "config.json").exists()
+    # cache=false: every configuration generates every text (no reuse of an earlier run's);
+    # DEP uses its shipped checkpoint and the prompt it defines
+    return cls(device="cpu", batch_size=batch_size, dtype=dtype, cache="false")
 
 
 def _samples(data_dir: str, n: int) -> list:
