@@ -62,11 +62,16 @@ def lm_eval_arguments() -> dict[str, Any]:
 
 
 def check_writable(output: Path) -> None:
-    """Create lm-eval's output folder now and prove a file can be written in it."""
+    """Prove a file can be written where lm-eval will write, without creating anything:
+    a failed run must not leave an empty output folder behind."""
     folder = output.parent if output.suffix == ".json" else output  # lm-eval's own rule
+    existing = folder.absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent  # lm-eval creates the rest; this is where it starts
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder):
+        if not existing.is_dir():
+            raise NotADirectoryError(f"{existing} is a file, not a folder")
+        with tempfile.TemporaryFile(dir=existing):
             pass
     except OSError as error:
         raise RunCheckError(

@@ -73,7 +73,10 @@ def test_unwritable_output_folder_fails_before_generation(
     assert generations == []
 
 
-def test_a_writable_output_folder_is_created(tmp_path: Path) -> None:
-    preflight.check_writable(tmp_path / "new" / "results.json")
-    assert (tmp_path / "new").is_dir()
+def test_a_new_output_folder_passes_and_is_not_created_yet(tmp_path: Path) -> None:
+    preflight.check_writable(tmp_path / "new" / "deeper" / "results.json")
+    assert not (tmp_path / "new").exists()  # a run that fails later leaves no empty folder
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(preflight.RunCheckError, match="is a file, not a folder"):
+        preflight.check_writable(tmp_path / "file" / "results.json")
     assert json.dumps(preflight.lm_eval_arguments()) == "{}"  # not under lm-eval here
