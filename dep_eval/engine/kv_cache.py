@@ -52,21 +52,9 @@ class PreallocatedLayer(DynamicLayer):
     def get_max_length(self) -> int:
         return self.capacity
 
-    def batch_select_indices(self, indices: torch.Tensor) -> None:
-        """Keep only the rows ``indices`` (finished rows leave the batch)."""
-        if self.is_initialized:
-            self._keys = self._keys[indices]
-            self._values = self._values[indices]
-            self.keys = self._keys[:, :, : self.length]
-            self.values = self._values[:, :, : self.length]
-
 
 class PreallocatedCache(Cache):
     """A cache of ``PreallocatedLayer``s, one per decoder layer."""
 
     def __init__(self, num_layers: int, capacity: int) -> None:
         super().__init__(layers=[PreallocatedLayer(capacity) for _ in range(num_layers)])
-
-    def keep_rows(self, indices: torch.Tensor) -> None:
-        for layer in self.layers:
-            layer.batch_select_indices(indices)
