@@ -38,10 +38,17 @@ def item_lines(title: str, description: str) -> list[str]:
 
 
 def past_review_block(
-    index: int, review: Review, pool: DataPool, slots: str = "", with_text: bool = True
+    index: int,
+    review: Review,
+    pool: DataPool,
+    slots: str = "",
+    with_text: bool = True,
+    with_items: bool = True,
 ) -> str:
-    item = pool.item(review.asin)
-    lines = [f"Past review {index}:", *item_lines(item.title, item.description)]
+    lines = [f"Past review {index}:"]
+    if with_items:
+        item = pool.item(review.asin)
+        lines += item_lines(item.title, item.description)
     lines.append(f"Rating: {review.rating:g}")
     if with_text:
         lines += [f"Title: {review.title}", f"Review: {_clip(review.text, MAX_REVIEW_CHARS)}"]
@@ -58,12 +65,15 @@ def review_messages(
     notes: str = "",
     system: str = SYSTEM,
     with_text: bool = True,
+    with_items: bool = True,
 ) -> list[dict[str, str]]:
     """Chat messages for writing ``sample``'s review.
 
     ``past`` are profile reviews shown as text; ``slots[i]`` (if given) is appended to past
     review i (DEP's slot tokens); ``notes`` is extra text such as a PAG/DPL summary;
-    ``with_text=False`` leaves out past reviews' titles and texts (DEP's ablation).
+    ``with_text=False`` leaves out past reviews' titles and texts (DEP's ablation);
+    ``with_items=False`` leaves out the past reviews' products, so that the product to review
+    is the only one the prompt names (DEP's slots-only default, see dep/config.py).
     """
     parts = [
         "\n".join(
@@ -72,7 +82,9 @@ def review_messages(
     ]
     if past:
         blocks = [
-            past_review_block(i + 1, review, pool, slots[i] if i < len(slots) else "", with_text)
+            past_review_block(
+                i + 1, review, pool, slots[i] if i < len(slots) else "", with_text, with_items
+            )
             for i, review in enumerate(past)
         ]
         parts.append("The user's past reviews:\n\n" + "\n\n".join(blocks))

@@ -1,18 +1,25 @@
 #!/usr/bin/env bash
-# Rebuilds results/ (leaderboard, K ablation, figures, REPRODUCE.md) from the repository root.
-# Every method runs on all 100 shared All_Beauty test users except the LLM-heavy PAG and DPL
-# and the nine K-ablation runs, which take the first 10 (over 30 s per sample here on 2 CPU
-# cores). Runs already in OUT are skipped, so an interrupted run resumes.
-# Took about 2.5 hours on a 2-core CPU machine (2026-11-25).
+# Rebuilds results/ (leaderboard, figures, REPRODUCE.md) from the repository root, on the
+# shared All_Beauty test split, 128 new tokens, batch 8.
+# Generation runs on the vLLM backend (.venv-vllm: bash .ci/setup-vllm), which agrees with the
+# HF backend within the intervals (results/backend_agreement.md) and is several times faster
+# here; OPPU has no vLLM path and runs on the HF backend (.venv). PAG and DPL issue many LLM
+# calls per user and take the first 10 users unless FULL=1. Runs already in OUT are skipped,
+# so an interrupted reproduction resumes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-out/reproduce}
-run() {
-    .venv/bin/dep-eval reproduce --data-dir ../shared/data/amazon_beauty --category All_Beauty \
-        --output "$OUT" --results results --batch-size 8 --max-gen-toks 128 "$@"
+run() {  # VENV BACKEND REPRODUCE-ARGS...
+    local venv=$1 backend=$2
+    shift 2
+    "$venv/bin/dep-eval" reproduce --data-dir ../shared/data/amazon_beauty --category All_Beauty \
+        --output "$OUT" --results results --batch-size 8 --max-gen-toks 128 \
+        --model-args "backend=$backend" "$@"
 }
-# PAG and DPL first, on 10 users; then every other run (and the K ablation on 10 users),
-# which also writes the tables and figures from all of them.
-run --runs pag dpl --limit 10
-run --runs nonperso rag pag dpl pplug dep dep_his_only dep_diff_only dep_with_text \
-    --k-ablation --k-limit 10
+if [ "${FULL:-0}" = 1 ]; then
+    run .venv-vllm vllm --runs pag dpl
+else
+    run .venv-vllm vllm --runs pag dpl --limit 10
+fi
+run .venv hf --runs oppu oppu_retrieval
+run .venv-vllm vllm --runs nonperso rag pag dpl pplug dep dep_his_only dep_diff_only dep_with_text

@@ -160,6 +160,15 @@ def test_without_text_only_slots_are_shown(llm, pool: DataPool) -> None:
     assert "Review: text C 3" in with_text
 
 
+def test_without_items_the_product_to_review_is_the_only_one_named(llm, pool: DataPool) -> None:
+    args = {"with_text": False, "with_items": False}
+    prompt = make_dep(llm, pool, **args).build_prompt(POOL_SAMPLES[-1], pool)
+    text = llm.render(prompt)
+    assert "Product: Target product" in text
+    assert not any(f"Product {a}" in text for a in "ABCD")
+    assert text.count("Rating: ") == 3 and slot_tokens(llm, prompt) == (3, 3)
+
+
 def test_unaligned_slots_reproduce_the_reference(llm, pool: DataPool) -> None:
     prompt = make_dep(llm, pool, align_slots=False).build_prompt(POOL_SAMPLES[-1], pool)
     text = llm.render(prompt)

@@ -484,3 +484,13 @@ def test_latex_and_plots_carry_intervals_and_marks(
     bars = (tmp_path / "paired" / "bars_meteor.svg").read_text()
     assert bars.count('<g id="LineCollection_') == 3
     assert "LineCollection" not in (tmp_path / "main" / "bars_meteor.svg").read_text()
+
+
+def test_engine_args_are_labelled_only_where_rows_differ_in_them() -> None:
+    from dep_eval.report.table import row_labels
+
+    vllm = ("backend", "vllm")
+    shared = [("nonperso", (vllm,)), ("dep", (vllm,)), ("dep", (vllm, ("use_diff", "false")))]
+    assert row_labels(shared) == ["Non-Perso", "DEP", "DEP (use_diff=false)"]
+    mixed = [("nonperso", (vllm,)), ("oppu", (("backend", "hf"),))]
+    assert row_labels(mixed) == ["Non-Perso (backend=vllm)", "OPPU (backend=hf)"]

@@ -50,6 +50,7 @@ def test_training_writes_checkpoints_logs_and_best(beauty_dir: Path, tmp_path: P
     assert meta["config"]["trained_prompt"] == {
         "k": 2,
         "with_text": False,
+        "with_items": True,
         "align_slots": True,
         "system": 1,
     }

@@ -85,8 +85,8 @@ class DEPConfig:
 class DEPArgs(MethodConfig):
     """``--model_args`` of ``--model dep`` (the checkpoint's own config holds the rest).
 
-    ``k``, ``with_text`` and ``align_slots`` left at None take the values the checkpoint was
-    trained with (``DEPConfig.trained_prompt``), else K, true and true.
+    ``k``, ``with_text``, ``with_items`` and ``align_slots`` left at None take the values the
+    checkpoint was trained with (``DEPConfig.trained_prompt``), else K, true, true and true.
     """
 
     checkpoint: str | None = None
@@ -95,6 +95,7 @@ class DEPArgs(MethodConfig):
     use_his: bool = True
     use_diff: bool = True
     with_text: bool | None = None  # past review texts in the prompt, or only their slots
+    with_items: bool | None = None  # past reviews' product titles/descriptions in the prompt
     align_slots: bool | None = None  # False reproduces the reference's slot/text mismatch
     max_prompt_tokens: int = 3072
     allow_untrained: bool = False  # tests only: a randomly initialised DEP module
@@ -109,6 +110,13 @@ class DEPTrainArgs(MethodConfig):
     with_text: bool = field(
         default=True,
         metadata={"help": "past review texts in the prompt, not only their slots", "flag": "text"},
+    )
+    with_items: bool = field(
+        default=True,
+        metadata={
+            "help": "past reviews' product titles and descriptions in the prompt",
+            "flag": "items",
+        },
     )
     align_slots: bool = field(
         default=True,

@@ -50,14 +50,21 @@ SYSTEM_VERSION = 1  # recorded in checkpoints; bump when SYSTEM or SYSTEM_WITH_S
 
 
 def prompt_settings(args: DEPArgs, module_config: DEPConfig) -> DEPArgs:
-    """``args`` with k, with_text and align_slots filled from the checkpoint's training prompt.
+    """``args`` with k, with_text, with_items and align_slots filled from the checkpoint's
+    training prompt.
 
     An explicit value that differs from what the checkpoint was trained with is honoured,
     with a warning: scores of a prompt the module never saw are easy to misread.
     """
     trained = module_config.trained_prompt
     values = {}
-    for name, fallback in (("k", module_config.k), ("with_text", True), ("align_slots", True)):
+    defaults = (
+        ("k", module_config.k),
+        ("with_text", True),
+        ("with_items", True),
+        ("align_slots", True),
+    )
+    for name, fallback in defaults:
         asked, recorded = getattr(args, name), trained.get(name)
         values[name] = asked if asked is not None else (fallback if recorded is None else recorded)
         if asked is not None and recorded is not None and asked != recorded:
@@ -166,6 +173,7 @@ class DEP(TrainableMethod):
         trained_prompt = {
             "k": args.k,
             "with_text": args.with_text,
+            "with_items": args.with_items,
             "align_slots": args.align_slots,
             "system": SYSTEM_VERSION,
         }
@@ -180,6 +188,7 @@ class DEP(TrainableMethod):
         run_args = DEPArgs(
             k=args.k,
             with_text=args.with_text,
+            with_items=args.with_items,
             align_slots=args.align_slots,
             max_prompt_tokens=max_prompt_tokens,
         )
@@ -270,6 +279,7 @@ class DEP(TrainableMethod):
                 slots,
                 system=SYSTEM_WITH_SLOTS if vectors else SYSTEM,
                 with_text=self.config.with_text,
+                with_items=self.config.with_items,
             )
             return Prompt(messages, torch.stack(vectors) if vectors else None)
 

@@ -185,6 +185,10 @@ def _method_order(method: str) -> tuple[int, str]:
     return (names.index(method.lower()) if method.lower() in names else len(names), method)
 
 
+# which LLM and engine ran a row: shown only when rows differ in them
+ENGINE_ARGS = ("pretrained", "backend")
+
+
 def _short(value: str) -> str:
     # A model or checkpoint path is long and its last part is what tells runs apart.
     return value.rstrip("/").rsplit("/", 1)[-1] if "/" in value else value
@@ -193,11 +197,13 @@ def _short(value: str) -> str:
 def row_labels(keys: Sequence[tuple[str, tuple[tuple[str, str], ...]]]) -> list[str]:
     """Labels like "DEP", "DEP (use_diff=false)": the model args that tell rows apart.
 
-    Hidden: ``pretrained`` when every row shares it, and args that every row of the same
-    method shares when that method has several rows. A method's only row shows its args:
-    an ablation must not pass for the default method.
+    Hidden: ``pretrained`` and ``backend``, each when every row shares it, and args that
+    every row of the same method shares when that method has several rows. A method's only
+    row shows its args: an ablation must not pass for the default method.
     """
-    pretrained = {dict(args).get("pretrained") for _, args in keys}
+    shared_by_all = {
+        name for name in ENGINE_ARGS if len({dict(args).get(name) for _, args in keys}) == 1
+    }
     by_method: dict[str, list[set]] = defaultdict(list)
     for method, args in keys:
         by_method[method].append(set(args))
@@ -205,11 +211,7 @@ def row_labels(keys: Sequence[tuple[str, tuple[tuple[str, str], ...]]]) -> list[
     for method, args in keys:
         siblings = by_method[method]
         common = set.intersection(*siblings) if len(siblings) > 1 else set()
-        shown = [
-            (k, v)
-            for k, v in args
-            if (k, v) not in common and not (k == "pretrained" and len(pretrained) == 1)
-        ]
+        shown = [(k, v) for k, v in args if (k, v) not in common and k not in shared_by_all]
         text = ", ".join(f"{k}={_short(v)}" for k, v in shown)
         labels.append(f"{method_name(method)} ({text})" if text else method_name(method))
     return labels
