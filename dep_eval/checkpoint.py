@@ -6,6 +6,10 @@ format. A checkpoint is a folder::
     config.json        format name and version, the module's config (encoder name and dim,
                        LLM name and hidden size, soft-token names, ...), tensor shapes
     model.safetensors  module.state_dict()
+    adapter/           only when a LoRA of the LLM was trained with the module (``dep-eval
+                       train --lora-r``): a normal PEFT adapter folder (adapter_config.json +
+                       adapter_model.safetensors), recorded under "adapter" in config.json;
+                       at inference it is merged into the LLM (``adapter_folder``)
 
 A module class names its format (``checkpoint_format``) and its config class
 (``config_class``, with ``to_dict``/``from_dict`` and the encoder/LLM fields that
@@ -38,9 +42,13 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 FORMAT_VERSION = 2  # 2: configs record the prompt a module was trained with
-READABLE_VERSIONS = (1, 2)
+# 3: the checkpoint carries a LoRA of the LLM (adapter/). Written only then, so that a
+# dep-eval that predates it refuses such a checkpoint instead of dropping its LoRA silently.
+ADAPTER_FORMAT_VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
+ADAPTER_DIR = "adapter"
 SHIPPED_DIR = Path(__file__).resolve().parent / "checkpoints"
 
 
@@ -49,15 +57,23 @@ class CheckpointError(ValueError):
 
 
 def save_checkpoint(
-    module: torch.nn.Module, folder: str | os.PathLike[str], *, extra: dict[str, Any] | None = None
+    module: torch.nn.Module,
+    folder: str | os.PathLike[str],
+    *,
+    extra: dict[str, Any] | None = None,
+    adapter: Any = None,
 ) -> Path:
-    """Write ``module`` to ``folder`` atomically (replacing an existing checkpoint there)."""
+    """Write ``module`` to ``folder`` atomically (replacing an existing checkpoint there).
+
+    ``adapter``: a ``PeftModel`` whose LoRA was trained with ``module``, saved with PEFT's
+    ``save_pretrained`` (safetensors) in ``folder/adapter``.
+    """
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
     state = {
         name: tensor.detach().cpu().contiguous() for name, tensor in module.state_dict().items()
     }
-    meta = {
+    meta: dict[str, Any] = {
         "format": module.checkpoint_format,
         "format_version": FORMAT_VERSION,
         "config": module.config.to_dict(),
@@ -65,8 +81,30 @@ def save_checkpoint(
         "n_parameters": sum(tensor.numel() for tensor in state.values()),
         "extra": extra or {},
     }
+    if adapter is not None:
+        lora = adapter.peft_config["default"]
+        meta["format_version"] = ADAPTER_FORMAT_VERSION
+        meta["adapter"] = {
+            "folder": ADAPTER_DIR,
+            "peft_type": str(lora.peft_type.value),
+            "r": lora.r,
+            "lora_alpha": lora.lora_alpha,
+            "target_modules": sorted(lora.target_modules),
+            "n_parameters": sum(p.numel() for p in adapter.parameters() if p.requires_grad),
+        }
     with atomic_folder(folder) as staging:
         save_file(state, str(staging / WEIGHTS_FILE), metadata={"format": meta["format"]})
+        if adapter is not None:
+            from dep_eval.engine.adapters import quiet_peft
+
+            # save_embedding_layers=False: the embeddings are neither adapted nor resized (soft
+            # tokens live outside the vocabulary), and PEFT's "auto" would ask the hub so
+            with quiet_peft():
+                adapter.save_pretrained(
+                    str(staging / ADAPTER_DIR),
+                    safe_serialization=True,
+                    save_embedding_layers=False,
+                )
         (staging / CONFIG_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
     logger.info("saved %s (%d parameters) to %s", meta["format"], meta["n_parameters"], folder)
     return folder
@@ -74,7 +112,29 @@ def save_checkpoint(
 
 def read_config(module_class: type, folder: str | os.PathLike[str]) -> Any:
     """The config of a checkpoint folder (a ``module_class.config_class``), after format checks."""
+    meta = _read_meta(module_class, Path(folder))
+    try:
+        return module_class.config_class.from_dict(meta["config"])
+    except (KeyError, TypeError, ValueError) as error:
+        raise CheckpointError(f"{Path(folder) / CONFIG_FILE}: invalid config: {error}") from error
+
+
+def adapter_folder(module_class: type, folder: str | os.PathLike[str]) -> str | None:
+    """The PEFT adapter folder of the LoRA a checkpoint was trained with, or None."""
     folder = Path(folder)
+    entry = _read_meta(module_class, folder).get("adapter")
+    if not entry:
+        return None
+    path = folder / str(entry.get("folder", ADAPTER_DIR))
+    if not path.is_dir():
+        raise CheckpointError(
+            f"{folder / CONFIG_FILE} records a LoRA of the LLM in {path}, which is missing: "
+            "copy the checkpoint folder whole (its adapter/ belongs to it)"
+        )
+    return str(path)
+
+
+def _read_meta(module_class: type, folder: Path) -> dict[str, Any]:
     path = folder / CONFIG_FILE
     expected = module_class.checkpoint_format
     if not path.is_file():
@@ -90,10 +150,7 @@ def read_config(module_class: type, folder: str | os.PathLike[str]) -> Any:
             f"{path}: format version {meta.get('format_version')!r}; this dep-eval reads "
             f"versions {', '.join(map(str, READABLE_VERSIONS))} (a newer dep-eval wrote it?)"
         )
-    try:
-        return module_class.config_class.from_dict(meta["config"])
-    except (KeyError, TypeError, ValueError) as error:
-        raise CheckpointError(f"{path}: invalid config: {error}") from error
+    return meta
 
 
 def canonical_encoder_name(name: str) -> str:

@@ -122,3 +122,11 @@ class DEPTrainArgs(MethodConfig):
         default=True,
         metadata={"help": "slot i carries the review shown as text i (false: the reference's)"},
     )
+    lora_r: int = field(
+        default=0,
+        metadata={
+            "help": "also train a LoRA of this rank on the LLM (q_proj, v_proj; alpha 2R; no "
+            "dropout), saved in the checkpoint's adapter/ and merged into the LLM at inference "
+            "(0: the LLM stays frozen)"
+        },
+    )

@@ -6,6 +6,10 @@ hidden size), step 8 (the prompt: each shown past review carries a his slot and 
 each one placeholder token between start/end markers, whose input embeddings are the
 aligned codes). The LLM stays frozen; for training (step 9), ``training_batch`` builds the
 same prompts with the slot vectors still attached to the module's graph.
+
+DEP + LoRA (``dep-eval train --lora-r R``, beyond the paper): a LoRA of the LLM trains with
+the module; the checkpoint carries it in ``adapter/`` and ``trained_adapter`` hands it to the
+engine, which merges it into the LLM (as ``peft=``) before anything runs.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from collections.abc import Sequence
 import torch
 
 from dep_eval.checkpoint import (
+    adapter_folder,
     check_for_run,
     checkpoint_for_run,
     identity_fields,
@@ -165,10 +170,17 @@ class DEP(TrainableMethod):
             _check_k(config.k, module_config.k)
 
     @classmethod
+    def trained_adapter(cls, config: DEPArgs, llm_name: str) -> str | None:
+        folder = checkpoint_for_run(config.checkpoint, SHIPPED_CHECKPOINT, llm_name)
+        return None if folder is None else adapter_folder(DEPModule, folder)
+
+    @classmethod
     def for_training(
         cls, args: DEPTrainArgs, llm: Engine, *, encoder: str | None, max_prompt_tokens: int
     ) -> DEP:
-        """DEP around a fresh module."""
+        """DEP around a fresh module (and, with ``lora_r``, a LoRA the trainer adds)."""
+        if args.lora_r < 0:
+            raise ValueError(f"--lora-r {args.lora_r}: must be 0 (no LoRA) or a rank >= 1")
         cached = CachedEncoder(encoder)
         trained_prompt = {
             "k": args.k,
@@ -194,6 +206,7 @@ class DEP(TrainableMethod):
         )
         method = cls(run_args, llm, module=module)
         method.encoder = cached
+        method.lora_r = args.lora_r
         return method
 
     def training_batch(self, samples: Sequence[Sample], pool: DataPool) -> TrainingBatch:

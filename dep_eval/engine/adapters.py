@@ -1,6 +1,6 @@
 """PEFT adapters on the frozen LLM of the transformers engine.
 
-Two uses:
+Three uses:
 
 - ``peft=PATH`` (any method): the adapter is loaded with ``peft.PeftModel.from_pretrained``
   and folded into the LLM's weights (``merge_and_unload``) before anything runs, so every
@@ -10,6 +10,9 @@ Two uses:
   adapters its rows name are loaded next to each other and every row goes through its own
   (PEFT's mixed-adapter batches, ``adapter_names``); afterwards they are unloaded, so the
   LLM is the plain model again and only one batch's adapters are ever in memory.
+- a LoRA trained jointly with a method's module (``dep-eval train --method dep --lora-r R``,
+  ``trainable_lora``): saved in the checkpoint's ``adapter/`` folder as a normal PEFT adapter,
+  and at inference merged into the LLM like ``peft=``.
 
 Adapters are read from ``adapter_model.safetensors`` only (never a pickled ``.bin``), and
 checked against the loaded LLM: its name (``base_model_name_or_path``) and, by loading, the
@@ -36,6 +39,9 @@ logger = logging.getLogger(__name__)
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 NO_ADAPTER = "__base__"  # PEFT's name for "no adapter" in a mixed batch
+# the modules a jointly trained LoRA adapts: the attention's query and value projections, as
+# in the LoRA paper and OPPU (both name them so in Llama, Qwen2, Mistral, SmolLM2, ...)
+LORA_TARGET_MODULES = ("q_proj", "v_proj")
 
 
 class AdapterError(ValueError):
@@ -201,3 +207,56 @@ def per_row_adapters(
             yield
     finally:
         peft_model.unload()  # the LoRA layers come out again: the plain LLM
+
+
+def trainable_lora(model: torch.nn.Module, r: int, llm_name: str) -> Any:
+    """A fresh LoRA of rank ``r`` injected into ``model`` in place, returned as the
+    ``PeftModel`` that saves it.
+
+    alpha = 2r (a scale of 2 whatever the rank), no dropout (a few hundred training rows give
+    it nothing to regularise that weight decay does not), on ``LORA_TARGET_MODULES``. ``B``
+    starts at zero, so the LLM is unchanged until the first step; only the LoRA's parameters
+    require gradients. ``model`` keeps its class and its ``base_model``, which the engine
+    calls, and goes through the LoRA from now on.
+    """
+    from peft import LoraConfig, get_peft_model
+
+    if r < 1:
+        raise ValueError(f"--lora-r {r}: a LoRA's rank must be at least 1 (0: no LoRA)")
+    config = LoraConfig(
+        r=r,
+        lora_alpha=2 * r,
+        lora_dropout=0.0,
+        target_modules=list(LORA_TARGET_MODULES),
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+    try:
+        with quiet_peft():
+            peft_model = get_peft_model(model, config)
+    except ValueError as error:  # an LLM whose attention names its projections otherwise
+        raise ValueError(
+            f"--lora-r {r}: cannot put a LoRA on {', '.join(LORA_TARGET_MODULES)} of "
+            f"{llm_name}: {error}"
+        ) from error
+    # What check_adapter compares with the LLM of a run: the name the run gave the LLM, not
+    # the folder it was loaded from (a hub snapshot's folder is named by a commit hash).
+    peft_model.peft_config["default"].base_model_name_or_path = llm_name
+    return peft_model
+
+
+def load_lora_weights(peft_model: Any, folder: str | Path) -> None:
+    """Put the weights of the adapter saved in ``folder`` into ``peft_model``'s (trainable)
+    adapter, e.g. to resume training; the two must have the same shape."""
+    from peft import set_peft_model_state_dict
+    from peft.utils import load_peft_weights
+
+    read_adapter_config(str(folder), "adapter")
+    device = next(peft_model.parameters()).device
+    state = load_peft_weights(str(folder), device=str(device))
+    result = set_peft_model_state_dict(peft_model, state)
+    if result.unexpected_keys:
+        raise AdapterError(
+            f"adapter={folder}: tensors {sorted(result.unexpected_keys)[:3]} do not belong to "
+            "this run's LoRA (another rank or other modules?)"
+        )

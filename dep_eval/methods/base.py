@@ -65,6 +65,13 @@ class PersonalizationMethod:
         it (e.g. a checkpoint's config.json). ``llm_hidden_size`` is None when unknown until
         the LLM loads. A loaded method must still check everything it relies on."""
 
+    @classmethod
+    def trained_adapter(cls, config: MethodConfig, llm_name: str) -> str | None:
+        """The PEFT adapter folder that ``config``'s checkpoint carries (a LoRA of the LLM
+        trained with it, ``dep-eval train --lora-r``), which the engine merges into the LLM
+        before the method runs; None when there is none."""
+        return None
+
     def setup(self, pool: DataPool) -> None:
         """One-off work on a data set's pool; called once per (source, category)."""
 
@@ -94,6 +101,10 @@ class TrainableMethod(PersonalizationMethod, ABC):
 
     TrainArgs: ClassVar[type[MethodConfig]] = MethodConfig
     module: torch.nn.Module
+    # The rank of a LoRA that the trainer trains on the LLM jointly with ``module`` and saves
+    # in the checkpoint (0: the LLM stays frozen). A method that sets it from its TrainArgs
+    # must return that adapter from ``trained_adapter`` at inference.
+    lora_r: int = 0
 
     @classmethod
     @abstractmethod

@@ -1,7 +1,9 @@
 """The trainer of trainable methods: DEP (docs/method.md step 9) and PPlug.
 
 The LLM is frozen; only the method's small module learns (DEP: the SAE and both aligners;
-PPlug: the projector and the instruction vector), with
+PPlug: the projector and the instruction vector), plus, when the method asks for one
+(``TrainableMethod.lora_r``: DEP's ``--lora-r``), a LoRA of the LLM trained jointly by the
+same optimizer and saved in each checkpoint's ``adapter/`` (``engine/adapters.py``), with
 
     loss = LM loss on the target text (+ EOS) + the method's auxiliary loss
 
@@ -171,6 +173,8 @@ class Trainer:
             max_prompt_tokens=config.max_length,
         )
         self.module = self.method.module.to(self.accelerator.device)
+        # after the module: its initialisation is the same with or without a LoRA
+        self.lora = self._lora() if self.method.lora_r else None
         self.pools = {}
         self.train_rows: list[Sample] = []
         self.val_rows: list[Sample] = []
@@ -186,8 +190,11 @@ class Trainer:
         self.val_rows = self.val_rows[: config.val_rows]
         self.steps_per_epoch = math.ceil(len(self.batches(0)) / config.grad_accum)
         total = self.steps_per_epoch * config.epochs
+        parameters = list(self.module.parameters())
+        if self.lora is not None:
+            parameters += [p for p in self.lora.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(
-            self.module.parameters(), lr=config.lr, weight_decay=config.weight_decay
+            parameters, lr=config.lr, weight_decay=config.weight_decay
         )
         warmup = max(1, round(config.warmup_ratio * total))
         # transformers' get_linear_schedule_with_warmup starts at lr 0 (its step 0 is wasted,
@@ -200,6 +207,24 @@ class Trainer:
             ),
         )
         self.module, self.optimizer = self.accelerator.prepare(self.module, self.optimizer)
+
+    def _lora(self) -> Any:
+        from dep_eval.engine.adapters import trainable_lora
+
+        if self.accelerator.num_processes > 1:
+            # only the module goes through accelerate's data-parallel wrapper, so the LoRA's
+            # gradients would not be averaged across processes
+            raise ValueError(
+                f"--lora-r {self.method.lora_r} trains on one process only; run `dep-eval "
+                "train` without `accelerate launch` (or with --num_processes 1)"
+            )
+        lora = trainable_lora(self.llm.model, self.method.lora_r, self.llm.name)
+        logger.info(
+            "training a LoRA of rank %d on the LLM with the module: %d parameters",
+            self.method.lora_r,
+            sum(p.numel() for p in lora.parameters() if p.requires_grad),
+        )
+        return lora
 
     # -- one micro-batch --------------------------------------------------------------
 
@@ -292,7 +317,12 @@ class Trainer:
             return
         module = self.accelerator.unwrap_model(self.module)
         folder = self.output / f"epoch-{epoch}"
-        save_checkpoint(module, folder, extra={"max_target_tokens": self.config.max_target_tokens})
+        save_checkpoint(
+            module,
+            folder,
+            extra={"max_target_tokens": self.config.max_target_tokens},
+            adapter=self.lora,
+        )
         state = {
             "epoch": epoch,
             "optimizer": self.optimizer.state_dict(),
@@ -311,9 +341,7 @@ class Trainer:
             logger.info("Nothing to resume in %s: starting from epoch 1", self.output)
             return 0
         epoch = done[-1]
-        _load_weights_into(
-            self.accelerator.unwrap_model(self.module), self.output / f"epoch-{epoch}"
-        )
+        self._load_epoch(self.output / f"epoch-{epoch}")
         state = _load_trainer_state(self.output / f"trainer-state-{epoch}.safetensors")
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -326,12 +354,29 @@ class Trainer:
         logger.info("Resuming %s after epoch %d", self.output, epoch)
         return epoch
 
+    def _load_epoch(self, folder: Path) -> None:
+        """The module's weights, and the LoRA's when there is one, from a checkpoint."""
+        from dep_eval.checkpoint import adapter_folder
+        from dep_eval.engine.adapters import load_lora_weights
+
+        module = self.accelerator.unwrap_model(self.module)
+        adapter = adapter_folder(type(module), folder)
+        if (adapter is None) != (self.lora is None):
+            raise ValueError(
+                f"{folder} was trained {'with' if adapter else 'without'} a LoRA of the LLM, "
+                f"this run {'with' if self.lora is not None else 'without'}: resume with the "
+                f"options of {self.output / 'train_config.json'} (--lora-r)"
+            )
+        _load_weights_into(module, folder)
+        if adapter is not None:
+            load_lora_weights(self.lora, adapter)
+
     def validate(self, folder: Path) -> float:
         """METEOR of reviews generated on the val rows with the checkpoint in ``folder``."""
         from dep_eval.metrics.lexical import meteor
 
         module = self.accelerator.unwrap_model(self.module)
-        _load_weights_into(module, folder)
+        self._load_epoch(folder)
         module.eval()
         settings = GenerationSettings(
             max_new_tokens=self.config.val_max_new_tokens, seed=self.config.seed

@@ -1,0 +1,249 @@
+"""DEP + LoRA: ``dep-eval train --method dep --lora-r R`` trains a LoRA of the LLM with DEP's
+SAE and aligners; the checkpoint carries it in ``adapter/`` and ``checkpoint=`` merges it."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from dep_eval.checkpoint import ADAPTER_DIR, CheckpointError
+from dep_eval.dep.method import DEPLM
+from dep_eval.engine import EMBEDDED_LLM, GenerationSettings, Prompt
+from dep_eval.engine.hf import HFEngine
+from dep_eval.train.trainer import TrainConfig, Trainer, _load_trainer_state
+
+SETTINGS = GenerationSettings(max_new_tokens=6)
+LAYER = "model.layers.0.self_attn.q_proj"
+
+
+def lora_config(data_dir: Path, output: Path, lora_r: int = 4, **overrides: object) -> TrainConfig:
+    """One optimizer step on one row with short targets: the code path, in seconds. The
+    learning rate is high so that one step moves the LoRA visibly."""
+    values: dict[str, object] = dict(
+        output=str(output),
+        data_dir=str(data_dir),
+        categories=("All_Beauty",),
+        epochs=1,
+        lr=2e-2,
+        micro_batch_size=1,
+        grad_accum=1,
+        max_rows=1,
+        max_target_tokens=4,
+        val_rows=1,
+        val_max_new_tokens=2,
+        device="cpu",
+        seed=3,
+        method_options={"k": 2, "with_text": False, "lora_r": lora_r},
+    )
+    values.update(overrides)
+    return TrainConfig(**values)  # type: ignore[arg-type]
+
+
+def lora_tensors(folder: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(folder / "adapter_model.safetensors"))
+
+
+def lora_delta(folder: Path, module: str) -> torch.Tensor:
+    """B @ A * alpha / r of one module, from the adapter's own files."""
+    config = json.loads((folder / "adapter_config.json").read_text())
+    state = lora_tensors(folder)
+    a = next(v for k, v in state.items() if module in k and "lora_A" in k)
+    b = next(v for k, v in state.items() if module in k and "lora_B" in k)
+    return b @ a * config["lora_alpha"] / config["r"]
+
+
+def has_lora_layers(model: torch.nn.Module) -> bool:
+    return any("lora_" in name for name, _ in model.named_modules())
+
+
+@pytest.fixture(scope="module")
+def trained(beauty_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """A real DEP + LoRA run, and the weights it started from."""
+    run = tmp_path_factory.mktemp("dep-lora") / "run"
+    trainer = Trainer(lora_config(beauty_dir, run))
+    module_init = {k: v.clone() for k, v in trainer.module.state_dict().items()}
+    assert trainer.lora is not None
+    lora_init = {
+        name: p.detach().clone() for name, p in trainer.lora.named_parameters() if p.requires_grad
+    }
+    n_module = len(list(trainer.module.parameters()))
+    best = trainer.run()
+    return {
+        "run": run,
+        "best": best,
+        "module_init": module_init,
+        "lora_init": lora_init,
+        "n_module": n_module,
+    }
+
+
+def without_adapter(best: Path, folder: Path) -> Path:
+    """The same DEP weights as a checkpoint without the LoRA (as a lora_r=0 run writes it)."""
+    folder.mkdir()
+    shutil.copy(best / "model.safetensors", folder)
+    meta = json.loads((best / "config.json").read_text())
+    meta.pop("adapter")
+    meta["format_version"] = 2
+    (folder / "config.json").write_text(json.dumps(meta))
+    return folder
+
+
+def test_the_checkpoint_holds_dep_and_a_peft_adapter_both_trained(trained: dict) -> None:
+    best = trained["best"]
+    adapter = best / ADAPTER_DIR
+    assert (adapter / "adapter_config.json").is_file()
+    assert (adapter / "adapter_model.safetensors").is_file()
+    assert not list(adapter.glob("*.bin"))  # safetensors only
+    meta = json.loads((best / "config.json").read_text())
+    assert meta["format_version"] == 3  # an older dep-eval refuses it, not drops the LoRA
+    assert meta["adapter"] == {
+        "folder": "adapter",
+        "peft_type": "LORA",
+        "r": 4,
+        "lora_alpha": 8,
+        "target_modules": ["q_proj", "v_proj"],
+        "n_parameters": 30 * 4 * ((576 + 576) + (576 + 192)),  # q_proj 576->576, v_proj ->192
+    }
+    config = json.loads((adapter / "adapter_config.json").read_text())
+    assert config["base_model_name_or_path"] == EMBEDDED_LLM  # what inference checks
+    assert config["lora_dropout"] == 0.0
+    size = sum(f.stat().st_size for f in best.rglob("*") if f.is_file())
+    assert size < 20_000_000  # still megabytes: no copy of the LLM
+
+    # LoRA's B starts at zero; one step moved every B and the DEP module
+    saved = lora_tensors(adapter)
+    b_init = {k: v for k, v in trained["lora_init"].items() if "lora_B" in k}
+    assert b_init and all(torch.count_nonzero(v) == 0 for v in b_init.values())
+    b_saved = [v for k, v in saved.items() if "lora_B" in k]
+    assert len(b_saved) == len(b_init) and all(torch.count_nonzero(v) > 0 for v in b_saved)
+    module = load_file(str(best / "model.safetensors"))
+    assert any(not torch.equal(module[k], v) for k, v in trained["module_init"].items())
+
+    # the trainer state (for resume) has the optimizer moments of the module and the LoRA
+    state = _load_trainer_state(trained["run"] / "trainer-state-1.safetensors")
+    assert len(state["optimizer"]["state"]) == trained["n_module"] + len(b_init) * 2
+
+
+def test_checkpoint_merges_the_lora_into_the_llm_and_changes_the_output(
+    trained: dict, llm: HFEngine, beauty_dir: Path, tmp_path: Path
+) -> None:
+    from dep_eval.data.loaders import load_split, local_source
+
+    best = trained["best"]
+    plain_best = without_adapter(best, tmp_path / "no-lora")
+    with_lora = DEPLM(checkpoint=str(best), device="cpu", batch_size=1, cache=False)
+    without = DEPLM(checkpoint=str(plain_best), device="cpu", batch_size=1, cache=False)
+    assert with_lora._engine_options["peft"] == str(best / ADAPTER_DIR)
+    assert "peft" not in without._engine_options
+
+    # folded in through the peft= path: base weight + B A alpha / r, a plain frozen model
+    weight = with_lora.llm.model.get_submodule(LAYER).weight
+    delta = lora_delta(best / ADAPTER_DIR, LAYER[len("model.") :])
+    torch.testing.assert_close(weight, llm.model.get_submodule(LAYER).weight + delta)
+    assert not has_lora_layers(with_lora.llm.model)
+    assert not any(p.requires_grad for p in with_lora.llm.model.parameters())
+
+    samples = load_split(local_source(beauty_dir), "All_Beauty", "test")[:1]
+    prompts = [
+        with_lora.method.build_prompt(sample, with_lora.pool_for(sample)) for sample in samples
+    ]
+    assert all(p.soft_vectors is not None for p in prompts)  # DEP's slots reach the LLM
+
+    def logits(engine: HFEngine, prompt: Prompt) -> torch.Tensor:
+        ids = engine.tokenize(prompt)
+        input_ids, mask, positions = engine.left_pad([ids])
+        embeds = engine.tokens.embed(input_ids, [prompt.soft_vectors])
+        with torch.no_grad():
+            hidden = engine.model.base_model(
+                inputs_embeds=embeds, attention_mask=mask, position_ids=positions
+            )[0]
+        return engine.last_logits(hidden[:, -1])
+
+    # the same soft vectors (same DEP weights) through the LLM with and without the LoRA
+    without.method  # noqa: B018 - registers the slot tokens on its engine
+    assert not torch.allclose(
+        logits(with_lora.llm, prompts[0]), logits(without.llm, prompts[0]), atol=1e-4
+    )
+    # and lm-eval's path generates through the merged LLM (a one-step module and LoRA write
+    # nothing worth comparing: the logits above are the difference)
+    texts = with_lora.run(samples, SETTINGS, progress=False)
+    assert len(texts) == 1 and isinstance(texts[0], str)
+
+
+def test_resume_restores_the_lora_and_its_optimizer_state(
+    trained: dict, beauty_dir: Path, tmp_path: Path
+) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(trained["run"], run)
+    trainer = Trainer(lora_config(beauty_dir, run, epochs=2, resume=True))
+    assert trainer._resume() == 1
+    saved = lora_tensors(run / "epoch-1" / ADAPTER_DIR)
+    assert trainer.lora is not None
+    current = {name: p.detach() for name, p in trainer.lora.named_parameters() if p.requires_grad}
+    assert len(saved) == len(current)
+    for name, tensor in saved.items():
+        # PEFT saves without the adapter name ("default") that the live module carries
+        live = next(v for k, v in current.items() if k.replace(".default", "") == name)
+        torch.testing.assert_close(live, tensor, rtol=0, atol=0)
+    assert len(trainer.optimizer.state) == trained["n_module"] + len(saved)
+
+
+@pytest.mark.bad_input("train-resume-lora-mismatch")
+def test_resuming_a_lora_run_without_the_lora_is_refused(
+    trained: dict, beauty_dir: Path, tmp_path: Path
+) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(trained["run"], run)
+    trainer = Trainer(lora_config(beauty_dir, run, lora_r=0, epochs=2, resume=True))
+    with pytest.raises(ValueError, match="with a LoRA of the LLM, this run without.*lora-r"):
+        trainer._resume()
+
+
+def test_lora_r_0_trains_and_saves_no_adapter(beauty_dir: Path, tmp_path: Path) -> None:
+    trainer = Trainer(lora_config(beauty_dir, tmp_path / "run", lora_r=0))
+    assert trainer.lora is None and not has_lora_layers(trainer.llm.model)
+    optimized = [p for group in trainer.optimizer.param_groups for p in group["params"]]
+    assert len(optimized) == len(list(trainer.module.parameters()))
+    trainer._save_epoch(1)
+    folder = tmp_path / "run" / "epoch-1"
+    assert not (folder / ADAPTER_DIR).exists()
+    meta = json.loads((folder / "config.json").read_text())
+    assert meta["format_version"] == 2 and "adapter" not in meta
+
+
+@pytest.mark.bad_input("dep-lora-with-peft")
+def test_a_lora_checkpoint_with_peft_is_refused(trained: dict) -> None:
+    best = trained["best"]
+    with pytest.raises(ValueError, match="peft=.*carries its own LoRA.*drop peft="):
+        DEPLM(checkpoint=str(best), peft=str(best / ADAPTER_DIR))
+
+
+@pytest.mark.bad_input("dep-lora-with-vllm")
+def test_a_lora_checkpoint_with_vllm_is_refused(trained: dict) -> None:
+    with pytest.raises(ValueError, match="carries a LoRA of the LLM.*backend=hf only"):
+        DEPLM(backend="vllm", checkpoint=str(trained["best"]))
+
+
+@pytest.mark.bad_input("dep-lora-adapter-missing")
+def test_a_lora_checkpoint_without_its_adapter_folder_is_refused(
+    trained: dict, tmp_path: Path
+) -> None:
+    folder = tmp_path / "copy"
+    shutil.copytree(trained["best"], folder)
+    shutil.rmtree(folder / ADAPTER_DIR)
+    with pytest.raises(CheckpointError, match="records a LoRA of the LLM in .*missing"):
+        DEPLM(checkpoint=str(folder))
+
+
+def test_train_help_documents_lora_r(capsys: pytest.CaptureFixture[str]) -> None:
+    from dep_eval.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--lora-r LORA_R also train a LoRA of this rank on the LLM" in text
