@@ -1,6 +1,6 @@
 """Where one run loses BERTScore to another: the documents with the largest paired drop.
 
-    python benchmarks/off_topic.py out/lb/nonperso out/lb/dep --worst 6
+    python benchmarks/off_topic.py out/reproduce/nonperso out/reproduce/dep --worst 6
 
 Reads the samples files (``--log_samples``) of two lm-eval runs on the same documents and
 prints, per run, the mean BERTScore, how many generations hit the token cap, and then the

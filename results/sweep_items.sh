@@ -2,7 +2,8 @@
 # Issue 16 part 2: why the shipped slots-only DEP beats Non-Perso on ROUGE/METEOR/BLEU but
 # not on BERTScore, and the checkpoint that fixes it, selected on the val split only.
 #
-# Finding that motivates the run (out/lb, test split, read with benchmarks/off_topic.py):
+# Finding that motivates the run (test split; `python benchmarks/off_topic.py
+# out/reproduce/nonperso out/reproduce/dep`, output in results/off_topic_dep_vs_nonperso.txt):
 # DEP's losses on BERTScore are off-topic texts ("The product does not exist", "not in
 # stock"): its slots-only prompt still lists the products of the K past reviews, so the
 # product to review is one of up to nine named. Candidate: the same recipe (64 users,

@@ -258,3 +258,20 @@ def test_a_format_1_checkpoint_without_a_prompt_record_keeps_loading(llm, tmp_pa
     )
     dep = DEP(DEPArgs(checkpoint=str(old)), llm)
     assert (dep.config.with_text, dep.config.k, dep.config.align_slots) == (True, 8, True)
+
+
+@pytest.mark.bad_input("dep-with-items-not-a-bool")
+def test_with_items_that_is_not_a_bool_names_the_argument() -> None:
+    from dep_eval.methods.base import parse_config
+
+    assert parse_config(DEPArgs, {"with_items": "false"}).with_items is False
+    with pytest.raises(ValueError, match="with_items"):
+        parse_config(DEPArgs, {"with_items": "sometimes"})
+
+
+@pytest.mark.bad_input("dep-lora-r-negative")
+def test_a_negative_lora_rank_is_refused_before_anything_loads() -> None:
+    from dep_eval.dep.config import DEPTrainArgs
+
+    with pytest.raises(ValueError, match="--lora-r -1: must be 0"):
+        DEP.for_training(DEPTrainArgs(lora_r=-1), None, encoder=None, max_prompt_tokens=64)
