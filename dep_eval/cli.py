@@ -31,7 +31,29 @@ TRAIN_EPILOG = """examples:
   # the paper's defaults (every option at its default) on GPUs: hub data, Qwen2.5-7B, bge-m3
   accelerate launch -m dep_eval.cli train --pretrained Qwen/Qwen2.5-7B-Instruct \\
       --encoder BAAI/bge-m3 --output runs/paper
+  # DEP with a LoRA of the LLM trained jointly (rank 8 on q_proj, v_proj)
+  dep-eval train --data-dir ../shared/data/amazon_beauty --category All_Beauty \\
+      --output runs/dep-lora --lora-r 8 ...the shipped recipe's options...
+  # OPPU's shared task LoRA (then: --model oppu --model_args base_adapter=runs/oppu-base);
+  # unless given, --epochs 3, --lr 1e-4, --weight-decay 0.01, --warmup-ratio 0.1,
+  # --max-target-tokens 128 and --all-rows are OPPU's task LoRA defaults here
+  dep-eval train --method oppu-base --data-dir ../shared/data/amazon_beauty \\
+      --category All_Beauty --output runs/oppu-base --max-rows 128
 """
+
+TASK_LORA = "oppu-base"  # OPPU's task LoRA: trained by baselines/oppu/task_lora.py
+# --method oppu-base: generic options it reads (dest -> OppuConfig field), the value each
+# takes unless given, and the generic options it has no use for
+TASK_LORA_OPTIONS = {
+    "epochs": ("epochs", 3),
+    "lr": ("lr", 1e-4),
+    "weight_decay": ("weight_decay", 0.01),
+    "warmup_ratio": ("warmup_ratio", 0.1),
+    "max_target_tokens": ("max_target_tokens", 128),
+    "micro_batch_size": ("micro_batch_size", 4),
+    "max_length": ("max_prompt_tokens", 3072),
+}
+TASK_LORA_UNUSED = ("encoder", "grad_accum", "val_rows", "val_max_new_tokens", "dtype", "resume")
 
 
 def add_dataclass_arguments(group: Any, config_class: type, **argparse_options: Any) -> list[str]:
@@ -85,7 +107,8 @@ def add_train_parser(sub: argparse._SubParsersAction) -> None:
         "train",
         help="train DEP's SAE and aligners (or PPlug's projector) on a frozen LLM",
         description="Train a method's small module on a frozen LLM: DEP (SAE + his/diff "
-        "aligners, docs/method.md step 9) or PPlug (projector + instruction vector). One "
+        "aligners, docs/method.md step 9) or PPlug (projector + instruction vector), optionally "
+        "with a LoRA of the LLM (--lora-r); or OPPU's shared task LoRA (--method oppu-base). One "
         "checkpoint per epoch in OUTPUT/epoch-N, the best by val METEOR copied to OUTPUT/best, "
         "every loss component per optimizer step in OUTPUT/log.jsonl. Every default is the "
         "paper's; the shipped checkpoint used the budget recipe of the first example below.",
@@ -94,7 +117,7 @@ def add_train_parser(sub: argparse._SubParsersAction) -> None:
     )
     generic = add_dataclass_arguments(parser, TrainConfig)
     parser.set_defaults(handler=run_train, generic_fields=generic)
-    parser._option_string_actions["--method"].choices = sorted(trainable)
+    parser._option_string_actions["--method"].choices = [*sorted(trainable), TASK_LORA]
     seen = set(generic)
     for name, spec in trainable.items():
         fields = [f for f in dataclasses.fields(spec.method_class.TrainArgs) if f.name not in seen]
@@ -112,11 +135,14 @@ def run_train(args: argparse.Namespace) -> None:
     values = vars(args)
     generic = {name: values[name] for name in args.generic_fields}
     generic["categories"] = tuple(generic["categories"] or PAPER_CATEGORIES)
+    if generic["method"] == TASK_LORA:
+        run_task_lora(args, generic)
+        return
     own = {f.name for f in dataclasses.fields(trainable_method(generic["method"]).TrainArgs)}
     method_options = {
         name: value
         for name, value in values.items()
-        if name not in generic and name not in {"command", "handler", "generic_fields"}
+        if name not in generic and name not in {"command", "handler", "generic_fields", "argv"}
     }
     foreign = sorted(set(method_options) - own)
     if foreign:
@@ -134,6 +160,54 @@ def run_train(args: argparse.Namespace) -> None:
         )
     best = train(TrainConfig(**generic, method_options=method_options))
     logging.getLogger("dep_eval").info("best checkpoint: %s", best)
+
+
+def _given(args: argparse.Namespace, dest: str) -> bool:
+    """Whether the command line named the option of ``dest`` (not its default)."""
+    from dep_eval.train.trainer import TrainConfig
+
+    spec = next(f for f in dataclasses.fields(TrainConfig) if f.name == dest)
+    flag = "--" + spec.metadata.get("flag", dest).replace("_", "-")
+    flags = (flag, flag.replace("--", "--no-", 1))
+    return any(arg in flags or arg.startswith(flag + "=") for arg in args.argv)
+
+
+def run_task_lora(args: argparse.Namespace, generic: dict[str, Any]) -> None:
+    """``dep-eval train --method oppu-base``: OPPU's shared task LoRA."""
+    from dep_eval.baselines.oppu.task_lora import task_config, train_task_lora
+
+    values = vars(args)
+    named = sorted(
+        name
+        for name in values
+        if name not in generic and name not in {"command", "handler", "generic_fields", "argv"}
+    )
+    unused = [dest for dest in TASK_LORA_UNUSED if _given(args, dest)]
+    if named or unused:
+        flags = ["--" + name.replace("_", "-") for name in [*named, *unused]]
+        raise SystemExit(
+            f"dep-eval train --method {TASK_LORA} has no use for {', '.join(flags)}: it trains "
+            "one LoRA of the LLM on the train split, with no module and no val selection"
+        )
+    overrides = {
+        field: generic[dest] if _given(args, dest) else default
+        for dest, (field, default) in TASK_LORA_OPTIONS.items()
+    } | {"seed": generic["seed"]}
+    try:
+        config = task_config(**overrides)
+    except ValueError as error:
+        raise SystemExit(f"dep-eval train --method {TASK_LORA}: {error}") from error
+    folder = train_task_lora(
+        generic["output"],
+        config=config,
+        categories=generic["categories"],
+        data_dir=generic["data_dir"],
+        pretrained=generic["pretrained"],
+        device=generic["device"],
+        all_rows=generic["all_rows"] if _given(args, "all_rows") else True,
+        max_rows=generic["max_rows"],
+    )
+    logging.getLogger("dep_eval").info("task LoRA: %s", folder)
 
 
 def run_lm_eval(argv: list[str]) -> None:
@@ -172,6 +246,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.command is None:
         parser.print_help()
         raise SystemExit(2)
+    args.argv = argv
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     handler = getattr(args, "handler", None)
     if handler is not None:

@@ -257,3 +257,58 @@ def test_a_base_adapter_is_folded_in_and_keys_the_cache(
     assert not fresh.model.get_submodule(layer).weight.equal(llm.model.get_submodule(layer).weight)
     examples = plain.examples(rows[1], pool)
     assert plain.adapter_key(rows[1], examples) != with_base.adapter_key(rows[1], examples)
+
+
+# -- the shared task LoRA: dep-eval train --method oppu-base ----------------------------------
+
+
+def test_the_task_lora_trains_on_train_rows_and_oppu_folds_it_in(
+    llm: HFEngine, beauty_dir: Path, tmp_path: Path
+) -> None:
+    import json
+
+    from dep_eval.baselines.oppu.training import INFO_FILE
+
+    from dep_eval import cli
+    from dep_eval.data.loaders import load_split, resolve_source
+
+    folder = tmp_path / "oppu-base"
+    cli.main(
+        [
+            "train", "--method", "oppu-base", "--data-dir", str(beauty_dir),
+            "--category", "All_Beauty", "--output", str(folder),
+            "--max-rows", "4", "--epochs", "1", "--max-target-tokens", "8",
+        ]
+    )  # fmt: skip
+    info = json.loads((folder / INFO_FILE).read_text())
+    assert (folder / "adapter_model.safetensors").is_file()
+    assert info["examples"] == 4 and info["steps"] == 1  # 4 rows, one batch of 16, 1 epoch
+    # not given, so the reference task LoRA's; given, so the user's
+    assert info["config"]["lr"] == 1e-4 and info["config"]["max_steps"] is None
+    assert info["config"]["epochs"] == 1 and info["config"]["max_target_tokens"] == 8
+    assert info["categories"] == ["All_Beauty"]
+    source = resolve_source({"data_dir": str(beauty_dir)})
+    assert len(load_split(source, "All_Beauty", "train")) > 4  # a subset was taken
+
+    Oppu.check_before_loading(OppuConfig(base_adapter=str(folder)), llm.name)
+    fresh = HFEngine(device="cpu")
+    layer = "model.layers.0.self_attn.q_proj"
+    before = fresh.model.get_submodule(layer).weight.clone()
+    Oppu(OppuConfig(base_adapter=str(folder)), fresh)
+    assert not fresh.model.get_submodule(layer).weight.equal(before)  # trained B != 0
+
+
+@pytest.mark.bad_input("oppu-base-options")
+def test_the_task_lora_refuses_options_it_has_no_use_for() -> None:
+    from dep_eval import cli
+
+    base = ["train", "--method", "oppu-base", "--output", "unused"]
+    for extra, named in (
+        (["--val-rows", "8"], "--val-rows"),
+        (["--lora-r", "8"], "--lora-r"),
+        (["--resume"], "--resume"),
+    ):
+        with pytest.raises(SystemExit, match=f"oppu-base has no use for {named}"):
+            cli.main([*base, *extra])
+    with pytest.raises(SystemExit, match="epochs=0 must be at least 1"):
+        cli.main([*base, "--epochs", "0"])

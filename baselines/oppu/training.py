@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
+from tqdm.auto import tqdm
 
 from dep_eval.data.pool import DataPool
 from dep_eval.data.records import Review, Sample
@@ -74,12 +75,20 @@ def steps_for(examples: int, config: OppuConfig) -> int:
 
 
 def train_adapter(
-    llm: HFEngine, examples: Sequence[Example], config: OppuConfig, seed: int, folder: Path
+    llm: HFEngine,
+    examples: Sequence[Example],
+    config: OppuConfig,
+    seed: int,
+    folder: Path,
+    *,
+    extra: dict | None = None,
+    progress: str | None = None,
 ) -> dict:
     """Train a fresh LoRA on ``examples`` and write it to ``folder`` atomically.
 
-    Returns what was recorded in the folder's ``oppu.json`` (steps, seconds, ...). The LLM
-    is the plain model again afterwards, whatever happens.
+    Returns what was recorded in the folder's ``oppu.json`` (steps, seconds, ``extra``). The
+    LLM is the plain model again afterwards, whatever happens. ``progress``: the label of a
+    progress bar over optimizer steps (none for a user's few steps).
     """
     from peft import LoraConfig, get_peft_model
 
@@ -121,7 +130,7 @@ def train_adapter(
             ]
         losses = []
         llm.model.train()  # LoRA dropout on
-        for batch in batches[:total]:
+        for batch in tqdm(batches[:total], desc=progress, disable=progress is None):
             step_loss = 0.0
             for start in range(0, len(batch), config.micro_batch_size):
                 micro = batch[start : start + config.micro_batch_size]
@@ -139,6 +148,7 @@ def train_adapter(
             "steps": len(losses),
             "losses": losses,
             "train_seconds": round(seconds, 3),
+            **(extra or {}),
         }
         with atomic_folder(folder) as staging:
             peft_model.save_pretrained(str(staging), safe_serialization=True)

@@ -1,0 +1,125 @@
+"""OPPU's shared task LoRA: ``dep-eval train --method oppu-base``.
+
+The OPPU reference trains, before any user's own LoRA, one "task LoRA" on the training
+queries of the other users (its ``task_LoRA.py``): the same LoRA shape and optimiser as the
+users' (rank 8, alpha 8, dropout 0.05, AdamW lr 1e-4, weight decay 0.01, 10 % warm-up,
+gradient norm 0.3, batches of 16), 3 epochs, no step cap. Here its rows are the train
+split's: each row's prompt is the one OPPU shows at inference (Non-Perso's, or RAG's with
+``with_retrieval``) and its target is the row's review text (clipped to
+``max_target_tokens``) plus EOS, so the LoRA learns the task and not any user.
+
+The output folder is a PEFT adapter folder (``adapter_config.json`` +
+``adapter_model.safetensors``, written atomically) plus ``oppu.json`` (rows, steps, losses,
+seconds, what it was trained on), which ``--model oppu --model_args base_adapter=FOLDER``
+folds into the LLM before the users' LoRAs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import random
+from collections.abc import Sequence
+from pathlib import Path
+
+from dep_eval.data.records import Sample
+
+from .config import OppuConfig
+from .training import Example, target_ids, train_adapter
+
+logger = logging.getLogger(__name__)
+
+# task_LoRA.py's own settings where they differ from the per-user LoRA's
+TASK_EPOCHS = 3
+TASK_MAX_STEPS = None
+
+
+def task_config(**overrides: object) -> OppuConfig:
+    """The task LoRA's settings: the users' LoRA settings with the reference's 3 epochs and
+    no step cap, then ``overrides`` (OppuConfig fields)."""
+    config = OppuConfig(epochs=TASK_EPOCHS, max_steps=TASK_MAX_STEPS)
+    config = dataclasses.replace(config, **overrides)
+    config.check()
+    return config
+
+
+def train_task_lora(
+    output: str | Path,
+    *,
+    config: OppuConfig,
+    categories: Sequence[str],
+    data_dir: str | None = None,
+    pretrained: str | None = None,
+    device: str | None = None,
+    rows: Sequence[Sample] | None = None,
+    all_rows: bool = True,
+    max_rows: int | None = None,
+) -> Path:
+    """Train the task LoRA on the train split of ``categories`` and write it to ``output``.
+
+    Args:
+        output: the adapter folder to write (replaced atomically if it exists).
+        config: the LoRA's and prompts' settings (``task_config()``).
+        categories: categories whose train split is used.
+        data_dir: a local data folder (default: ``$DEP_EVAL_DATA_DIR``, else the hub).
+        pretrained: the LLM (default: the embedded SmolLM2).
+        device: where to train (default: what the engine picks).
+        all_rows: every train row (the reference trains on every query), else one per user.
+        max_rows: a seeded subset of this many rows (default: all).
+
+    Returns:
+        ``output``.
+    """
+    from dep_eval.data.loaders import load_pool, load_split, resolve_source
+    from dep_eval.engine.hf import HFEngine
+    from dep_eval.train.trainer import select_rows
+
+    from .method import Oppu
+
+    if config.base_adapter:
+        raise ValueError("--method oppu-base trains the base adapter; it takes no base_adapter")
+    source = resolve_source({"data_dir": data_dir} if data_dir else None)
+    llm = HFEngine(pretrained, device=device, dtype="float32")
+    method = Oppu(config, llm)  # its prompts, so training rows are what inference shows
+    chosen: list[tuple[Sample, object]] = []
+    for category in categories:
+        pool = load_pool(source, category)
+        method.setup(pool)
+        split = select_rows(load_split(source, category, "train"), all_rows)
+        chosen += [(sample, pool) for sample in split]
+    if max_rows is not None:
+        random.Random(config.seed).shuffle(chosen)
+        chosen = chosen[:max_rows]
+    examples = []
+    for sample, pool in chosen:
+        prompt = method.prompt_for(sample, pool)  # type: ignore[arg-type]
+        examples.append(Example(prompt, target_ids(llm, prompt, sample.target.text, config)))
+    logger.info(
+        "oppu-base: training the task LoRA on %d train rows of %s", len(examples), categories
+    )
+    folder = Path(output)
+    info = train_adapter(
+        llm,
+        examples,
+        config,
+        config.seed,
+        folder,
+        extra={
+            "kind": "oppu task LoRA",
+            "llm": llm.name,
+            "categories": list(categories),
+            "source": source,
+            "config": dataclasses.asdict(config),
+        },
+        progress="oppu-base: task LoRA steps",
+    )
+    logger.info(
+        "oppu-base: %d steps in %.1f s, loss %s -> %s; use it with --model oppu "
+        "--model_args base_adapter=%s",
+        info["steps"],
+        info["train_seconds"],
+        info["losses"][0] if info["losses"] else "-",
+        info["losses"][-1] if info["losses"] else "-",
+        folder,
+    )
+    return folder
