@@ -30,13 +30,14 @@ FLAGS = {
     "warmup_ratio": "--warmup-ratio",
     "sae_dim": "--sae-dim",
     "max_length": "--max-length",
+    "lora_r": "--lora-r",
 }
 
 
 def command_of(config: dict) -> str:
     from dep_eval.train.trainer import TrainConfig
 
-    defaults = {**dataclasses.asdict(TrainConfig(output="")), "k": 8, "sae_dim": 512}
+    defaults = {**dataclasses.asdict(TrainConfig(output="")), "k": 8, "sae_dim": 512, "lora_r": 0}
     # runs before the registry kept DEP's options at the top level; newer ones nest them
     config = {**config, **config.get("method_options", {})}
     parts = ["dep-eval train"]

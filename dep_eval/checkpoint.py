@@ -274,10 +274,17 @@ def load_checkpoint(
 
 
 def checkpoint_for_run(checkpoint: str | None, shipped: str, llm_name: str) -> str | None:
-    """The user's checkpoint folder, else the shipped one when the LLM is the embedded one."""
+    """The user's checkpoint folder, else the shipped one when the LLM is the embedded one.
+
+    ``checkpoint`` may also name a shipped checkpoint (a folder of ``dep_eval/checkpoints/``,
+    e.g. ``dep-lora-smollm2-minilm``) when no local folder of that name exists.
+    """
     from dep_eval.engine import EMBEDDED_LLM
 
     if checkpoint is not None:
+        named = SHIPPED_DIR / checkpoint
+        if not Path(checkpoint).exists() and "/" not in checkpoint and named.is_dir():
+            return str(named)
         return checkpoint
     if llm_name == EMBEDDED_LLM and (SHIPPED_DIR / shipped / CONFIG_FILE).exists():
         return str(SHIPPED_DIR / shipped)

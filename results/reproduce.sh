@@ -3,7 +3,7 @@
 # shared All_Beauty test split, 128 new tokens, batch 8.
 # Generation runs on the vLLM backend (.venv-vllm: bash .ci/setup-vllm), which agrees with the
 # HF backend within the intervals (results/backend_agreement.md) and is several times faster
-# here; OPPU has no vLLM path and runs on the HF backend (.venv). PAG and DPL issue many LLM
+# here; OPPU and DEP + LoRA (dep_lora) have no vLLM path and run on the HF backend (.venv). PAG and DPL issue many LLM
 # calls per user and take the first 10 users unless FULL=1. Runs already in OUT are skipped,
 # so an interrupted reproduction resumes.
 set -euo pipefail
@@ -21,5 +21,5 @@ if [ "${FULL:-0}" = 1 ]; then
 else
     run .venv-vllm vllm --runs pag dpl --limit 10
 fi
-run .venv hf --runs oppu oppu_retrieval
+run .venv hf --runs oppu oppu_retrieval dep_lora
 run .venv-vllm vllm --runs nonperso rag pag dpl pplug dep dep_his_only dep_diff_only dep_with_text

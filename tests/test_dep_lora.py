@@ -247,3 +247,20 @@ def test_train_help_documents_lora_r(capsys: pytest.CaptureFixture[str]) -> None
         main(["train", "--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert "--lora-r LORA_R also train a LoRA of this rank on the LLM" in text
+
+
+def test_the_shipped_dep_lora_checkpoint_is_named_by_its_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dep_eval.checkpoint import SHIPPED_DIR, checkpoint_for_run
+    from dep_eval.dep.method import DEP, DEPArgs
+
+    name = "dep-lora-smollm2-minilm"
+    folder = checkpoint_for_run(name, "dep-smollm2-minilm", "SmolLM2-135M-Instruct")
+    assert folder == str(SHIPPED_DIR / name)
+    adapter = DEP.trained_adapter(DEPArgs(checkpoint=name), "SmolLM2-135M-Instruct")
+    assert adapter == str(SHIPPED_DIR / name / ADAPTER_DIR)
+    # a local folder of the same name is the user's, and wins
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / name).mkdir()
+    assert checkpoint_for_run(name, "dep-smollm2-minilm", "SmolLM2-135M-Instruct") == name

@@ -12,7 +12,7 @@ import zipfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-CHECKPOINTS = ("dep-smollm2-minilm", "pplug-smollm2-minilm")
+CHECKPOINTS = ("dep-smollm2-minilm", "pplug-smollm2-minilm", "dep-lora-smollm2-minilm")
 # what a developer's tree holds beside the sources; a clean clone has none of it
 NOT_SOURCES = shutil.ignore_patterns(
     ".git", ".venv", "build", "dist", "out", "runs", "*.egg-info", "__pycache__", ".*_cache"
@@ -36,6 +36,8 @@ def test_wheel_contains_checkpoints_and_tasks_without_warnings(tmp_path: Path) -
     for checkpoint in CHECKPOINTS:
         for file in ("config.json", "model.safetensors"):
             assert f"dep_eval/checkpoints/{checkpoint}/{file}" in names
+    for file in ("adapter_config.json", "adapter_model.safetensors"):  # DEP + LoRA's LoRA
+        assert f"dep_eval/checkpoints/dep-lora-smollm2-minilm/adapter/{file}" in names
     yamls = {p.name for p in (ROOT / "tasks").glob("*.yaml")}
     assert yamls and {f"dep_eval/tasks/{name}" for name in yamls} <= names
     assert "dep_eval/tasks/_template" in names
