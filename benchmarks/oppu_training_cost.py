@@ -42,10 +42,14 @@ def main() -> None:
     for line in samples[-1].read_text(encoding="utf-8").splitlines():
         users.append(json.loads(line)["doc"]["user_id"])
     per_user = []
+    untrained = []  # users with no review to train on: generated with the plain LLM
     for user in dict.fromkeys(users):
         slug = re.sub(r"[^A-Za-z0-9_.-]", "_", user)[:64]
         folders = sorted(cache.glob(f"{slug}-*"))
-        if len(folders) != 1:
+        if not folders:
+            untrained.append(user)
+            continue
+        if len(folders) > 1:
             raise SystemExit(
                 f"user {user}: {len(folders)} cached LoRAs in {cache} (expected one); "
                 "summarize a run made with a cache of its own (DEP_EVAL_CACHE_DIR)"
@@ -58,6 +62,7 @@ def main() -> None:
     summary = {
         "command": args.command,
         "users": len(per_user),
+        "users_without_a_lora": untrained,
         "train_seconds_per_user": {
             "mean": round(statistics.mean(seconds), 2),
             "median": round(statistics.median(seconds), 2),
@@ -84,11 +89,17 @@ def main() -> None:
         f"- users: {summary['users']}; model_args: `{summary['model_args']}`",
         f"- training seconds per user: mean {s['mean']}, median {s['median']}, "
         f"min {s['min']}, max {s['max']} (total {s['total']})",
+        f"- users without a LoRA (no review to train on; plain LLM): "
+        f"{len(untrained)} {untrained if untrained else ''}",
+        f"- mean loss over users, first -> last optimizer step: "
+        f"{statistics.mean(r['losses'][0] for r in per_user):.4f} -> "
+        f"{statistics.mean(r['losses'][-1] for r in per_user):.4f}",
         f"- training rows per user: {summary['rows_per_user']}",
         f"- optimizer steps per user: {summary['steps_per_user']}",
         f"- run's setup_seconds: {summary['setup_seconds']}; seconds_per_sample (generation): "
         f"{summary['seconds_per_sample']}",
-        f"- load average when summarized: {summary['load_average_at_summary']} (2 cores, shared)",
+        f"- load average when summarized (not during training): "
+        f"{summary['load_average_at_summary']} (2 cores)",
         "",
         "| user | rows | steps | seconds | first loss | last loss |",
         "|---|---:|---:|---:|---:|---:|",

@@ -44,8 +44,13 @@ DEP_ABLATIONS: list[tuple[str, str, str]] = [
 # with the shipped DEP + LoRA checkpoint (`dep-eval train --lora-r 8`), HF backend only
 VARIANTS: list[tuple[str, str, str]] = [
     ("oppu_retrieval", "oppu", "with_retrieval=true"),
+    ("oppu_task_lora", "oppu", "base_adapter={task_lora}"),
     ("dep_lora", "dep", "checkpoint=dep-lora-smollm2-minilm"),
 ]
+# {task_lora}: OPPU's shared task LoRA (the reference always folds one in), trained into
+# OUTPUT/oppu-base by `dep-eval train --method oppu-base` before the first run that needs it
+TASK_LORA = "{task_lora}"
+TASK_LORA_FOLDER = "oppu-base"
 
 
 def main_runs() -> list[tuple[str, str, str]]:
@@ -183,6 +188,24 @@ def lm_eval_command(
     return command
 
 
+def task_lora_command(args: argparse.Namespace) -> list[str]:
+    """``dep-eval train --method oppu-base`` on the run's data, into OUTPUT/oppu-base."""
+    return [
+        sys.executable,
+        "-m",
+        "dep_eval.cli",
+        "train",
+        "--method",
+        "oppu-base",
+        "--data-dir",
+        str(Path(args.data_dir).resolve()),
+        "--category",
+        args.category,
+        "--output",
+        str(args.output / TASK_LORA_FOLDER),
+    ]
+
+
 Run = tuple[str, str, str, Path, int | None, int]  # name, model, args, folder, limit, seed
 
 
@@ -195,8 +218,16 @@ def select_runs(args: argparse.Namespace) -> list[Run]:
     N - 1 seeds, each in its own folder (``seed_run_name``), right after its first seed.
     """
     k_root = args.output / "k_ablation"
+    task_lora = str(args.output / TASK_LORA_FOLDER)
     main = [
-        (name, model, margs, args.output / name, args.limit, DEFAULT_SEED)
+        (
+            name,
+            model,
+            margs.replace(TASK_LORA, task_lora),
+            args.output / name,
+            args.limit,
+            DEFAULT_SEED,
+        )
         for name, model, margs in main_runs()
     ]
     k_limit = args.k_limit or args.limit
@@ -222,6 +253,7 @@ def select_runs(args: argparse.Namespace) -> list[Run]:
 
 
 def run_reproduce(args: argparse.Namespace) -> None:
+    from dep_eval.engine.adapters import ADAPTER_WEIGHTS
     from dep_eval.leaderboard import leaderboard_text
     from dep_eval.plots import plot_all
 
@@ -238,6 +270,15 @@ def run_reproduce(args: argparse.Namespace) -> None:
             done_commands.append(lm_eval_command(run_args, model, model_args, out, seed=seed))
             logger.info("%s: results exist in %s, skipped", name, out)
             continue
+        task_lora = args.output / TASK_LORA_FOLDER
+        if (
+            f"base_adapter={task_lora}" in model_args
+            and not (task_lora / ADAPTER_WEIGHTS).is_file()
+        ):
+            train = task_lora_command(args)
+            done_commands.append(train)
+            logger.info("%s needs the task LoRA first: %s", name, shlex.join(train))
+            subprocess.run(train, check=True)
         command = lm_eval_command(args, model, model_args, out, limit, seed)
         done_commands.append(command)
         logger.info("%s: %s", name, shlex.join(command))

@@ -5,7 +5,8 @@
 # HF backend within the intervals (results/backend_agreement.md) and is several times faster
 # here; OPPU and DEP + LoRA (dep_lora) have no vLLM path and run on the HF backend (.venv). PAG and DPL issue many LLM
 # calls per user and take the first 10 users unless FULL=1. Runs already in OUT are skipped,
-# so an interrupted reproduction resumes.
+# so an interrupted reproduction resumes. oppu_task_lora first trains OPPU's task LoRA into
+# OUT/oppu-base (dep-eval train --method oppu-base, all train rows, ~20 min here).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-out/reproduce}
@@ -21,5 +22,5 @@ if [ "${FULL:-0}" = 1 ]; then
 else
     run .venv-vllm vllm --runs pag dpl --limit 10
 fi
-run .venv hf --runs oppu oppu_retrieval dep_lora
+run .venv hf --runs oppu oppu_retrieval oppu_task_lora dep_lora
 run .venv-vllm vllm --runs nonperso rag pag dpl pplug dep dep_his_only dep_diff_only dep_with_text

@@ -152,3 +152,32 @@ def test_reproduce_tables_merge_seeds_and_mark_against_nonperso(
     assert " sd " in dep and "▲" in dep and "(reference)" in nonperso
     assert "(lc)" in (results / "leaderboard_length_controlled.md").read_text()
     assert "seed=1236" in (results / "REPRODUCE.md").read_text()
+
+
+def test_the_oppu_task_lora_run_trains_its_base_adapter_first_and_only_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import subprocess
+
+    out, results = tmp_path / "out", tmp_path / "results"
+    shutil.copytree(FIXTURES / "main", out / "nonperso")
+    calls: list[list[str]] = []
+
+    def fake_run(command: list[str], check: bool) -> None:  # what is run is not the point
+        calls.append(command)
+        if "train" in command:
+            folder = Path(command[command.index("--output") + 1])
+            folder.mkdir(parents=True)
+            (folder / "adapter_model.safetensors").write_bytes(b"")
+
+    monkeypatch.setattr(subprocess, "run", fake_run)
+    options = dict(output=out, results=results, runs=["oppu_task_lora"], k_ablation=False)
+    run_reproduce(args(**options))
+    train, evaluate = calls
+    assert train[train.index("--method") + 1] == "oppu-base"
+    assert train[train.index("--output") + 1] == str(out / "oppu-base")
+    model_args = evaluate[evaluate.index("--model_args") + 1]
+    assert model_args == f"base_adapter={out / 'oppu-base'}"
+    calls.clear()
+    run_reproduce(args(**{**options, "runs": ["oppu_task_lora", "nonperso"]}))
+    assert [c for c in calls if "train" in c] == []  # trained already: not again
