@@ -312,3 +312,26 @@ def test_the_task_lora_refuses_options_it_has_no_use_for() -> None:
             cli.main([*base, *extra])
     with pytest.raises(SystemExit, match="epochs=0 must be at least 1"):
         cli.main([*base, "--epochs", "0"])
+
+
+def test_the_task_lora_never_learns_a_val_or_test_target(
+    beauty_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import json
+    import shutil
+
+    from dep_eval.baselines.oppu.task_lora import task_rows
+
+    data = tmp_path / "data"
+    shutil.copytree(beauty_dir, data)
+    folder = data / "All_Beauty"
+    train = [json.loads(line) for line in (folder / "train.jsonl").read_text().splitlines()]
+    test = [json.loads(line) for line in (folder / "test.jsonl").read_text().splitlines()]
+    leaked = train[5]["data"]["text"]
+    test[0]["data"]["text"] = leaked  # a test reference that is also a train row's review
+    (folder / "test.jsonl").write_text("".join(json.dumps(row) + "\n" for row in test))
+    with caplog.at_level(logging.WARNING):
+        rows = task_rows(f"local:{data}", ["All_Beauty"], all_rows=True, max_rows=None, seed=0)
+    assert len(rows) == len(train) - 1
+    assert leaked not in {row.target.text for row, _ in rows}
+    assert "1 All_Beauty train row(s) left out" in caplog.text

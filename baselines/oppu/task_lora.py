@@ -22,6 +22,7 @@ import random
 from collections.abc import Sequence
 from pathlib import Path
 
+from dep_eval.data.pool import DataPool
 from dep_eval.data.records import Sample
 
 from .config import OppuConfig
@@ -41,6 +42,41 @@ def task_config(**overrides: object) -> OppuConfig:
     config = dataclasses.replace(config, **overrides)
     config.check()
     return config
+
+
+def task_rows(
+    source: str, categories: Sequence[str], *, all_rows: bool, max_rows: int | None, seed: int
+) -> list[tuple[Sample, DataPool]]:
+    """The train-split rows the task LoRA learns from, each with its category's pool.
+
+    A train row whose review text is also the target of a val or test row is left out (and
+    counted in a warning): the task LoRA must never learn a text it will be scored against.
+    """
+    from dep_eval.data.loaders import load_pool, load_split
+    from dep_eval.train.trainer import select_rows
+
+    chosen: list[tuple[Sample, DataPool]] = []
+    for category in categories:
+        pool = load_pool(source, category)
+        held_out = {
+            row.target.text.strip()
+            for split in ("val", "test")
+            for row in load_split(source, category, split)
+        }
+        train = select_rows(load_split(source, category, "train"), all_rows)
+        kept = [row for row in train if row.target.text.strip() not in held_out]
+        if len(kept) < len(train):
+            logger.warning(
+                "oppu-base: %d %s train row(s) left out: their review text is also a val or "
+                "test target",
+                len(train) - len(kept),
+                category,
+            )
+        chosen += [(row, pool) for row in kept]
+    if max_rows is not None:
+        random.Random(seed).shuffle(chosen)
+        chosen = chosen[:max_rows]
+    return chosen
 
 
 def train_task_lora(
@@ -70,29 +106,22 @@ def train_task_lora(
     Returns:
         ``output``.
     """
-    from dep_eval.data.loaders import load_pool, load_split, resolve_source
+    from dep_eval.data.loaders import resolve_source
     from dep_eval.engine.hf import HFEngine
-    from dep_eval.train.trainer import select_rows
 
     from .method import Oppu
 
     if config.base_adapter:
         raise ValueError("--method oppu-base trains the base adapter; it takes no base_adapter")
     source = resolve_source({"data_dir": data_dir} if data_dir else None)
+    chosen = task_rows(source, categories, all_rows=all_rows, max_rows=max_rows, seed=config.seed)
     llm = HFEngine(pretrained, device=device, dtype="float32")
     method = Oppu(config, llm)  # its prompts, so training rows are what inference shows
-    chosen: list[tuple[Sample, object]] = []
-    for category in categories:
-        pool = load_pool(source, category)
+    for pool in {id(pool): pool for _, pool in chosen}.values():
         method.setup(pool)
-        split = select_rows(load_split(source, category, "train"), all_rows)
-        chosen += [(sample, pool) for sample in split]
-    if max_rows is not None:
-        random.Random(config.seed).shuffle(chosen)
-        chosen = chosen[:max_rows]
     examples = []
     for sample, pool in chosen:
-        prompt = method.prompt_for(sample, pool)  # type: ignore[arg-type]
+        prompt = method.prompt_for(sample, pool)
         examples.append(Example(prompt, target_ids(llm, prompt, sample.target.text, config)))
     logger.info(
         "oppu-base: training the task LoRA on %d train rows of %s", len(examples), categories
