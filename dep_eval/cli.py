@@ -42,16 +42,16 @@ TRAIN_EPILOG = """examples:
 """
 
 TASK_LORA = "oppu-base"  # OPPU's task LoRA: trained by baselines/oppu/task_lora.py
-# --method oppu-base: generic options it reads (dest -> OppuConfig field), the value each
-# takes unless given, and the generic options it has no use for
+# --method oppu-base: the generic options it reads (dest -> OppuConfig field; when not given,
+# the task LoRA's own defaults, baselines/oppu/task_lora.py) and those it has no use for
 TASK_LORA_OPTIONS = {
-    "epochs": ("epochs", 3),
-    "lr": ("lr", 1e-4),
-    "weight_decay": ("weight_decay", 0.01),
-    "warmup_ratio": ("warmup_ratio", 0.1),
-    "max_target_tokens": ("max_target_tokens", 128),
-    "micro_batch_size": ("micro_batch_size", 4),
-    "max_length": ("max_prompt_tokens", 3072),
+    "epochs": "epochs",
+    "lr": "lr",
+    "weight_decay": "weight_decay",
+    "warmup_ratio": "warmup_ratio",
+    "max_target_tokens": "max_target_tokens",
+    "micro_batch_size": "micro_batch_size",
+    "max_length": "max_prompt_tokens",
 }
 TASK_LORA_UNUSED = ("encoder", "grad_accum", "val_rows", "val_max_new_tokens", "dtype", "resume")
 
@@ -190,8 +190,7 @@ def run_task_lora(args: argparse.Namespace, generic: dict[str, Any]) -> None:
             "one LoRA of the LLM on the train split, with no module and no val selection"
         )
     overrides = {
-        field: generic[dest] if _given(args, dest) else default
-        for dest, (field, default) in TASK_LORA_OPTIONS.items()
+        field: generic[dest] for dest, field in TASK_LORA_OPTIONS.items() if _given(args, dest)
     } | {"seed": generic["seed"]}
     try:
         config = task_config(**overrides)

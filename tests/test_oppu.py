@@ -299,7 +299,7 @@ def test_the_task_lora_trains_on_train_rows_and_oppu_folds_it_in(
 
 
 @pytest.mark.bad_input("oppu-base-options")
-def test_the_task_lora_refuses_options_it_has_no_use_for() -> None:
+def test_the_task_lora_refuses_options_it_has_no_use_for(beauty_dir: Path) -> None:
     from dep_eval import cli
 
     base = ["train", "--method", "oppu-base", "--output", "unused"]
@@ -312,6 +312,9 @@ def test_the_task_lora_refuses_options_it_has_no_use_for() -> None:
             cli.main([*base, *extra])
     with pytest.raises(SystemExit, match="epochs=0 must be at least 1"):
         cli.main([*base, "--epochs", "0"])
+    with pytest.raises(ValueError, match="no train rows to learn from in All_Beauty"):
+        data = ["--data-dir", str(beauty_dir), "--category", "All_Beauty"]
+        cli.main([*base, *data, "--max-rows", "0"])
 
 
 def test_the_task_lora_never_learns_a_val_or_test_target(

@@ -38,8 +38,7 @@ TASK_MAX_STEPS = None
 def task_config(**overrides: object) -> OppuConfig:
     """The task LoRA's settings: the users' LoRA settings with the reference's 3 epochs and
     no step cap, then ``overrides`` (OppuConfig fields)."""
-    config = OppuConfig(epochs=TASK_EPOCHS, max_steps=TASK_MAX_STEPS)
-    config = dataclasses.replace(config, **overrides)
+    config = OppuConfig(**{"epochs": TASK_EPOCHS, "max_steps": TASK_MAX_STEPS, **overrides})
     config.check()
     return config
 
@@ -87,7 +86,6 @@ def train_task_lora(
     data_dir: str | None = None,
     pretrained: str | None = None,
     device: str | None = None,
-    rows: Sequence[Sample] | None = None,
     all_rows: bool = True,
     max_rows: int | None = None,
 ) -> Path:
@@ -115,6 +113,11 @@ def train_task_lora(
         raise ValueError("--method oppu-base trains the base adapter; it takes no base_adapter")
     source = resolve_source({"data_dir": data_dir} if data_dir else None)
     chosen = task_rows(source, categories, all_rows=all_rows, max_rows=max_rows, seed=config.seed)
+    if not chosen:
+        raise ValueError(
+            f"oppu-base: no train rows to learn from in {', '.join(categories)} of {source} "
+            f"(max_rows={max_rows}): give a category with a train split, or more --max-rows"
+        )
     llm = HFEngine(pretrained, device=device, dtype="float32")
     method = Oppu(config, llm)  # its prompts, so training rows are what inference shows
     for pool in {id(pool): pool for _, pool in chosen}.values():
@@ -147,8 +150,8 @@ def train_task_lora(
         "--model_args base_adapter=%s",
         info["steps"],
         info["train_seconds"],
-        info["losses"][0] if info["losses"] else "-",
-        info["losses"][-1] if info["losses"] else "-",
+        info["losses"][0],
+        info["losses"][-1],
         folder,
     )
     return folder
