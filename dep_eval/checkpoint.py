@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -62,12 +63,17 @@ def save_checkpoint(
     *,
     extra: dict[str, Any] | None = None,
     adapter: Any = None,
+    frozen_adapter: str | None = None,
 ) -> Path:
     """Write ``module`` to ``folder`` atomically (replacing an existing checkpoint there).
 
     ``adapter``: a ``PeftModel`` whose LoRA was trained with ``module``, saved with PEFT's
-    ``save_pretrained`` (safetensors) in ``folder/adapter``.
+    ``save_pretrained`` (safetensors) in ``folder/adapter``. ``frozen_adapter``: instead, the
+    folder of a PEFT adapter that was folded into the LLM, unchanged, while ``module``
+    trained (``dep-eval train --base-adapter``); its files are copied to ``folder/adapter``.
     """
+    if adapter is not None and frozen_adapter:
+        raise ValueError("a checkpoint carries one adapter: a trained one or a frozen one")
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
     state = {
@@ -92,6 +98,19 @@ def save_checkpoint(
             "target_modules": sorted(lora.target_modules),
             "n_parameters": sum(p.numel() for p in adapter.parameters() if p.requires_grad),
         }
+    if frozen_adapter:
+        from dep_eval.engine.adapters import read_adapter_config
+
+        lora = read_adapter_config(frozen_adapter, "--base-adapter")
+        meta["format_version"] = ADAPTER_FORMAT_VERSION
+        meta["adapter"] = {
+            "folder": ADAPTER_DIR,
+            "peft_type": lora.get("peft_type"),
+            "r": lora.get("r"),
+            "lora_alpha": lora.get("lora_alpha"),
+            "target_modules": sorted(lora.get("target_modules") or []),
+            "frozen": True,  # folded in before training, not trained with the module
+        }
     with atomic_folder(folder) as staging:
         save_file(state, str(staging / WEIGHTS_FILE), metadata={"format": meta["format"]})
         if adapter is not None:
@@ -105,6 +124,12 @@ def save_checkpoint(
                     safe_serialization=True,
                     save_embedding_layers=False,
                 )
+        if frozen_adapter:
+            from dep_eval.engine.adapters import ADAPTER_CONFIG, ADAPTER_WEIGHTS
+
+            (staging / ADAPTER_DIR).mkdir()
+            for name in (ADAPTER_CONFIG, ADAPTER_WEIGHTS):
+                shutil.copy2(Path(frozen_adapter).expanduser() / name, staging / ADAPTER_DIR)
         (staging / CONFIG_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
     logger.info("saved %s (%d parameters) to %s", meta["format"], meta["n_parameters"], folder)
     return folder

@@ -53,7 +53,15 @@ TASK_LORA_OPTIONS = {
     "micro_batch_size": "micro_batch_size",
     "max_length": "max_prompt_tokens",
 }
-TASK_LORA_UNUSED = ("encoder", "grad_accum", "val_rows", "val_max_new_tokens", "dtype", "resume")
+TASK_LORA_UNUSED = (
+    "encoder",
+    "base_adapter",
+    "grad_accum",
+    "val_rows",
+    "val_max_new_tokens",
+    "dtype",
+    "resume",
+)
 
 
 def add_dataclass_arguments(group: Any, config_class: type, **argparse_options: Any) -> list[str]:

@@ -264,3 +264,84 @@ def test_the_shipped_dep_lora_checkpoint_is_named_by_its_folder(
     monkeypatch.chdir(tmp_path)
     (tmp_path / name).mkdir()
     assert checkpoint_for_run(name, "dep-smollm2-minilm", "SmolLM2-135M-Instruct") == name
+
+
+# -- a frozen base adapter (--base-adapter): DEP trained on an LLM with a LoRA folded in ------
+
+
+@pytest.fixture(scope="module")
+def base_adapter_run(beauty_dir: Path, llm: HFEngine, tmp_path_factory: pytest.TempPathFactory):
+    from test_peft import make_lora
+
+    root = tmp_path_factory.mktemp("dep-base-adapter")
+    adapter = make_lora(llm.model, root / "task-lora", seed=5)
+    trainer = Trainer(lora_config(beauty_dir, root / "run", lora_r=0, base_adapter=str(adapter)))
+    return adapter, trainer, trainer.run()
+
+
+def test_a_base_adapter_is_folded_in_frozen_and_carried_by_each_checkpoint(
+    base_adapter_run: tuple, llm: HFEngine
+) -> None:
+    adapter, trainer, best = base_adapter_run
+    assert trainer.lora is None and not has_lora_layers(trainer.llm.model)  # merged, not wrapped
+    folded = trainer.llm.model.get_submodule(LAYER).weight
+    plain = llm.model.get_submodule(LAYER).weight
+    torch.testing.assert_close(folded - plain, lora_delta(adapter, LAYER), rtol=0, atol=1e-5)
+    assert not any(p.requires_grad for p in trainer.llm.model.parameters())  # frozen
+    optimized = [p for group in trainer.optimizer.param_groups for p in group["params"]]
+    assert len(optimized) == len(list(trainer.module.parameters()))
+
+    meta = json.loads((best / "config.json").read_text())
+    assert meta["format_version"] == 3
+    assert meta["adapter"] == {
+        "folder": "adapter",
+        "frozen": True,
+        "peft_type": "LORA",
+        "r": 4,
+        "lora_alpha": 8,
+        "target_modules": ["q_proj", "v_proj"],
+    }
+    for name in ("adapter_config.json", "adapter_model.safetensors"):
+        assert (best / ADAPTER_DIR / name).read_bytes() == (adapter / name).read_bytes()
+
+
+def test_a_base_adapter_checkpoint_folds_the_same_adapter_in_at_inference(
+    base_adapter_run: tuple,
+) -> None:
+    _, trainer, best = base_adapter_run
+    lm = DEPLM(checkpoint=str(best), device="cpu", batch_size=1, cache=False)
+    torch.testing.assert_close(
+        lm.llm.model.get_submodule(LAYER).weight,
+        trainer.llm.model.get_submodule(LAYER).weight,
+        rtol=0,
+        atol=0,
+    )
+
+
+def test_resuming_a_base_adapter_run_keeps_its_adapter(
+    base_adapter_run: tuple, beauty_dir: Path, tmp_path: Path
+) -> None:
+    adapter, trainer, _ = base_adapter_run
+    run = tmp_path / "run"
+    shutil.copytree(trainer.output, run)
+    resumed = Trainer(
+        lora_config(beauty_dir, run, lora_r=0, epochs=2, resume=True, base_adapter=str(adapter))
+    )
+    assert resumed._resume() == 1
+    module = load_file(str(run / "epoch-1" / "model.safetensors"))
+    for name, tensor in resumed.module.state_dict().items():
+        torch.testing.assert_close(tensor, module[name], rtol=0, atol=0)
+
+
+@pytest.mark.bad_input("train-base-adapter-with-lora-r")
+def test_a_base_adapter_with_lora_r_is_refused_before_the_llm_loads(
+    beauty_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import dep_eval.train.trainer as trainer_module
+
+    def no_llm(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the LLM was loaded")
+
+    monkeypatch.setattr(trainer_module, "HFEngine", no_llm)
+    with pytest.raises(ValueError, match="--lora-r 4 with --base-adapter .*one LoRA of the LLM"):
+        Trainer(lora_config(beauty_dir, tmp_path / "run", base_adapter=str(tmp_path)))

@@ -90,6 +90,14 @@ class TrainConfig:
     pretrained: str | None = field(
         default=None, metadata=_help("LLM, hub id or folder (default: the embedded SmolLM2)")
     )
+    base_adapter: str | None = field(
+        default=None,
+        metadata=_help(
+            "a PEFT LoRA folder folded into the LLM before training and kept frozen (e.g. "
+            "OPPU's task LoRA from --method oppu-base); each checkpoint carries a copy in "
+            "its adapter/, so inference folds in the same one"
+        ),
+    )
     encoder: str | None = field(
         default=None, metadata=_help("sentence encoder (default: the embedded all-MiniLM-L6-v2)")
     )
@@ -160,12 +168,20 @@ class Trainer:
         )
         torch.manual_seed(config.seed)
         source = resolve_source({"data_dir": config.data_dir} if config.data_dir else None)
+        method_class = trainable_method(config.method)
+        lora_r = config.method_options.get("lora_r") or 0
+        if lora_r and config.base_adapter:
+            # a checkpoint carries one LoRA of the LLM (the engine folds in one)
+            raise ValueError(
+                f"--lora-r {lora_r} with --base-adapter {config.base_adapter}: a checkpoint "
+                "carries one LoRA of the LLM; train with one of the two"
+            )
         self.llm = HFEngine(
             config.pretrained,
             device=str(self.accelerator.device),
             dtype="float32" if not torch.cuda.is_available() else config.dtype,
+            peft=config.base_adapter,
         )
-        method_class = trainable_method(config.method)
         self.method = method_class.for_training(
             parse_config(method_class.TrainArgs, config.method_options),
             self.llm,
@@ -322,6 +338,7 @@ class Trainer:
             folder,
             extra={"max_target_tokens": self.config.max_target_tokens},
             adapter=self.lora,
+            frozen_adapter=self.config.base_adapter,
         )
         state = {
             "epoch": epoch,
@@ -360,12 +377,15 @@ class Trainer:
         from dep_eval.engine.adapters import load_lora_weights
 
         module = self.accelerator.unwrap_model(self.module)
+        if self.config.base_adapter:  # the checkpoint's adapter/ is the one already merged
+            _load_weights_into(module, folder)
+            return
         adapter = adapter_folder(type(module), folder)
         if (adapter is None) != (self.lora is None):
             raise ValueError(
                 f"{folder} was trained {'with' if adapter else 'without'} a LoRA of the LLM, "
                 f"this run {'with' if self.lora is not None else 'without'}: resume with the "
-                f"options of {self.output / 'train_config.json'} (--lora-r)"
+                f"options of {self.output / 'train_config.json'} (--lora-r, --base-adapter)"
             )
         _load_weights_into(module, folder)
         if adapter is not None:
