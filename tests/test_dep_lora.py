@@ -223,12 +223,6 @@ def test_a_lora_checkpoint_with_peft_is_refused(trained: dict) -> None:
         DEPLM(checkpoint=str(best), peft=str(best / ADAPTER_DIR))
 
 
-@pytest.mark.bad_input("dep-lora-with-vllm")
-def test_a_lora_checkpoint_with_vllm_is_refused(trained: dict) -> None:
-    with pytest.raises(ValueError, match="carries a LoRA of the LLM.*backend=hf only"):
-        DEPLM(backend="vllm", checkpoint=str(trained["best"]))
-
-
 @pytest.mark.bad_input("dep-lora-adapter-missing")
 def test_a_lora_checkpoint_without_its_adapter_folder_is_refused(
     trained: dict, tmp_path: Path

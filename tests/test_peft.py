@@ -188,10 +188,33 @@ def test_an_adapter_whose_shapes_do_not_fit_is_refused(tmp_path: Path) -> None:
         lm.llm  # noqa: B018 - the engine loads (and merges) on first use
 
 
-@pytest.mark.bad_input("peft-with-vllm")
-def test_peft_with_the_vllm_backend_is_refused(loras) -> None:
-    with pytest.raises(ValueError, match="peft=.* works with backend=hf only"):
-        lm_eval_model_for(NonPerso)(backend="vllm", peft=str(loras[0]))
+def test_vllm_gets_a_cached_folder_with_the_adapter_folded_in(
+    llm: HFEngine, loras, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """backend=vllm with peft=: vLLM loads a folder, so the merged LLM is written once to
+    the cache (the vLLM run itself: tests/test_vllm_backend.py)."""
+    from safetensors.torch import load_file
+
+    from dep_eval.engine.adapters import merged_model_folder
+
+    monkeypatch.setenv("DEP_EVAL_CACHE_DIR", str(tmp_path))
+    first, second = loras
+    path = llm.model.name_or_path
+    folder = Path(merged_model_folder(path, str(first), "SmolLM2-135M-Instruct"))
+    assert folder.is_relative_to(tmp_path / "models")
+    weights = load_file(str(folder / "model.safetensors"))
+    layer = "model.layers.0.self_attn.q_proj"
+    expected = llm.model.get_submodule(layer).weight + lora_delta(first, layer[len("model.") :])
+    torch.testing.assert_close(weights[f"{layer}.weight"], expected)
+    assert not any("lora_" in name for name in weights)
+    assert (folder / "tokenizer.json").is_file() and not list(folder.glob("*.bin"))
+
+    stamp = (folder / "model.safetensors").stat().st_mtime_ns
+    assert merged_model_folder(path, str(first), "SmolLM2-135M-Instruct") == str(folder)
+    assert (folder / "model.safetensors").stat().st_mtime_ns == stamp  # built once
+    other = merged_model_folder(path, str(second), "SmolLM2-135M-Instruct")
+    assert other != str(folder)  # keyed by the adapter's content
+    assert not list((tmp_path / "models").glob(".*"))  # no staging folder left behind
 
 
 def test_a_prompts_own_adapter_is_part_of_its_generation_key() -> None:

@@ -8,6 +8,7 @@ a minute on 2 CPU cores, eager mode).
 from __future__ import annotations
 
 import importlib.util
+from pathlib import Path
 
 import pytest
 import torch
@@ -166,3 +167,29 @@ def test_two_data_parallel_replicas_give_the_single_engine_texts(engine) -> None
         replicated.close()
     assert texts == single
     assert not any(worker.process.is_alive() for worker in workers)
+
+
+@needs_vllm
+def test_peft_on_vllm_runs_the_llm_with_the_adapter_folded_in(engine, tmp_path: Path) -> None:
+    """peft= on backend=vllm: vLLM loads the merged folder (built in the cache) and its
+    greedy texts follow the adapted LLM's, not the plain one's."""
+    from test_peft import make_lora
+
+    from dep_eval.engine.hf import HFEngine
+
+    hf = HFEngine(device="cpu")
+    lora = make_lora(hf.model, tmp_path / "lora", seed=1)
+    adapted_hf = HFEngine(device="cpu", peft=str(lora))
+    adapted = load_engine("vllm", peft=str(lora))
+    try:
+        prompts = [chat(q) for q in QUESTIONS]
+        seeds = [seed_for(5, q) for q in QUESTIONS]
+        texts = {
+            label: [g.text for g in llm.generate(prompts, seeds, GREEDY, batch_size=4)]
+            for label, llm in (("plain", engine), ("vllm", adapted), ("hf", adapted_hf))
+        }
+    finally:
+        adapted.close()
+    first = {k: [hf.tokenizer(t)["input_ids"][:6] for t in v] for k, v in texts.items()}
+    assert sum(a == b for a, b in zip(first["vllm"], first["hf"], strict=True)) >= 3, first
+    assert texts["vllm"] != texts["plain"]

@@ -11,8 +11,12 @@ Three uses:
   (PEFT's mixed-adapter batches, ``adapter_names``); afterwards they are unloaded, so the
   LLM is the plain model again and only one batch's adapters are ever in memory.
 - a LoRA trained jointly with a method's module (``dep-eval train --method dep --lora-r R``,
-  ``trainable_lora``): saved in the checkpoint's ``adapter/`` folder as a normal PEFT adapter,
-  and at inference merged into the LLM like ``peft=``.
+  ``trainable_lora``), or one folded in while it trained (``--base-adapter``): saved in the
+  checkpoint's ``adapter/`` folder as a normal PEFT adapter, and at inference merged into the
+  LLM like ``peft=``.
+
+vLLM loads its weights from a folder itself, so for ``backend=vllm`` the merged LLM is
+written once to the user's cache folder (``merged_model_folder``) and vLLM loads that.
 
 Adapters are read from ``adapter_model.safetensors`` only (never a pickled ``.bin``), and
 checked against the loaded LLM: its name (``base_model_name_or_path``) and, by loading, the
@@ -32,7 +36,9 @@ from typing import Any
 
 import torch
 
+from dep_eval.cache import cache_dir
 from dep_eval.engine.loading import EMBEDDED_LLM, EMBEDDED_LLM_ID
+from dep_eval.io import atomic_folder
 
 logger = logging.getLogger(__name__)
 
@@ -171,6 +177,36 @@ def merge_adapter(
     merged = peft_model.merge_and_unload()
     logger.info("merged the PEFT adapter %s into %s", folder, llm_name)
     return merged.eval().requires_grad_(False)
+
+
+def merged_model_folder(
+    path: str, folder: str, llm_name: str, trust_remote_code: bool = False
+) -> str:
+    """A model folder holding the LLM at ``path`` with the adapter in ``folder`` folded in,
+    for an engine that reads its weights from a folder (vLLM).
+
+    Built once per (LLM, adapter content) under the user's cache folder and written
+    atomically: a crash mid-write leaves no folder that a later run would take as complete.
+    Saved in the LLM's own dtype, as safetensors.
+    """
+    from transformers import AutoModelForCausalLM
+
+    from dep_eval.engine.loading import load_tokenizer
+
+    check_adapter(folder, llm_name)
+    source = hashlib.sha256(str(path).encode()).hexdigest()[:8]
+    target = cache_dir() / "models" / f"{Path(path).name}-{source}+lora-{fingerprint(folder)}"
+    if target.is_dir():
+        return str(target)
+    logger.info("folding the adapter %s into %s (once) for vLLM: %s", folder, llm_name, target)
+    model = AutoModelForCausalLM.from_pretrained(
+        path, dtype="auto", trust_remote_code=trust_remote_code
+    )
+    merged = merge_adapter(model, folder, llm_name)
+    with atomic_folder(target) as staging:
+        merged.save_pretrained(staging, safe_serialization=True)
+        load_tokenizer(path, trust_remote_code).save_pretrained(staging)
+    return str(target)
 
 
 @contextlib.contextmanager

@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from dep_eval.engine import loading, sampling
+from dep_eval.engine import adapters, loading, sampling
 from dep_eval.engine.base import Engine, Generation, GenerationSettings, Prompt
 from dep_eval.engine.soft_prompts import SoftPromptTable
 
@@ -149,6 +149,7 @@ class VLLMEngine(Engine):
         dtype: str | torch.dtype | None = "auto",
         trust_remote_code: bool = False,
         max_length: int | None = None,
+        peft: str | None = None,
         **vllm_args: Any,
     ) -> None:
         vllm = _import_vllm()
@@ -160,6 +161,9 @@ class VLLMEngine(Engine):
             )
         self.name = pretrained or loading.EMBEDDED_LLM
         path = loading.model_path(pretrained)
+        self.peft = peft
+        if peft:  # vLLM loads a folder: the LLM with the adapter folded in, built once
+            path = adapters.merged_model_folder(path, peft, self.name, trust_remote_code)
         self.device = loading.resolve_device(device)  # where soft vectors are built
         self.dtype = loading.resolve_dtype(dtype, self.device)
         on_cpu = not torch.cuda.is_available()

@@ -92,20 +92,13 @@ class PersonalizedLM(LM):
         loading.check_pretrained(pretrained)
         peft = peft or None
         if peft is not None:
-            if backend != "hf":
-                raise ValueError(
-                    f"peft={peft} works with backend=hf only (the adapter is folded into the "
-                    "transformers model's weights); vLLM's own LoRA support is not wired in: "
-                    "drop backend=vllm, or merge the adapter into a model folder and pass "
-                    "pretrained=FOLDER"
-                )
             adapters.check_adapter(peft, pretrained or EMBEDDED_LLM)
         self.method_class.check_before_loading(
             config, pretrained or EMBEDDED_LLM, loading.peek_hidden_size(pretrained)
         )
         trained = self.method_class.trained_adapter(config, pretrained or EMBEDDED_LLM)
         if trained is not None:
-            peft = _checkpoint_adapter(self.method_class.name, trained, peft, backend)
+            peft = _checkpoint_adapter(self.method_class.name, trained, peft)
         self._config = config
         self._engine_options: dict[str, Any] = {
             "pretrained": pretrained,
@@ -377,7 +370,7 @@ class PersonalizedLM(LM):
         return self.loglikelihood(requests)
 
 
-def _checkpoint_adapter(method: str, adapter: str, peft: str | None, backend: str) -> str:
+def _checkpoint_adapter(method: str, adapter: str, peft: str | None) -> str:
     """The LoRA a checkpoint was trained with (``dep-eval train --lora-r``), checked, as the
     adapter the engine merges (the ``peft=`` path)."""
     if peft is not None:
@@ -386,13 +379,6 @@ def _checkpoint_adapter(method: str, adapter: str, peft: str | None, backend: st
             "trained together with its weights, and dep-eval folds in one adapter only: drop "
             "peft=, or merge your adapter into a model folder (pretrained=FOLDER) and train a "
             f"{method} checkpoint on that"
-        )
-    if backend != "hf":
-        raise ValueError(
-            f"this {method} checkpoint carries a LoRA of the LLM ({adapter}), which works with "
-            "backend=hf only (it is folded into the transformers model's weights; vLLM's own "
-            "LoRA support is not wired in): drop backend=vllm, or use a checkpoint trained "
-            "without --lora-r"
         )
     # its LLM name was checked with the checkpoint's (a name alone is only warned about);
     # its tensors are checked when it is merged
