@@ -31,6 +31,8 @@ FLAGS = {
     "sae_dim": "--sae-dim",
     "max_length": "--max-length",
     "lora_r": "--lora-r",
+    "pretrained": "--pretrained",
+    "base_adapter": "--base-adapter",
 }
 
 
