@@ -3,7 +3,8 @@
 # shared All_Beauty test split, 128 new tokens, batch 8.
 # Generation runs on the vLLM backend (.venv-vllm: bash .ci/setup-vllm), which agrees with the
 # HF backend within the intervals (results/backend_agreement.md) and is several times faster
-# here; OPPU and DEP + LoRA (dep_lora) have no vLLM path and run on the HF backend (.venv).
+# here; OPPU (one LoRA per user) has no vLLM path, and DEP + LoRA (dep_lora) runs on the HF backend
+# as its row in results/ did (backend=vllm takes its LoRA too now, through a merged copy).
 # PAG and DPL issue many LLM calls per user and take the first 10 users unless FULL=1. Runs already in OUT are skipped,
 # so an interrupted reproduction resumes. oppu_task_lora first trains OPPU's task LoRA into
 # OUT/oppu-base (dep-eval train --method oppu-base, all train rows, ~20 min here).
