@@ -339,3 +339,31 @@ def test_a_base_adapter_with_lora_r_is_refused_before_the_llm_loads(
     monkeypatch.setattr(trainer_module, "HFEngine", no_llm)
     with pytest.raises(ValueError, match="--lora-r 4 with --base-adapter .*one LoRA of the LLM"):
         Trainer(lora_config(beauty_dir, tmp_path / "run", base_adapter=str(tmp_path)))
+
+
+def test_a_pplug_checkpoint_trained_on_a_base_adapter_folds_it_in(
+    base_adapter_run: tuple, beauty_dir: Path, tmp_path: Path
+) -> None:
+    from dep_eval.baselines.pplug import PPlug
+
+    from dep_eval.methods.lm_eval_model import lm_eval_model_for
+
+    adapter, dep_trainer, _ = base_adapter_run
+    trainer = Trainer(
+        lora_config(
+            beauty_dir,
+            tmp_path / "run",
+            method="pplug",
+            method_options={},
+            base_adapter=str(adapter),
+        )
+    )
+    best = trainer.run()
+    assert json.loads((best / "config.json").read_text())["adapter"]["frozen"] is True
+    lm = lm_eval_model_for(PPlug)(checkpoint=str(best), device="cpu", batch_size=1, cache=False)
+    torch.testing.assert_close(
+        lm.llm.model.get_submodule(LAYER).weight,
+        dep_trainer.llm.model.get_submodule(LAYER).weight,
+        rtol=0,
+        atol=0,
+    )

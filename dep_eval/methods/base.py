@@ -68,8 +68,9 @@ class PersonalizationMethod:
     @classmethod
     def trained_adapter(cls, config: MethodConfig, llm_name: str) -> str | None:
         """The PEFT adapter folder that ``config``'s checkpoint carries (a LoRA of the LLM
-        trained with it, ``dep-eval train --lora-r``), which the engine merges into the LLM
-        before the method runs; None when there is none."""
+        trained with it, ``dep-eval train --lora-r``, or folded in while it trained,
+        ``--base-adapter``), which the engine merges into the LLM before the method runs; None
+        when there is none. A trainable method must implement it."""
         return None
 
     def setup(self, pool: DataPool) -> None:
