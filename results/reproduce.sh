@@ -5,8 +5,9 @@
 # HF backend within the intervals (results/backend_agreement.md) and is several times faster
 # here; OPPU (one LoRA per user) has no vLLM path, and DEP + LoRA (dep_lora) runs on the HF backend
 # as its row in results/ did (backend=vllm takes its LoRA too now, through a merged copy).
-# PAG and DPL issue many LLM calls per user and take the first 10 users unless FULL=1. Runs already in OUT are skipped,
-# so an interrupted reproduction resumes. oppu_task_lora first trains OPPU's task LoRA into
+# PAG and DPL issue 2 and 5.7 LLM calls per user: on all 100 users they took 34 and 77 min
+# here (2026-12-03, sharing the cores with a training run); QUICK=1 runs them on 10 users.
+# Runs already in OUT are skipped, so an interrupted reproduction resumes. oppu_task_lora first trains OPPU's task LoRA into
 # OUT/oppu-base (dep-eval train --method oppu-base, all train rows, ~20 min here).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,10 +19,10 @@ run() {  # VENV BACKEND REPRODUCE-ARGS...
         --output "$OUT" --results results --batch-size 8 --max-gen-toks 128 \
         --model-args "backend=$backend" "$@"
 }
-if [ "${FULL:-0}" = 1 ]; then
-    run .venv-vllm vllm --runs pag dpl
-else
+if [ "${QUICK:-0}" = 1 ]; then  # a look at PAG and DPL on 10 users, not results/' rows
     run .venv-vllm vllm --runs pag dpl --limit 10
+else
+    run .venv-vllm vllm --runs pag dpl
 fi
 run .venv hf --runs oppu oppu_retrieval oppu_task_lora dep_lora
 run .venv-vllm vllm --runs nonperso rag pag dpl pplug dep dep_his_only dep_diff_only dep_with_text
