@@ -6,7 +6,7 @@
 # here; OPPU (one LoRA per user) has no vLLM path, and DEP + LoRA (dep_lora) runs on the HF backend
 # as its row in results/ did (backend=vllm takes its LoRA too now, through a merged copy).
 # PAG and DPL issue 2 and 5.7 LLM calls per user: on all 100 users they took 34 and 77 min
-# here (2026-12-03, sharing the cores with a training run); QUICK=1 runs them on 10 users.
+# here (2026-12-03, sharing the cores with other jobs); QUICK=1 runs them on 10 users.
 # Runs already in OUT are skipped, so an interrupted reproduction resumes. oppu_task_lora first trains OPPU's task LoRA into
 # OUT/oppu-base (dep-eval train --method oppu-base, all train rows, ~20 min here).
 set -euo pipefail
