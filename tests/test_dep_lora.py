@@ -367,3 +367,35 @@ def test_a_pplug_checkpoint_trained_on_a_base_adapter_folds_it_in(
         rtol=0,
         atol=0,
     )
+
+
+@pytest.mark.bad_input("train-base-adapter-missing")
+def test_a_missing_base_adapter_is_refused_before_the_llm_loads(
+    beauty_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import dep_eval.train.trainer as trainer_module
+
+    def no_llm(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the LLM was loaded")
+
+    monkeypatch.setattr(trainer_module, "HFEngine", no_llm)
+    missing = tmp_path / "no-such-lora"
+    with pytest.raises(ValueError, match=f"--base-adapter={missing}: no adapter folder at"):
+        Trainer(lora_config(beauty_dir, tmp_path / "run", lora_r=0, base_adapter=str(missing)))
+
+
+@pytest.mark.bad_input("train-resume-base-adapter-mismatch")
+def test_resuming_on_another_base_adapter_is_refused(
+    base_adapter_run: tuple, beauty_dir: Path, llm: HFEngine, tmp_path: Path
+) -> None:
+    from test_peft import make_lora
+
+    _, trainer, _ = base_adapter_run
+    run = tmp_path / "run"
+    shutil.copytree(trainer.output, run)
+    other = make_lora(llm.model, tmp_path / "other-lora", seed=6)
+    resumed = Trainer(
+        lora_config(beauty_dir, run, lora_r=0, epochs=2, resume=True, base_adapter=str(other))
+    )
+    with pytest.raises(ValueError, match="was not trained on --base-adapter .*train_config.json"):
+        resumed._resume()

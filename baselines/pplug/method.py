@@ -23,13 +23,7 @@ from typing import Any
 
 import torch
 
-from dep_eval.checkpoint import (
-    adapter_folder,
-    check_for_run,
-    checkpoint_for_run,
-    identity_fields,
-    load_for_run,
-)
+from dep_eval.checkpoint import check_for_run, identity_fields, load_for_run
 from dep_eval.data.pool import DataPool
 from dep_eval.data.records import Item, Sample
 from dep_eval.encoder import CachedEncoder
@@ -60,6 +54,8 @@ class PPlug(TrainableMethod):
     name = "pplug"
     Config = PPlugConfig
     config: PPlugConfig
+    module_class = PPlugModule
+    shipped_checkpoint = SHIPPED_CHECKPOINT
 
     def __init__(self, config: PPlugConfig, llm: Engine, module: PPlugModule | None = None):
         super().__init__(config, llm)
@@ -103,12 +99,6 @@ class PPlug(TrainableMethod):
             llm_hidden_size=llm_hidden_size,
             encoder=config.encoder,
         )
-
-    @classmethod
-    def trained_adapter(cls, config: PPlugConfig, llm_name: str) -> str | None:
-        """The LoRA a checkpoint trained with ``--base-adapter`` carries (folded in first)."""
-        folder = checkpoint_for_run(config.checkpoint, SHIPPED_CHECKPOINT, llm_name)
-        return None if folder is None else adapter_folder(PPlugModule, folder)
 
     @classmethod
     def for_training(

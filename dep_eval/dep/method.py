@@ -21,7 +21,6 @@ from collections.abc import Sequence
 import torch
 
 from dep_eval.checkpoint import (
-    adapter_folder,
     check_for_run,
     checkpoint_for_run,
     identity_fields,
@@ -124,6 +123,8 @@ class DEP(TrainableMethod):
     Config = DEPArgs
     TrainArgs = DEPTrainArgs
     config: DEPArgs
+    module_class = DEPModule
+    shipped_checkpoint = SHIPPED_CHECKPOINT
 
     def __init__(self, config: DEPArgs, llm: Engine, module: DEPModule | None = None):
         super().__init__(config, llm)
@@ -168,11 +169,6 @@ class DEP(TrainableMethod):
         )
         if config.k is not None:
             _check_k(config.k, module_config.k)
-
-    @classmethod
-    def trained_adapter(cls, config: DEPArgs, llm_name: str) -> str | None:
-        folder = checkpoint_for_run(config.checkpoint, SHIPPED_CHECKPOINT, llm_name)
-        return None if folder is None else adapter_folder(DEPModule, folder)
 
     @classmethod
     def for_training(

@@ -189,9 +189,7 @@ def merged_model_folder(
     atomically: a crash mid-write leaves no folder that a later run would take as complete.
     Saved in the LLM's own dtype, as safetensors.
     """
-    from transformers import AutoModelForCausalLM
-
-    from dep_eval.engine.loading import load_tokenizer
+    from dep_eval.engine.loading import load_causal_lm, load_tokenizer
 
     check_adapter(folder, llm_name)
     source = hashlib.sha256(str(path).encode()).hexdigest()[:8]
@@ -199,9 +197,7 @@ def merged_model_folder(
     if target.is_dir():
         return str(target)
     logger.info("folding the adapter %s into %s (once) for vLLM: %s", folder, llm_name, target)
-    model = AutoModelForCausalLM.from_pretrained(
-        path, dtype="auto", trust_remote_code=trust_remote_code
-    )
+    model = load_causal_lm(path, "auto", torch.device("cpu"), trust_remote_code)
     merged = merge_adapter(model, folder, llm_name)
     with atomic_folder(target) as staging:
         merged.save_pretrained(staging, safe_serialization=True)

@@ -193,9 +193,9 @@ def load_tokenizer(path: str, trust_remote_code: bool = False):  # noqa: ANN201
 
 
 def load_causal_lm(
-    path: str, dtype: torch.dtype, device: torch.device, trust_remote_code: bool = False
+    path: str, dtype: torch.dtype | str, device: torch.device, trust_remote_code: bool = False
 ) -> torch.nn.Module:
-    """The model in eval mode with every weight frozen."""
+    """The model in eval mode with every weight frozen (``dtype="auto"``: its stored dtype)."""
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(

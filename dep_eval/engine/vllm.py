@@ -161,7 +161,6 @@ class VLLMEngine(Engine):
             )
         self.name = pretrained or loading.EMBEDDED_LLM
         path = loading.model_path(pretrained)
-        self.peft = peft
         if peft:  # vLLM loads a folder: the LLM with the adapter folded in, built once
             path = adapters.merged_model_folder(path, peft, self.name, trust_remote_code)
         self.device = loading.resolve_device(device)  # where soft vectors are built

@@ -70,7 +70,7 @@ class PersonalizationMethod:
         """The PEFT adapter folder that ``config``'s checkpoint carries (a LoRA of the LLM
         trained with it, ``dep-eval train --lora-r``, or folded in while it trained,
         ``--base-adapter``), which the engine merges into the LLM before the method runs; None
-        when there is none. A trainable method must implement it."""
+        when there is none (``TrainableMethod`` reads it from the checkpoint)."""
         return None
 
     def setup(self, pool: DataPool) -> None:
@@ -102,10 +102,28 @@ class TrainableMethod(PersonalizationMethod, ABC):
 
     TrainArgs: ClassVar[type[MethodConfig]] = MethodConfig
     module: torch.nn.Module
+    # What ``trained_adapter`` reads: the module's class (its checkpoint format; None: the
+    # method's checkpoints carry no LoRA) and the folder name of the checkpoint shipped in
+    # dep_eval/checkpoints/ ("" when none ships).
+    module_class: ClassVar[type[torch.nn.Module] | None] = None
+    shipped_checkpoint: ClassVar[str] = ""
     # The rank of a LoRA that the trainer trains on the LLM jointly with ``module`` and saves
     # in the checkpoint (0: the LLM stays frozen). A method that sets it from its TrainArgs
     # must return that adapter from ``trained_adapter`` at inference.
     lora_r: int = 0
+
+    @classmethod
+    def trained_adapter(cls, config: MethodConfig, llm_name: str) -> str | None:
+        """The ``adapter/`` of the checkpoint ``config.checkpoint`` (else the shipped one): a
+        LoRA trained with the module (``--lora-r``) or folded in while it trained
+        (``--base-adapter``)."""
+        from dep_eval.checkpoint import adapter_folder, checkpoint_for_run
+
+        if cls.module_class is None:
+            return None
+        checkpoint = getattr(config, "checkpoint", None)
+        folder = checkpoint_for_run(checkpoint, cls.shipped_checkpoint, llm_name)
+        return None if folder is None else adapter_folder(cls.module_class, folder)
 
     @classmethod
     @abstractmethod

@@ -45,7 +45,8 @@ from tqdm.auto import tqdm
 
 from dep_eval import registry
 from dep_eval.data.records import Sample
-from dep_eval.engine import GenerationSettings, seed_for
+from dep_eval.engine import EMBEDDED_LLM, GenerationSettings, seed_for
+from dep_eval.engine.adapters import check_adapter
 from dep_eval.engine.hf import HFEngine
 from dep_eval.io import append_jsonl, atomic_folder, atomic_path, atomic_write, write_jsonl
 from dep_eval.methods.base import TrainableMethod, parse_config
@@ -176,6 +177,8 @@ class Trainer:
                 f"--lora-r {lora_r} with --base-adapter {config.base_adapter}: a checkpoint "
                 "carries one LoRA of the LLM; train with one of the two"
             )
+        if config.base_adapter:  # a missing folder or another LLM's adapter, before loading
+            check_adapter(config.base_adapter, config.pretrained or EMBEDDED_LLM, "--base-adapter")
         self.llm = HFEngine(
             config.pretrained,
             device=str(self.accelerator.device),
@@ -374,13 +377,18 @@ class Trainer:
     def _load_epoch(self, folder: Path) -> None:
         """The module's weights, and the LoRA's when there is one, from a checkpoint."""
         from dep_eval.checkpoint import adapter_folder
-        from dep_eval.engine.adapters import load_lora_weights
+        from dep_eval.engine.adapters import fingerprint, load_lora_weights
 
         module = self.accelerator.unwrap_model(self.module)
-        if self.config.base_adapter:  # the checkpoint's adapter/ is the one already merged
+        adapter = adapter_folder(type(module), folder)
+        if self.config.base_adapter:  # its adapter/ must be the one this run folded in
+            if adapter is None or fingerprint(adapter) != fingerprint(self.config.base_adapter):
+                raise ValueError(
+                    f"{folder} was not trained on --base-adapter {self.config.base_adapter}: "
+                    f"resume with the options of {self.output / 'train_config.json'}"
+                )
             _load_weights_into(module, folder)
             return
-        adapter = adapter_folder(type(module), folder)
         if (adapter is None) != (self.lora is None):
             raise ValueError(
                 f"{folder} was trained {'with' if adapter else 'without'} a LoRA of the LLM, "
