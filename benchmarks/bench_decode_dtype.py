@@ -5,10 +5,10 @@
 Issue 15's decode goal (a batch-8 step at most 1.5x a batch-1 step) measured per dtype with
 ``--model_args dtype=...`` of the HF engine: one RAG prompt cut to the RAG prompts' median
 length, repeated ``batch`` times, the median of ``--steps`` decode steps after its prefill
-(the same measurement as bench_generation.py's physics section). Then greedy texts of the
-first ``--samples`` RAG prompts in both dtypes (batch 8, ``--tokens`` new tokens): how many
-documents are identical and where the others first differ, since bf16 rounds every weight
-and activation. Writes results/bench_decode_dtype.{json,md}.
+(bench_generation.py's physics measurement: the decoder without the LM head). Then greedy
+texts of the first ``--samples`` RAG prompts in both dtypes (batch 8, ``--tokens`` new
+tokens): how many documents are identical and where the others first differ, since bf16
+rounds every weight and activation. Writes results/bench_decode_dtype.{json,md}.
 """
 
 from __future__ import annotations
@@ -18,39 +18,10 @@ import json
 import shlex
 import statistics
 import sys
-import time
 
-import torch
-from bench_generation import RESULTS, _samples, make_lm
+from bench_generation import RESULTS, _samples, decode_step_seconds, make_lm
 
 from dep_eval.engine import GenerationSettings, seed_for
-from dep_eval.engine.kv_cache import PreallocatedCache
-
-
-@torch.no_grad()
-def decode_step_ms(llm, prompt: list[int], batch: int, steps: int) -> float:  # noqa: ANN001
-    layers = llm.model.config.num_hidden_layers
-    input_ids, mask, positions = llm.left_pad([prompt] * batch)
-    cache = PreallocatedCache(layers, len(prompt) + steps + 1)
-    kwargs = {llm._cache_arg: cache, "use_cache": True}
-    llm.model.base_model(
-        inputs_embeds=llm.tokens.embedding(input_ids),
-        attention_mask=mask,
-        position_ids=positions,
-        **kwargs,
-    )
-    token = llm.tokens.embedding(input_ids[:, -1:])
-    times = []
-    for _ in range(steps):
-        mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
-        positions = positions[:, -1:] + 1
-        started = time.perf_counter()
-        hidden = llm.model.base_model(
-            inputs_embeds=token, attention_mask=mask, position_ids=positions, **kwargs
-        ).last_hidden_state
-        llm.last_logits(hidden[:, -1])
-        times.append(time.perf_counter() - started)
-    return statistics.median(times) * 1000
 
 
 def leading_agreement(a: list[int], b: list[int]) -> int:
@@ -78,13 +49,13 @@ def main() -> None:
         rows = [lm.llm.tokenize(p) for p in prompts]
         context = int(statistics.median(map(len, rows)))
         prompt = next(r for r in rows if len(r) >= context)[:context]
-        steps = {b: decode_step_ms(lm.llm, prompt, b, args.steps) for b in (1, 8)}
+        steps = {b: decode_step_seconds(lm.llm, prompt, b, args.steps) * 1000 for b in (1, 8)}
         texts = [g.text for g in lm.llm.generate(prompts, seeds, settings, batch_size=8)]
         ids[dtype] = [lm.llm.tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
         measured["context_tokens"] = context
         measured["dtypes"][dtype] = {
             "decode_step_ms": {str(b): round(v, 1) for b, v in steps.items()},
-            "ratio_8_to_1": round(steps[8] / steps[1], 2),
+            "ratio_8_to_1": round(steps[8] / steps[1], 3),
         }
         del lm
     pairs = list(zip(ids["float32"], ids["bfloat16"], strict=True))
@@ -111,7 +82,7 @@ def main() -> None:
     ]
     for dtype, row in measured["dtypes"].items():
         step = row["decode_step_ms"]
-        lines.append(f"| {dtype} | {step['1']} | {step['8']} | {row['ratio_8_to_1']}x |")
+        lines.append(f"| {dtype} | {step['1']} | {step['8']} | {row['ratio_8_to_1']:.2f}x |")
     greedy = measured["greedy"]
     lines += [
         "",

@@ -122,6 +122,45 @@ def hf_generate(llm, prompts: list, seeds: list[int], settings, batch_size: int)
     return texts
 
 
+def forward(llm, ids: list[list[int]], cache, mask=None, positions=None):  # noqa: ANN001, ANN201
+    """One engine forward (no LM head) of ``ids``, left-padded unless ``mask`` is given."""
+    import torch
+
+    with torch.no_grad():
+        if mask is None:
+            input_ids, mask, positions = llm.left_pad(ids)
+            embeds = llm.tokens.embedding(input_ids)
+        else:
+            embeds = llm.tokens.embedding(torch.tensor(ids))
+        llm.model.base_model(
+            inputs_embeds=embeds,
+            attention_mask=mask,
+            position_ids=positions,
+            use_cache=True,
+            **{llm._cache_arg: cache},
+        )
+    return mask, positions
+
+
+def decode_step_seconds(llm, prompt: list[int], batch: int, steps: int) -> float:  # noqa: ANN001
+    """Median time of a decode step of ``prompt`` repeated ``batch`` times, after its prefill."""
+    import torch
+
+    from dep_eval.engine.kv_cache import PreallocatedCache
+
+    cache = PreallocatedCache(llm.model.config.num_hidden_layers, len(prompt) + steps + 1)
+    mask, positions = forward(llm, [prompt] * batch, cache)
+    token = [[prompt[-1]] for _ in range(batch)]
+    times = []
+    for _ in range(steps):
+        mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+        positions = positions[:, -1:] + 1
+        started = time.perf_counter()
+        forward(llm, token, cache, mask, positions)
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
 def physics(data_dir: str, n: int, batch_size: int, steps: int) -> dict:
     """This machine's matmul GFLOPS and bandwidth; the engine's prefill and decode at batch 1
     and ``batch_size`` on the RAG prompts; the ideal batched speed-up they imply."""
@@ -151,47 +190,18 @@ def physics(data_dir: str, n: int, batch_size: int, steps: int) -> dict:
     rows = [llm.tokenize(lm.method.build_prompt(sample, pool)) for sample in samples]
     config = llm.model.config
 
-    @torch.no_grad()
-    def forward(ids: list[list[int]], cache, mask=None, positions=None):  # noqa: ANN001, ANN202
-        if mask is None:
-            input_ids, mask, positions = llm.left_pad(ids)
-            embeds = llm.tokens.embedding(input_ids)
-        else:
-            embeds = llm.tokens.embedding(torch.tensor(ids))
-        llm.model.base_model(
-            inputs_embeds=embeds,
-            attention_mask=mask,
-            position_ids=positions,
-            use_cache=True,
-            **{llm._cache_arg: cache},
-        )
-        return mask, positions
-
     def prefill_tokens_per_second(batch: int) -> float:
         groups = [rows[i : i + batch] for i in range(0, len(rows), batch)]
         started = time.perf_counter()
         for group in groups:
-            forward(group, PreallocatedCache(config.num_hidden_layers, max(map(len, group))))
+            forward(llm, group, PreallocatedCache(config.num_hidden_layers, max(map(len, group))))
         return sum(map(len, rows)) / (time.perf_counter() - started)
 
     context = int(statistics.median(map(len, rows)))
     prompt = rows[0][:context] if len(rows[0]) >= context else rows[0]
 
-    def decode_step_seconds(batch: int) -> float:
-        cache = PreallocatedCache(config.num_hidden_layers, len(prompt) + steps + 1)
-        mask, positions = forward([prompt] * batch, cache)
-        token = [[prompt[-1]] for _ in range(batch)]
-        times = []
-        for _ in range(steps):
-            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
-            positions = positions[:, -1:] + 1
-            started = time.perf_counter()
-            forward(token, cache, mask, positions)
-            times.append(time.perf_counter() - started)
-        return statistics.median(times)
-
     prefill = {batch: prefill_tokens_per_second(batch) for batch in (1, batch_size)}
-    decode = {batch: decode_step_seconds(batch) for batch in (1, batch_size)}
+    decode = {batch: decode_step_seconds(llm, prompt, batch, steps) for batch in (1, batch_size)}
     weight_bytes = sum(p.numel() * p.element_size() for p in llm.model.parameters())
     params = sum(p.numel() for p in llm.model.parameters())
     kv_heads = getattr(config, "num_key_value_heads", config.num_attention_heads)
