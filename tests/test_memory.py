@@ -35,10 +35,10 @@ def test_head_dim_and_kv_heads_default_from_the_config() -> None:
 
 
 def test_auto_batch_size_fills_the_budget_and_says_why() -> None:
-    cost = RowCost(kv_cache=100 * 2**20, prefill=28 * 2**20)  # 128 MiB a row
+    cost = RowCost(kv_cache=100 * 2**20, prefill=96 * 2**20)
     size, reason = auto_batch_size(cost, available=8 * 2**30, rows=1000)
-    assert size == 32  # half of 8 GiB / 128 MiB
-    assert "50% of 8.0 GiB" in reason and "128 MiB" in reason and "32 rows fit" in reason
+    assert size == 40  # (half of 8 GiB - one prefill) / 100 MiB per row's KV cache
+    assert "50% of 8.0 GiB" in reason and "100 MiB" in reason and "40 rows fit" in reason
     assert auto_batch_size(cost, available=8 * 2**30, rows=5)[0] == 5
     assert auto_batch_size(cost, available=2**20, rows=5)[0] == 1  # never 0
     assert auto_batch_size(RowCost(1, 0), available=2**40, rows=10**6)[0] == MAX_AUTO_BATCH

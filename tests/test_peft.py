@@ -86,7 +86,10 @@ def test_per_row_adapters_route_each_row_through_its_own(llm: HFEngine, loras) -
     def last_hidden(adapters: list[Path | None]) -> torch.Tensor:
         with (
             torch.no_grad(),
-            per_row_adapters(llm.model, [str(a) if a else None for a in adapters], llm.name),
+            per_row_adapters(
+                llm.model, [str(a) if a else None for a in adapters], llm.name
+            ) as route,
+            route(range(len(adapters))),
         ):
             out = llm.model.base_model(input_ids=ids, attention_mask=mask, position_ids=positions)
         return out.last_hidden_state[:, -1]

@@ -30,7 +30,7 @@ import hashlib
 import json
 import logging
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -208,12 +208,15 @@ def merged_model_folder(
 @contextlib.contextmanager
 def per_row_adapters(
     model: torch.nn.Module, folders: Sequence[str | None], llm_name: str
-) -> Iterator[None]:
-    """Within the block, row i of a batch goes through the adapter ``folders[i]`` (None: the
-    plain LLM). Nothing happens when no row names one."""
+) -> Iterator[Callable[[Sequence[int]], contextlib.AbstractContextManager]]:
+    """Loads the adapters ``folders`` (one per prompt of a batch; None: the plain LLM) for
+    the block and yields ``route``: within ``with route(prompts)``, row j of a forward's
+    batch goes through the adapter of prompt ``prompts[j]``. So one prompt can be prefilled
+    alone (``route([i])``) and the whole batch decoded together (``route(range(B))``).
+    Nothing is loaded when no prompt names an adapter."""
     distinct = list(dict.fromkeys(folder for folder in folders if folder))
     if not distinct:
-        yield
+        yield lambda prompts: contextlib.nullcontext()
         return
     names = {folder: f"row_{i}" for i, folder in enumerate(distinct)}
     peft_model = _load(model, distinct[0], llm_name, "adapter", names[distinct[0]])
@@ -232,11 +235,16 @@ def per_row_adapters(
                     f"{_reason(error)}"
                 ) from error
         row_names = [names[folder] if folder else NO_ADAPTER for folder in folders]
-        # PEFT's mixed-adapter batches (what PeftModel.forward(adapter_names=...) does): a
-        # forward pre-hook on every LoRA layer routes each row through its own adapter. The
-        # engine calls the inner model directly, so it enters the same context itself.
-        with peft_model.base_model._enable_peft_forward_hooks(adapter_names=row_names):
-            yield
+
+        def route(prompts: Sequence[int]) -> contextlib.AbstractContextManager:
+            # PEFT's mixed-adapter batches (what PeftModel.forward(adapter_names=...) does): a
+            # forward pre-hook on every LoRA layer routes each row through its own adapter.
+            # The engine calls the inner model directly, so it enters the same context itself.
+            return peft_model.base_model._enable_peft_forward_hooks(
+                adapter_names=[row_names[i] for i in prompts]
+            )
+
+        yield route
     finally:
         peft_model.unload()  # the LoRA layers come out again: the plain LLM
 

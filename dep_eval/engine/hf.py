@@ -8,6 +8,7 @@ sampling (``sampling.py``). The trainer's loss goes through the same padding and
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -17,7 +18,7 @@ from tqdm.auto import tqdm
 
 from dep_eval.engine import adapters, loading, memory, sampling
 from dep_eval.engine.base import Engine, Generation, GenerationSettings, Prompt
-from dep_eval.engine.kv_cache import PreallocatedCache
+from dep_eval.engine.kv_cache import PreallocatedCache, left_padded
 from dep_eval.engine.soft_prompts import SoftPromptTable
 
 logger = logging.getLogger(__name__)
@@ -121,13 +122,14 @@ class HFEngine(Engine):
             started = time.perf_counter()
             with adapters.per_row_adapters(
                 self.model, [prompts[i].adapter for i in batch], self.name
-            ):
+            ) as route:
                 texts, counts = self._generate_batch(
                     [token_ids[i] for i in batch],
                     [prompts[i].soft_vectors for i in batch],
                     [seeds[i] for i in batch],
                     [prompts[i].max_new_tokens or settings.max_new_tokens for i in batch],
                     settings,
+                    route,
                 )
             seconds = (time.perf_counter() - started) / len(batch)
             for i, text, count in zip(batch, texts, counts, strict=True):
@@ -146,6 +148,7 @@ class HFEngine(Engine):
         seeds: list[int],
         max_new_tokens: list[int],
         settings: GenerationSettings,
+        route: Callable[[Sequence[int]], contextlib.AbstractContextManager],
     ) -> tuple[list[str], list[int]]:
         budget = max(max_new_tokens)
         limit = self.max_length - budget
@@ -163,17 +166,20 @@ class HFEngine(Engine):
         out: list[list[int]] = [[] for _ in token_ids]
         live = list(range(len(token_ids)))  # the prompt each row of the running batch is for
         done: set[int] = set()
-        # Written in place, one position per step (no per-step copy of the whole cache).
-        cache = PreallocatedCache(self.model.config.num_hidden_layers, input_ids.shape[1] + budget)
-        for _ in range(budget):
-            output = self.model.base_model(
-                inputs_embeds=embeds,
-                attention_mask=mask,
-                position_ids=positions,
-                use_cache=True,
-                **{self._cache_arg: cache},
-            )
-            logits = self.last_logits(output.last_hidden_state[:, -1, :])  # (B, vocab)
+        lengths = [len(ids) for ids in token_ids]
+        cache, hidden = self.prefill_rows(embeds, lengths, budget, route)  # hidden: (B, H)
+        for step in range(budget):
+            if step:
+                with route(live):
+                    output = self.model.base_model(
+                        inputs_embeds=embeds,
+                        attention_mask=mask,
+                        position_ids=positions,
+                        use_cache=True,
+                        **{self._cache_arg: cache},
+                    )
+                hidden = output.last_hidden_state[:, -1, :]  # (B, H)
+            logits = self.last_logits(hidden)  # (B, vocab)
             next_ids = sampling.pick_next(logits, [generators[i] for i in live], settings)  # (B,)
             for i, token in zip(live, next_ids.tolist(), strict=True):
                 if i in done:
@@ -200,6 +206,36 @@ class HFEngine(Engine):
             sampling.finish_text(self.tokenizer, ids, self.stop_ids, settings.until) for ids in out
         ]
         return texts, [len(ids) for ids in out]
+
+    def prefill_rows(
+        self,
+        embeds: torch.Tensor,
+        lengths: list[int],
+        new_tokens: int,
+        route: Callable[[Sequence[int]], contextlib.AbstractContextManager],
+    ) -> tuple[PreallocatedCache, torch.Tensor]:
+        """Prefill each row of the left-padded ``embeds`` (B, T, H) alone, without its padding
+        (``route``: ``per_row_adapters``' router, so that row b keeps its own adapter).
+
+        Returns the batch's cache (room for ``new_tokens`` more positions) and each row's
+        last hidden state (B, H). A row's prefill is then exactly what it is at batch 1, and
+        no compute goes to padding (see ``kv_cache.left_padded``).
+        """
+        width = embeds.shape[1]
+        layers = self.model.config.num_hidden_layers
+        rows, last = [], []
+        for b, length in enumerate(lengths):
+            cache = PreallocatedCache(layers, length)
+            with route([b]):
+                output = self.model.base_model(
+                    inputs_embeds=embeds[b : b + 1, width - length :],  # (1, length, H)
+                    position_ids=torch.arange(length, device=self.device)[None],
+                    use_cache=True,
+                    **{self._cache_arg: cache},
+                )
+            rows.append(cache)
+            last.append(output.last_hidden_state[0, -1])
+        return left_padded(rows, width, width + new_tokens), torch.stack(last)
 
     # -- training ---------------------------------------------------------------------------
 

@@ -1,10 +1,10 @@
 """How many rows fit in memory: the arithmetic behind ``batch_size=auto``.
 
-A row of a batch costs its KV cache (kept for the whole generation) plus, while its prompt
-is prefilled, the activations of one layer (the attention scores and the MLP's hidden
-layer; layers run one after another, so one layer's worth is alive at a time). The weights
-are already loaded and are not counted. ``auto_batch_size`` fills a fraction of the memory
-available now with such rows.
+A row of a batch costs its KV cache (kept for the whole generation). The engine prefills
+one row at a time, so the prefill's activations (one layer's attention scores and MLP
+hidden layer: layers run one after another) are paid once per batch, for its longest
+prompt, not once per row. The weights are already loaded and are not counted.
+``auto_batch_size`` fills a fraction of the memory available now with such rows.
 """
 
 from __future__ import annotations
@@ -24,10 +24,6 @@ MAX_AUTO_BATCH = 64  # beyond this a CPU gains nothing per step (decode stays me
 class RowCost:
     kv_cache: int  # bytes of one row's KV cache at full context
     prefill: int  # bytes of one layer's activations for one row's prompt
-
-    @property
-    def total(self) -> int:
-        return self.kv_cache + self.prefill
 
 
 def element_bytes(dtype: torch.dtype) -> int:
@@ -62,17 +58,18 @@ def available_memory() -> int:
 def auto_batch_size(
     cost: RowCost, available: int, rows: int, fraction: float = MEMORY_FRACTION
 ) -> tuple[int, str]:
-    """The largest batch whose rows fit ``fraction`` of ``available`` bytes, and why.
+    """The largest batch whose KV caches, plus one prefill, fit ``fraction`` of
+    ``available`` bytes, and why.
 
     At least 1, at most ``MAX_AUTO_BATCH`` and the number of ``rows`` to generate.
     """
     budget = int(available * fraction)
-    fits = max(1, budget // max(cost.total, 1))
+    fits = max(1, (budget - cost.prefill) // max(cost.kv_cache, 1))
     chosen = max(1, min(fits, MAX_AUTO_BATCH, rows))
     reason = (
         f"{fraction:.0%} of {available / 2**30:.1f} GiB available = {budget / 2**30:.1f} GiB; "
-        f"one row needs {cost.total / 2**20:.0f} MiB (KV cache {cost.kv_cache / 2**20:.0f} MiB "
-        f"+ prefill {cost.prefill / 2**20:.0f} MiB), so {fits} rows fit; "
+        f"a row's KV cache needs {cost.kv_cache / 2**20:.0f} MiB and one prefill "
+        f"{cost.prefill / 2**20:.0f} MiB, so {fits} rows fit; "
         f"capped at {MAX_AUTO_BATCH} and {rows} prompts"
     )
     return chosen, reason
