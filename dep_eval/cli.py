@@ -24,9 +24,9 @@ COMMANDS = {
 }
 
 TRAIN_EPILOG = """examples:
-  # the shipped checkpoint's recipe (embedded SmolLM2 + all-MiniLM-L6-v2, CPU, ~30 min)
+  # the shipped checkpoint's recipe (embedded SmolLM2 + all-MiniLM-L6-v2, CPU, ~20 min)
   dep-eval train --data-dir ../shared/data/amazon_beauty --category All_Beauty \\
-      --output runs/beauty --epochs 4 --lr 0.001 --grad-accum 4 --max-rows 64 \\
+      --output runs/beauty --epochs 1 --lr 0.001 --grad-accum 4 --all-rows \\
       --max-target-tokens 128 --val-rows 32 --val-max-new-tokens 128 --no-text
   # the paper's defaults (every option at its default) on GPUs: hub data, Qwen2.5-7B, bge-m3
   accelerate launch -m dep_eval.cli train --pretrained Qwen/Qwen2.5-7B-Instruct \\
