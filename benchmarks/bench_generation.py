@@ -24,7 +24,6 @@ Writes results/bench_generation.{json,md}.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import re
 import resource
@@ -203,12 +202,7 @@ def physics(data_dir: str, n: int, batch_size: int, steps: int) -> dict:
             else:
                 input_ids, _, _ = llm.left_pad(group)
                 with torch.no_grad():
-                    llm.prefill_rows(
-                        llm.tokens.embedding(input_ids),
-                        list(map(len, group)),
-                        0,
-                        lambda prompts: contextlib.nullcontext(),
-                    )
+                    llm.prefill_rows(llm.tokens.embedding(input_ids), list(map(len, group)), 0)
         return sum(map(len, rows)) / (time.perf_counter() - started)
 
     context = int(statistics.median(map(len, rows)))

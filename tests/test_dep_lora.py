@@ -327,16 +327,22 @@ def test_resuming_a_base_adapter_run_keeps_its_adapter(
         torch.testing.assert_close(tensor, module[name], rtol=0, atol=0)
 
 
-@pytest.mark.bad_input("train-base-adapter-with-lora-r")
-def test_a_base_adapter_with_lora_r_is_refused_before_the_llm_loads(
-    beauty_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.fixture
+def no_llm(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The trainer fails the test if it loads the LLM."""
     import dep_eval.train.trainer as trainer_module
 
-    def no_llm(*args: object, **kwargs: object) -> None:
+    def load(*args: object, **kwargs: object) -> None:
         raise AssertionError("the LLM was loaded")
 
-    monkeypatch.setattr(trainer_module, "HFEngine", no_llm)
+    monkeypatch.setattr(trainer_module, "HFEngine", load)
+
+
+@pytest.mark.bad_input("train-base-adapter-with-lora-r")
+@pytest.mark.usefixtures("no_llm")
+def test_a_base_adapter_with_lora_r_is_refused_before_the_llm_loads(
+    beauty_dir: Path, tmp_path: Path
+) -> None:
     with pytest.raises(ValueError, match="--lora-r 4 with --base-adapter .*one LoRA of the LLM"):
         Trainer(lora_config(beauty_dir, tmp_path / "run", base_adapter=str(tmp_path)))
 
@@ -370,15 +376,10 @@ def test_a_pplug_checkpoint_trained_on_a_base_adapter_folds_it_in(
 
 
 @pytest.mark.bad_input("train-base-adapter-missing")
+@pytest.mark.usefixtures("no_llm")
 def test_a_missing_base_adapter_is_refused_before_the_llm_loads(
-    beauty_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    beauty_dir: Path, tmp_path: Path
 ) -> None:
-    import dep_eval.train.trainer as trainer_module
-
-    def no_llm(*args: object, **kwargs: object) -> None:
-        raise AssertionError("the LLM was loaded")
-
-    monkeypatch.setattr(trainer_module, "HFEngine", no_llm)
     missing = tmp_path / "no-such-lora"
     with pytest.raises(ValueError, match=f"--base-adapter={missing}: no adapter folder at"):
         Trainer(lora_config(beauty_dir, tmp_path / "run", lora_r=0, base_adapter=str(missing)))

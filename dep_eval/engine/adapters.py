@@ -205,6 +205,11 @@ def merged_model_folder(
     return str(target)
 
 
+def no_adapters(prompts: Sequence[int]) -> contextlib.AbstractContextManager:
+    """The router of a batch in which no prompt names an adapter: nothing to route."""
+    return contextlib.nullcontext()
+
+
 @contextlib.contextmanager
 def per_row_adapters(
     model: torch.nn.Module, folders: Sequence[str | None], llm_name: str
@@ -216,7 +221,7 @@ def per_row_adapters(
     Nothing is loaded when no prompt names an adapter."""
     distinct = list(dict.fromkeys(folder for folder in folders if folder))
     if not distinct:
-        yield lambda prompts: contextlib.nullcontext()
+        yield no_adapters
         return
     names = {folder: f"row_{i}" for i, folder in enumerate(distinct)}
     peft_model = _load(model, distinct[0], llm_name, "adapter", names[distinct[0]])

@@ -168,9 +168,10 @@ class HFEngine(Engine):
         done: set[int] = set()
         lengths = [len(ids) for ids in token_ids]
         cache, hidden = self.prefill_rows(embeds, lengths, budget, route)  # hidden: (B, H)
-        for step in range(budget):
-            if step:
-                with route(live):
+        # Every row at once from here on, each through its own adapter (if any).
+        with route(live):
+            for step in range(budget):
+                if step:
                     output = self.model.base_model(
                         inputs_embeds=embeds,
                         attention_mask=mask,
@@ -178,30 +179,32 @@ class HFEngine(Engine):
                         use_cache=True,
                         **{self._cache_arg: cache},
                     )
-                hidden = output.last_hidden_state[:, -1, :]  # (B, H)
-            logits = self.last_logits(hidden)  # (B, vocab)
-            next_ids = sampling.pick_next(logits, [generators[i] for i in live], settings)  # (B,)
-            for i, token in zip(live, next_ids.tolist(), strict=True):
-                if i in done:
-                    continue
-                out[i].append(token)
-                if (
-                    token in self.stop_ids
-                    or len(out[i]) >= max_new_tokens[i]
-                    or bool(settings.until)
-                    and sampling.hits_stop_string(self.tokenizer, out[i], settings.until)
-                ):
-                    done.add(i)
-            if len(done) == len(live):
-                break
-            # Finished rows stay in the batch (fed padding): dropping them changed the other
-            # rows' texts (tests/test_engine.py), as kernels vary with the row count.
-            next_ids = next_ids.masked_fill(
-                torch.tensor([i in done for i in live], device=self.device), self.tokens.pad_id
-            )
-            embeds = self.tokens.embedding(next_ids)[:, None]
-            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
-            positions = positions[:, -1:] + 1
+                    hidden = output.last_hidden_state[:, -1, :]  # (B, H)
+                logits = self.last_logits(hidden)  # (B, vocab)
+                next_ids = sampling.pick_next(
+                    logits, [generators[i] for i in live], settings
+                )  # (B,)
+                for i, token in zip(live, next_ids.tolist(), strict=True):
+                    if i in done:
+                        continue
+                    out[i].append(token)
+                    if (
+                        token in self.stop_ids
+                        or len(out[i]) >= max_new_tokens[i]
+                        or bool(settings.until)
+                        and sampling.hits_stop_string(self.tokenizer, out[i], settings.until)
+                    ):
+                        done.add(i)
+                if len(done) == len(live):
+                    break
+                # Finished rows stay in the batch (fed padding): dropping them changed the other
+                # rows' texts (tests/test_engine.py), as kernels vary with the row count.
+                next_ids = next_ids.masked_fill(
+                    torch.tensor([i in done for i in live], device=self.device), self.tokens.pad_id
+                )
+                embeds = self.tokens.embedding(next_ids)[:, None]
+                mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+                positions = positions[:, -1:] + 1
         texts = [
             sampling.finish_text(self.tokenizer, ids, self.stop_ids, settings.until) for ids in out
         ]
@@ -212,7 +215,7 @@ class HFEngine(Engine):
         embeds: torch.Tensor,
         lengths: list[int],
         new_tokens: int,
-        route: Callable[[Sequence[int]], contextlib.AbstractContextManager],
+        route: Callable[[Sequence[int]], contextlib.AbstractContextManager] = adapters.no_adapters,
     ) -> tuple[PreallocatedCache, torch.Tensor]:
         """Prefill each row of the left-padded ``embeds`` (B, T, H) alone, without its padding
         (``route``: ``per_row_adapters``' router, so that row b keeps its own adapter).
