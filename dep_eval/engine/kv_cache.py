@@ -9,8 +9,9 @@ position and attention reads a view of the filled part.
 
 ``left_padded`` assembles the batch's cache from rows prefilled one by one: a batched
 prefill pads every prompt to the longest, and at batch 8 on RAG prompts of 600 to 2,000
-tokens that padding (and attention over it) made the prefill 2.7x slower than the rows
-alone, while a CPU prefill is compute-bound and gains nothing from batching. Serving
+tokens that padding (and attention over it) cut the prefill to 324 tokens/s against 847 for
+the rows alone (results/bench_generation.md), while a CPU prefill is compute-bound and gains
+nothing from batching. Serving
 engines likewise prefill without padding and batch only the decode.
 """
 
