@@ -17,7 +17,9 @@ from typing import Any
 from dep_eval.data.build import add_build_parser
 from dep_eval.leaderboard import add_leaderboard_parser
 from dep_eval.plots import add_plot_parser
+from dep_eval.report.compare_texts import add_compare_parser
 from dep_eval.reproduce import add_reproduce_parser
+from dep_eval.train.heldout import add_heldout_parser
 
 COMMANDS = {
     "lm_eval": "run lm-eval's CLI with dep-eval's models and tasks registered",
@@ -246,6 +248,8 @@ def main(argv: list[str] | None = None) -> None:
     add_plot_parser(sub)
     add_reproduce_parser(sub)
     add_build_parser(sub)
+    add_heldout_parser(sub)
+    add_compare_parser(sub)
     if argv and argv[0] == "lm_eval":
         run_lm_eval(argv[1:])
         return
