@@ -196,6 +196,17 @@ class Dpl(PersonalizationMethod):
             self._encoder = CachedEncoder(self.config.encoder)
         return self._encoder
 
+    def setup(self, pool: DataPool) -> None:
+        from dep_eval.data.longlamp import items_with_peers
+
+        if not items_with_peers(pool):
+            raise ValueError(
+                f"DPL compares each user's reviews with other users' reviews of the same "
+                f"items, and no item of the {pool.category} pool has two reviewers (LongLaMP "
+                "rows carry no item ids); DPL cannot run on this data: use --model rag (DPL's "
+                "final prompt without the comparisons) or pag"
+            )
+
     # -- steps 1 and 2 ---------------------------------------------------------------------
 
     def comparisons(self, sample: Sample, pool: DataPool) -> list[Comparison]:

@@ -34,11 +34,10 @@ from typing import Any
 import datasets
 
 from dep_eval.data.loaders import HubUnreachable, load_task_dataset
-from dep_eval.metrics.harness import (
-    AGGREGATIONS,
-    process_results,  # noqa: F401 - referenced from the YAMLs
-)
+from dep_eval.metrics import harness
+from dep_eval.metrics.harness import AGGREGATIONS
 from dep_eval.preflight import check_run
+from dep_eval.report import slices
 
 # rouge1, rouge1_stderr, rouge1_ci_low, ..., length_ratio: the aggregations the YAMLs name
 globals().update(AGGREGATIONS)
@@ -94,6 +93,12 @@ def load_dataset(**options: Any) -> dict[str, datasets.Dataset]:
         # One short error instead of lm-eval's chained tracebacks: nothing in them helps.
         raise SystemExit(f"dep-eval: {exc}") from None
     return {EVAL_SPLIT: loaded[split]}
+
+
+def process_results(doc: dict[str, Any], results: Any) -> dict[str, Any]:
+    """Every metric of one document (``dep_eval.metrics.harness``), plus the fields the
+    slice report reads (profile size, DEP's peers: ``dep_eval.report.slices``)."""
+    return {**harness.process_results(doc, results), **slices.document_fields(doc)}
 
 
 def doc_to_text(doc: dict[str, Any]) -> str:

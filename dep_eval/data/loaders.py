@@ -622,6 +622,10 @@ def load_items(source: str, category: str) -> dict[str, Item]:
 
 def load_split(source: str, category: str, split: str) -> list[Sample]:
     """The validated samples of one split, in file/row order (cached per source/category/split)."""
+    if source.startswith("longlamp-"):  # LongLaMP's rows and its own loader
+        from dep_eval.data import longlamp
+
+        return longlamp.load_split(source, category, split)
     _check_split(split)
     loaded = _split_cached(_canonical(source), category, split)
     if not loaded.samples:
@@ -646,6 +650,10 @@ def load_pool(source: str, category: str) -> DataPool:
     """The data pool of a category: profile reviews of all splits minus every target.
 
     Built once per (source, category) and shared; treat it as read-only."""
+    if source.startswith("longlamp-"):  # LongLaMP's rows and its own loader
+        from dep_eval.data import longlamp
+
+        return longlamp.load_pool(source, category)
     return _pool_cached(_canonical(source), category)
 
 

@@ -26,6 +26,7 @@ from dep_eval.checkpoint import (
     identity_fields,
     load_for_run,
 )
+from dep_eval.data.longlamp import items_with_peers
 from dep_eval.data.pool import DataPool
 from dep_eval.data.records import Sample
 from dep_eval.dep.config import DEPArgs, DEPConfig, DEPTrainArgs
@@ -36,6 +37,7 @@ from dep_eval.engine import Engine, Prompt
 from dep_eval.methods.base import TrainableMethod, TrainingBatch
 from dep_eval.prompts import SYSTEM, fit_prompt, review_messages
 from dep_eval.registry import register_method
+from dep_eval.report import slices
 
 logger = logging.getLogger(__name__)
 
@@ -226,6 +228,14 @@ class DEP(TrainableMethod):
             cold_start=self.module_config.cold_start,
             weighting=self.module_config.weighting,
         )
+        if not items_with_peers(pool):  # e.g. LongLaMP, which has no item ids
+            logger.warning(
+                "DEP: no item of the %s pool has two reviewers, so DEP finds no peers: every "
+                "user gets his slots only, no diff slots (the cold-start policy %s; "
+                "docs/benchmarks.md)",
+                pool.category,
+                self.module_config.cold_start,
+            )
 
     # -- steps 1-5 and 6-7 ------------------------------------------------------------
 
@@ -296,9 +306,21 @@ class DEP(TrainableMethod):
 
     def build_prompt(self, sample: Sample, pool: DataPool) -> Prompt:
         inputs = self.dep_inputs([sample])
+        record_peers(sample, pool, inputs)
         with torch.no_grad():
             out = self.codes(inputs)
         return self.prompts([sample], pool, inputs, out.his, out.diff)[0]
+
+
+def record_peers(sample: Sample, pool: DataPool, inputs: DEPInputs) -> None:
+    """The slice fields of ``sample`` (dep_eval/report/slices.py): the distinct peers of its
+    diff slots' items, and how many slots got a diff embedding."""
+    slots = zip(inputs.slot_review[0].tolist(), inputs.diff_mask[0].tolist(), strict=True)
+    diff_slots = [j for j, ok in slots if ok]
+    peers = {
+        user for j in diff_slots for user, _ in pool.peers(sample.user_id, sample.profile[j].asin)
+    }
+    slices.record(sample.key, dep_peers=len(peers), dep_diff_slots=len(diff_slots))
 
 
 DEPLM = register_method(DEP, label="DEP", order=50)
