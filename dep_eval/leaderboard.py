@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from dep_eval.io import atomic_write
+from dep_eval.report import slices
 from dep_eval.report.render import FORMATS, render
 from dep_eval.report.table import leaderboard_from_paths
 
@@ -96,6 +97,7 @@ def add_leaderboard_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="add the paper's Table 1 rows, marked 'paper, Qwen2.5-7B, not measured here'",
     )
     add_view_arguments(parser)
+    slices.add_arguments(parser)
     parser.set_defaults(handler=run_leaderboard)
     return parser
 
@@ -148,14 +150,18 @@ def leaderboard_text(
 def run_leaderboard(args: argparse.Namespace) -> None:
     fmt = choose_format(args.format, args.output)
     try:
-        text = leaderboard_text(
-            args.paths,
-            fmt,
-            with_paper=args.with_paper,
-            against=getattr(args, "against", None),
-            length_controlled=getattr(args, "length_controlled", False),
-            intervals=getattr(args, "intervals", True),
-        )
+        if getattr(args, "slices", False):  # Markdown only
+            plot = getattr(args, "slice_plot", None)
+            text = slices.slice_report(args.paths, slices.options_from(args), plot)
+        else:
+            text = leaderboard_text(
+                args.paths,
+                fmt,
+                with_paper=args.with_paper,
+                against=getattr(args, "against", None),
+                length_controlled=getattr(args, "length_controlled", False),
+                intervals=getattr(args, "intervals", True),
+            )
     except (FileNotFoundError, ValueError) as error:
         raise SystemExit(f"dep-eval leaderboard: {error}") from error
     if args.output is None:
