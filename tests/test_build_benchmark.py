@@ -806,3 +806,127 @@ def test_a_built_folder_runs_through_lm_eval(tmp_path: Path) -> None:
     assert len(samples) == 2
     assert {s["doc"]["category"] for s in samples} == {"Cat"}
     assert all(s["resps"][0][0].strip() for s in samples)
+
+
+# --------------------------------------------------------------------------- other splits
+
+
+def staggered_world(users: int = 20) -> tuple[list[dict], list[dict]]:
+    """base_world with each user's reviews shifted in time (user u by 37 * u), so that a
+    global cutoff cuts users at different points of their histories."""
+    reviews, metas = base_world(users=users)
+    for r in reviews:
+        r["timestamp"] += 37 * int(r["user_id"][1:])
+    return reviews, metas
+
+
+def loaded(folder: Path) -> dict[str, list]:
+    loaders.clear_caches()
+    source = loaders.local_source(folder.parent)
+    return {s: loaders.load_split(source, "Cat", s) for s in ("train", "val", "test")}
+
+
+def test_user_split_keeps_test_users_out_of_training(tmp_path: Path) -> None:
+    from dep_eval.data.build import SplitSpec
+
+    folder = build(tmp_path, *base_world(users=20), split=SplitSpec(kind="user"))
+    rows = loaded(folder)
+    users = {split: {s.user_id for s in samples} for split, samples in rows.items()}
+    assert not users["train"] & users["val"] and not users["train"] & users["test"]
+    assert not users["val"] & users["test"]
+    assert (len(users["train"]), len(users["val"]), len(users["test"])) == (16, 2, 2)
+    # a val/test user has one row: the last review, everything before it as its profile
+    assert len(rows["test"]) == 2 and all(len(s.profile) == 19 for s in rows["test"])
+    assert all(s.target.asin == "I19" for s in rows["test"] + rows["val"])
+    assert len(rows["train"]) == 16 * 10  # a train user's 10 targets are all train rows
+    split = manifest(folder)["split"]
+    assert split["kind"] == "user" and split["test_users"] == 2 and split["train_users"] == 16
+    # test-only users: in the pool through their profiles, with no training row anywhere
+    pool = loaders.load_pool(loaders.local_source(folder.parent), "Cat")
+    assert users["test"] <= set(pool.reviews)
+    again = build(tmp_path, *base_world(users=20), name="again", split=SplitSpec(kind="user"))
+    for name in ("train.jsonl", "val.jsonl", "test.jsonl"):
+        assert (again / name).read_bytes() == (folder / name).read_bytes()
+
+
+def test_temporal_split_has_one_global_cutoff(tmp_path: Path) -> None:
+    from dep_eval import cli
+
+    reviews, metas = staggered_world()
+    r = write_jsonl(tmp_path / "reviews.jsonl", reviews)
+    m = write_jsonl(tmp_path / "meta.jsonl", metas)
+    args = ["build-benchmark", "--reviews", str(r), "--meta", str(m), "--category", "Cat"]
+    args += ["--output", str(tmp_path / "data"), "--threads", "1", "--split", "temporal"]
+    cli.main([*args, "--cutoff", "1600", "--val-cutoff", "1500"])
+    folder = tmp_path / "data" / "Cat"
+    rows = loaded(folder)
+    assert all(s.target.timestamp < 1500 for s in rows["train"])
+    assert all(1500 <= s.target.timestamp < 1600 for s in rows["val"])
+    assert all(s.target.timestamp >= 1600 for s in rows["test"])
+    assert all(r.timestamp < s.target.timestamp for s in rows["test"] for r in s.profile)
+    test_only = {s.user_id for s in rows["test"]} - {s.user_id for s in rows["train"]}
+    assert test_only  # users whose every target is after the cutoff: no training rows
+    split = manifest(folder)["split"]
+    assert (split["test_cutoff"], split["val_cutoff"], split["chosen_by"]) == (1600, 1500, "given")
+    counts = manifest(folder)["steps"]["step6_splits"]
+    assert counts["test_rows"] == len(rows["test"]) and counts["train_rows"] == len(rows["train"])
+
+
+def test_temporal_cutoff_from_the_test_fraction(tmp_path: Path) -> None:
+    from dep_eval.data.build import SplitSpec
+
+    split = SplitSpec(kind="temporal", test_fraction=0.25, val_fraction=0.2)
+    folder = build(tmp_path, *staggered_world(), split=split)
+    rows = loaded(folder)
+    total = sum(len(v) for v in rows.values())
+    assert abs(len(rows["test"]) / total - 0.25) < 0.05
+    info = manifest(folder)["split"]
+    assert info["chosen_by"] == "quantile of the targets' timestamps"
+    assert min(s.target.timestamp for s in rows["test"]) == info["test_cutoff"]
+    assert max(s.target.timestamp for s in rows["train"]) < info["val_cutoff"]
+
+
+def test_split_options_are_checked(tmp_path: Path) -> None:
+    from dep_eval import cli
+    from dep_eval.data.build import SplitSpec, parse_cutoff
+
+    with pytest.raises(DataError, match="sum to less than 1"):
+        build(
+            tmp_path,
+            *base_world(),
+            split=SplitSpec(kind="user", val_fraction=0.5, test_fraction=0.5),
+        )
+    with pytest.raises(DataError, match="cannot give"):
+        two = Recipe(min_item_users=2, min_profile_item_users=2)
+        build(tmp_path, *base_world(users=2), two, split=SplitSpec(kind="user"))
+    assert parse_cutoff("1970-01-01T00:00:01") == 1000
+    reviews, metas = base_world()
+    r = write_jsonl(tmp_path / "r.jsonl", reviews)
+    m = write_jsonl(tmp_path / "m.jsonl", metas)
+    base = ["build-benchmark", "--reviews", str(r), "--meta", str(m), "--category", "Cat"]
+    base += ["--output", str(tmp_path / "x")]
+    with pytest.raises(SystemExit, match="apply to --split temporal only"):
+        cli.main([*base, "--split", "user", "--cutoff", "2021-01-01"])
+    with pytest.raises(SystemExit, match="give a date"):
+        cli.main([*base, "--split", "temporal", "--cutoff", "next year"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["user", "temporal"])
+def test_other_splits_run_through_lm_eval(tmp_path: Path, kind: str) -> None:
+    from dep_eval.data.build import SplitSpec
+
+    folder = build(tmp_path, *staggered_world(), name="data", split=SplitSpec(kind=kind))
+    metadata = json.dumps({"data_dir": str(folder.parent), "category": "Cat", "split": "test"})
+    out = tmp_path / "results"
+    command = [str(Path(sys.executable).parent / "lm_eval"), "--model", "nonperso"]
+    command += ["--tasks", "amazon_review_personalized_custom", "--metadata", metadata]
+    command += ["--limit", "2", "--gen_kwargs", "max_gen_toks=16", "--output_path", str(out)]
+    result = subprocess.run(
+        [*command, "--log_samples"], cwd=tmp_path, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    [samples_file] = out.rglob("samples_amazon_review_personalized_custom_*.jsonl")
+    samples = [json.loads(line) for line in samples_file.read_text().splitlines()]
+    assert len(samples) == 2 and {s["doc"]["split"] for s in samples} == {"test"}
+    assert all(s["resps"][0][0].strip() for s in samples)

@@ -66,6 +66,7 @@ __all__ = [
     "HUB_REPO",
     "EngineSettings",
     "Recipe",
+    "SplitSpec",
     "build_benchmark",
     "download_raw",
 ]
@@ -121,6 +122,51 @@ class EngineSettings:
     memory_limit: str = "4GB"
     threads: int = 2
     temp_dir: Path | None = None  # work database and spill files; default: beside the output
+
+
+SPLIT_KINDS = ("leave-last-out", "user", "temporal")
+
+
+@dataclass(frozen=True)
+class SplitSpec:
+    """How step 6 assigns each user's N target reviews (the recipe's last N) to splits.
+
+    - ``leave-last-out`` (DPL's): per user, targets 1..N-2 are train rows, N-1 val, N test;
+    - ``user``: users are split (by the md5 of their id: deterministic, order-free) into
+      ``test_fraction`` test users, ``val_fraction`` val users and the rest; a train user's N
+      targets are all train rows; a val or test user has ONE row, its last review, whose
+      profile is all its earlier reviews, and no row anywhere else;
+    - ``temporal``: one global cutoff date (``cutoff``, else the timestamp below which
+      ``1 - test_fraction`` of all targets fall) and a val cutoff before it (``val_cutoff``,
+      else the ``val_fraction`` of targets before ``cutoff``): targets before the val cutoff
+      are train rows, between the two val rows, at or after ``cutoff`` test rows.
+
+    Every row's profile is everything its user wrote before the target, as in DPL. Steps 1-5
+    are the same for every kind."""
+
+    kind: str = "leave-last-out"
+    val_fraction: float = 0.1
+    test_fraction: float = 0.1
+    cutoff: int | None = None  # temporal: the test cutoff, in the data's timestamp unit (ms)
+    val_cutoff: int | None = None
+
+    def check(self) -> None:
+        if self.kind not in SPLIT_KINDS:
+            raise DataError(f"split {self.kind!r}: use one of {', '.join(SPLIT_KINDS)}")
+        fractions = (self.val_fraction, self.test_fraction)
+        if not all(0 <= f < 1 for f in fractions) or sum(fractions) >= 1:
+            raise DataError(
+                "val and test fractions must each be in [0, 1) and sum to less than 1 "
+                f"(got {self.val_fraction} and {self.test_fraction})"
+            )
+        if self.kind != "temporal" and (self.cutoff is not None or self.val_cutoff is not None):
+            raise DataError("--cutoff/--val-cutoff apply to --split temporal only")
+        if (
+            self.cutoff is not None
+            and self.val_cutoff is not None
+            and self.val_cutoff > self.cutoff
+        ):
+            raise DataError(f"val cutoff {self.val_cutoff} is after the test cutoff {self.cutoff}")
 
 
 # --------------------------------------------------------------------------- raw columns
@@ -196,6 +242,7 @@ def build_benchmark(
     *,
     overwrite: bool = False,
     input_names: tuple[str, str] | None = None,
+    split: SplitSpec | None = None,
 ) -> Path:
     """Build ``<output>/<category>/`` from a raw review file and a raw meta file.
 
@@ -207,7 +254,9 @@ def build_benchmark(
 
     recipe = recipe or Recipe()
     engine = engine or EngineSettings()
+    split = split or SplitSpec()
     recipe.check()
+    split.check()
     reviews, meta, output = Path(reviews), Path(meta), Path(output)
     for label, path in (("reviews", reviews), ("meta", meta)):
         if not path.is_file():
@@ -235,7 +284,7 @@ def build_benchmark(
                 },
             )
             try:
-                steps = _run_recipe(con, reviews, meta, category, recipe, staging)
+                steps = _run_recipe(con, reviews, meta, category, recipe, staging, split)
             finally:
                 con.close()
             names = input_names or (reviews.name, meta.name)
@@ -247,6 +296,7 @@ def build_benchmark(
                     "meta": _describe_file(meta, names[1]),
                 },
                 "recipe": asdict(recipe),
+                "split": steps.pop("split"),
                 "steps": steps,
                 "outputs": {name: _describe_file(staging / name, name) for name in SPLIT_FILES},
             }
@@ -259,7 +309,13 @@ def build_benchmark(
 
 
 def _run_recipe(
-    con: Any, reviews: Path, meta: Path, category: str, recipe: Recipe, out: Path
+    con: Any,
+    reviews: Path,
+    meta: Path,
+    category: str,
+    recipe: Recipe,
+    out: Path,
+    split: SplitSpec | None = None,
 ) -> dict[str, Any]:
     """Steps 1-7 on an open DuckDB connection; returns the manifest's per-step counts."""
     steps: dict[str, Any] = {}
@@ -483,9 +539,10 @@ def _run_recipe(
     }
     _require(rounds[-1]["users"], "step 5 (profile filters)", steps)
 
-    # ---- Step 6: leave-last-out splits. The final history of a user is the kept profile
-    # then the N inputs; the target input[i] has everything before it as its profile:
-    # train i = 0..N-3, val i = N-2, test i = N-1.
+    # ---- Step 6: splits (``SplitSpec``; DPL's leave-last-out by default). The final
+    # history of a user is the kept profile then the N inputs; the target input[i] has
+    # everything before it as its profile. Leave-last-out: train i = 0..N-3, val i = N-2,
+    # test i = N-1.
     q.run("""
         CREATE TABLE final AS
         SELECT user_id, asin, rating, title, text, timestamp, input_index,
@@ -496,8 +553,7 @@ def _run_recipe(
                                     AND user_id IN (SELECT user_id FROM users5))""")
     q.run("DROP TABLE prof")
     q.run("DROP TABLE step4")
-    splits = {"train": f"t.input_index < {n - 2}", "val": f"t.input_index = {n - 2}"}
-    splits["test"] = f"t.input_index = {n - 1}"
+    splits, steps["split"] = _split_conditions(q, split or SplitSpec(), n)
 
     # ---- Step 7: the DPL-main / DPL-meta layout loaders.py reads. Users in the order of
     # their first review in the file, targets in time order; meta in file order. A row
@@ -542,8 +598,116 @@ def _run_recipe(
         TO {_quote(str(out / "meta.jsonl"))} (FORMAT json)""")
     written["meta"] = _line_count(out / "meta.jsonl")
     steps["step6_splits"] = {f"{name}_rows": count for name, count in written.items()}
+    for name in splits:
+        if not written[name]:
+            logger.warning("%s: the %s split has no rows (see the manifest's split)", out, name)
     _log_step(q, "steps 6-7 (splits written)", steps["step6_splits"])
     return steps
+
+
+def _split_conditions(q: _Query, spec: SplitSpec, n: int) -> tuple[dict[str, str], dict]:
+    """Step 6's row filter per split (on ``final t``) and what the manifest records."""
+    info: dict[str, Any] = {"kind": spec.kind}
+    if spec.kind == "leave-last-out":
+        conditions = {
+            "train": f"t.input_index < {n - 2}",
+            "val": f"t.input_index = {n - 2}",
+            "test": f"t.input_index = {n - 1}",
+        }
+    elif spec.kind == "user":
+        conditions = _user_split(q, spec, n, info)
+    else:
+        conditions = _temporal_split(q, spec, info)
+    for name, condition in conditions.items():
+        info[f"{name}_users"] = q.one(
+            f"SELECT count(DISTINCT user_id) FROM final t WHERE {condition}"
+        )
+    return conditions, info
+
+
+def _user_split(q: _Query, spec: SplitSpec, n: int, info: dict[str, Any]) -> dict[str, str]:
+    """Disjoint users: ranked by md5(user_id) (then the id), the first test_fraction of
+    them are test users, the next val_fraction val users."""
+    users = q.one("SELECT count(DISTINCT user_id) FROM final")
+    n_test = max(1, round(spec.test_fraction * users)) if spec.test_fraction else 0
+    n_val = max(1, round(spec.val_fraction * users)) if spec.val_fraction else 0
+    if n_test + n_val >= users:
+        raise DataError(
+            f"--split user: {users} users cannot give {n_test} test and {n_val} val users and "
+            "keep any for training; lower --test-fraction/--val-fraction"
+        )
+    q.run(f"""
+        CREATE TABLE user_groups AS
+        SELECT user_id, CASE WHEN rank < {n_test} THEN 'test'
+                             WHEN rank < {n_test + n_val} THEN 'val' ELSE 'train' END AS grp
+        FROM (SELECT user_id, row_number() OVER (ORDER BY md5(user_id), user_id) - 1 AS rank
+              FROM (SELECT DISTINCT user_id FROM final))""")
+    info.update(val_fraction=spec.val_fraction, test_fraction=spec.test_fraction)
+    info["assignment"] = "users ranked by md5(user_id); first test, then val, then train"
+
+    def group(name: str) -> str:
+        return f"t.user_id IN (SELECT user_id FROM user_groups WHERE grp = '{name}')"
+
+    return {
+        "train": f"t.input_index IS NOT NULL AND {group('train')}",
+        "val": f"t.input_index = {n - 1} AND {group('val')}",
+        "test": f"t.input_index = {n - 1} AND {group('test')}",
+    }
+
+
+def _temporal_split(q: _Query, spec: SplitSpec, info: dict[str, Any]) -> dict[str, str]:
+    """One global test cutoff (and a val cutoff before it) on the targets' timestamps."""
+    targets = "FROM final WHERE input_index IS NOT NULL"
+    cutoff = spec.cutoff
+    if cutoff is None and not spec.test_fraction:
+        cutoff = q.one(f"SELECT max(timestamp) + 1 {targets}")  # nothing after it
+    elif cutoff is None:
+        cutoff = q.one(f"SELECT quantile_disc(timestamp, {1 - spec.test_fraction}) {targets}")
+    val_cutoff = spec.val_cutoff
+    if val_cutoff is None:
+        before = q.one(f"SELECT count(*) {targets} AND timestamp < {cutoff}")
+        share = spec.val_fraction * q.one(f"SELECT count(*) {targets}") / max(1, before)
+        val_cutoff = q.one(
+            f"SELECT coalesce(quantile_disc(timestamp, {max(0.0, 1 - share)}), {cutoff}) "
+            f"{targets} AND timestamp < {cutoff}"
+        )
+    info.update(
+        test_cutoff=int(cutoff),
+        test_cutoff_utc=_utc(cutoff),
+        val_cutoff=int(val_cutoff),
+        val_cutoff_utc=_utc(val_cutoff),
+        chosen_by="given" if spec.cutoff is not None else "quantile of the targets' timestamps",
+        val_fraction=spec.val_fraction,
+        test_fraction=spec.test_fraction,
+    )
+    return {
+        "train": f"t.input_index IS NOT NULL AND t.timestamp < {val_cutoff}",
+        "val": f"t.input_index IS NOT NULL AND t.timestamp >= {val_cutoff} "
+        f"AND t.timestamp < {cutoff}",
+        "test": f"t.input_index IS NOT NULL AND t.timestamp >= {cutoff}",
+    }
+
+
+def _utc(timestamp: int) -> str:
+    """An Amazon Reviews 2023 timestamp (Unix milliseconds) as an ISO date-time."""
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(int(timestamp) / 1000, UTC).isoformat(timespec="seconds")
+
+
+def parse_cutoff(text: str) -> int:
+    """``--cutoff``: Unix milliseconds, or an ISO date (``2021-06-01``, taken as UTC)."""
+    from datetime import UTC, datetime
+
+    if text.strip().lstrip("-").isdigit():
+        return int(text)
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise DataError(f"cutoff {text!r}: give a date (2021-06-01) or Unix milliseconds") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return int(moment.timestamp() * 1000)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -763,6 +927,10 @@ BUILD_EPILOG = """examples:
       --meta raw/meta_categories/meta_Video_Games.jsonl.gz --category Video_Games --output data/
   dep-eval build-benchmark --from-hub McAuley-Lab/Amazon-Reviews-2023 --category Video_Games \\
       --output data/
+  dep-eval build-benchmark --reviews ... --meta ... --category Video_Games --output data-users/ \\
+      --split user --test-fraction 0.1 --val-fraction 0.1
+  dep-eval build-benchmark --reviews ... --meta ... --category Video_Games --output data-time/ \\
+      --split temporal --cutoff 2021-01-01
   lm_eval --model nonperso --tasks amazon_review_personalized_custom \\
       --metadata '{"data_dir": "data", "category": "Video_Games"}'
 """
@@ -818,8 +986,54 @@ def add_build_parser(subparsers: Any) -> Any:
         type=Path,
         help="work database and spill files (default: a temporary folder inside OUTPUT)",
     )
+    add_split_arguments(parser)
     parser.set_defaults(handler=run_build)
     return parser
+
+
+def add_split_arguments(parser: Any) -> None:
+    defaults = SplitSpec()
+    group = parser.add_argument_group("splits (step 6)")
+    group.add_argument(
+        "--split",
+        choices=SPLIT_KINDS,
+        default=defaults.kind,
+        help="leave-last-out: DPL's (each user's last target is test, the one before val); "
+        "user: disjoint train/val/test users (a val/test user has one row, its last review); "
+        "temporal: one global cutoff date, train targets before it, test after "
+        f"(default: {defaults.kind})",
+    )
+    group.add_argument(
+        "--val-fraction",
+        type=float,
+        default=defaults.val_fraction,
+        help="user: share of users in val; temporal: share of the targets before the test "
+        f"cutoff that fall after the val cutoff (default: {defaults.val_fraction})",
+    )
+    group.add_argument(
+        "--test-fraction",
+        type=float,
+        default=defaults.test_fraction,
+        help="user: share of users in test; temporal: share of all targets at or after the "
+        f"cutoff, when --cutoff is not given (default: {defaults.test_fraction})",
+    )
+    group.add_argument(
+        "--cutoff",
+        help="temporal: the test cutoff, a date (2021-06-01, UTC) or Unix milliseconds",
+    )
+    group.add_argument(
+        "--val-cutoff", help="temporal: the val cutoff (default: from --val-fraction)"
+    )
+
+
+def _split_spec(args: Any) -> SplitSpec:
+    return SplitSpec(
+        kind=args.split,
+        val_fraction=args.val_fraction,
+        test_fraction=args.test_fraction,
+        cutoff=parse_cutoff(args.cutoff) if args.cutoff else None,
+        val_cutoff=parse_cutoff(args.val_cutoff) if args.val_cutoff else None,
+    )
 
 
 def run_build(args: Any) -> None:
@@ -830,6 +1044,8 @@ def run_build(args: Any) -> None:
     recipe = Recipe(**{name: getattr(args, name) for name in _RECIPE_HELP})
     engine = EngineSettings(args.memory_limit, args.threads, args.temp_dir)
     try:
+        split = _split_spec(args)
+        split.check()
         names = None
         reviews, meta = args.reviews, args.meta
         if args.from_hub:
@@ -844,6 +1060,7 @@ def run_build(args: Any) -> None:
             engine,
             overwrite=args.overwrite,
             input_names=names,
+            split=split,
         )
     except DataError as exc:
         raise SystemExit(f"build-benchmark: {exc}") from exc
