@@ -231,13 +231,11 @@ def test_a_user_whose_every_review_is_a_target_gets_no_adapter(
     assert "1 user(s) had no profile review to train on" in caplog.text
 
 
-@pytest.mark.bad_input("oppu-not-hf-backend")
-def test_oppu_needs_the_transformers_backend() -> None:
-    engine = SimpleNamespace(name="SmolLM2-135M-Instruct")
-    with pytest.raises(ValueError, match="--model oppu trains a LoRA per user .* backend=hf"):
+@pytest.mark.bad_input("oppu-no-adapter-engine")
+def test_oppu_needs_an_engine_with_per_prompt_adapters() -> None:
+    engine = SimpleNamespace(name="SmolLM2-135M-Instruct", per_prompt_adapters=False)
+    with pytest.raises(ValueError, match="does not serve per-prompt adapters; use backend=hf"):
         Oppu(OppuConfig(), engine)  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="--model oppu runs on backend=hf only, not backend=vllm"):
-        lm_eval_model_for(Oppu)(backend="vllm")  # before anything loads
     with pytest.raises(ValueError, match="max_steps=0 must be at least 1"):
         Oppu.check_before_loading(OppuConfig(max_steps=0), "SmolLM2-135M-Instruct")
 

