@@ -40,3 +40,20 @@ def test_left_padded_puts_each_row_at_the_right_end_with_zero_padding() -> None:
     assert all(layer._keys is None for row in rows for layer in row.layers)  # freed
     keys, _ = batch.layers[0].update(torch.zeros(2, 3, 1, 4), torch.zeros(2, 3, 1, 4))
     assert keys.shape == (2, 3, 6, 4)  # decoding continues after the prompts
+
+
+def test_left_padded_places_a_group_of_rows_at_the_right_end() -> None:
+    """A batched prefill's group (2 rows left-padded to width 3) after a row alone."""
+    alone = prefilled(4, 7.0)
+    group = PreallocatedCache(num_layers=2, capacity=3)
+    states = torch.arange(2 * 3 * 3 * 4, dtype=torch.float32).reshape(2, 3, 3, 4)
+    for layer in group.layers:
+        layer.update(states, states + 100)
+    batch = left_padded([alone, group], width=4, capacity=6)
+    for layer in batch.layers:
+        assert layer._keys.shape == (3, 3, 6, 4) and layer.get_seq_length() == 4
+        assert torch.equal(layer.keys[0], torch.full((3, 4, 4), 7.0))  # the row alone
+        assert torch.equal(layer.keys[1:, :, 0], torch.zeros(2, 3, 4))  # left of the group
+        assert torch.equal(layer.keys[1:, :, 1:], states)  # the group's 3 positions, in order
+        assert torch.equal(layer.values[1:, :, 1:], states + 100)
+    assert all(layer._keys is None for layer in group.layers)  # freed

@@ -9,15 +9,20 @@ are built by one shared ``SoftPromptTable`` (``engine/soft_prompts.py``) for bot
 from __future__ import annotations
 
 import hashlib
+import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 import torch
 
 if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
     from dep_eval.engine.soft_prompts import SoftPromptTable
+
+logger = logging.getLogger(__name__)
 
 
 def seed_for(*parts: object) -> int:
@@ -64,17 +69,60 @@ class Generation:
     seconds: float = field(default=0.0, repr=False)
 
 
+DEFAULT_BATCH_SIZE = 8  # rows per call when an engine has no memory estimate (batch_size=auto)
+
+
+def truncate_prompt(token_ids: Sequence[int], max_length: int, new_tokens: int) -> list[int]:
+    """The one truncation rule of every engine: a prompt keeps its last
+    ``max_length - new_tokens`` tokens, so that it and its ``new_tokens`` fit the context.
+
+    The end is kept because it holds the request and the chat template's assistant turn;
+    what a long prompt loses is the start of its context (the oldest profile text).
+
+    Args:
+        token_ids: the rendered prompt's tokens.
+        max_length: the engine's context length (prompt + generated tokens).
+        new_tokens: the most tokens this prompt may generate.
+
+    Returns:
+        ``token_ids``, or its last ``max_length - new_tokens`` tokens (with a warning).
+
+    Raises:
+        ValueError: when ``new_tokens`` leaves no room for a prompt.
+    """
+    limit = max_length - new_tokens
+    if limit < 1:
+        raise ValueError(
+            f"max_length={max_length} leaves no room for a prompt with {new_tokens} new "
+            "tokens: raise max_length or lower max_gen_toks"
+        )
+    if len(token_ids) > limit:
+        logger.warning(
+            "A prompt of %d tokens is longer than %d: keeping its last %d",
+            len(token_ids),
+            limit,
+            limit,
+        )
+        return list(token_ids[-limit:])
+    return list(token_ids)
+
+
 class Engine(ABC):
     """A frozen causal LM that methods and the runner generate with.
 
     Subclasses set ``name`` (the LLM as the user named it), ``device`` (where soft vectors
-    are built) and ``tokens`` (the tokenizer plus the soft-prompt table), and implement
-    ``generate``.
+    are built), ``tokens`` (the tokenizer plus the soft-prompt table) and ``max_length``,
+    and implement ``generate``. What an engine can do beyond generating is declared by its
+    class, never probed: ``per_prompt_adapters`` (``Prompt.adapter`` is honoured) and
+    ``trainable`` (it is a ``TrainableEngine``).
     """
 
     name: str
     device: torch.device
     tokens: SoftPromptTable
+    max_length: int  # tokens of context: a prompt plus its new tokens (``truncate_prompt``)
+    per_prompt_adapters: ClassVar[bool] = False  # generates each prompt with its own adapter
+    trainable: ClassVar[bool] = False  # has ``target_loss``: see ``TrainableEngine``
 
     @property
     def hidden_size(self) -> int:
@@ -82,7 +130,7 @@ class Engine(ABC):
         return self.tokens.hidden_size
 
     @property
-    def tokenizer(self):  # noqa: ANN201 - a transformers tokenizer
+    def tokenizer(self) -> PreTrainedTokenizerBase:
         return self.tokens.tokenizer
 
     def add_placeholder_tokens(self, names: Sequence[str]) -> list[int]:
@@ -102,7 +150,35 @@ class Engine(ABC):
         return self.tokens.render(prompt)
 
     def tokenize(self, prompt: Prompt) -> list[int]:
+        """The rendered prompt's token ids (placeholders included), before any truncation."""
         return self.tokens.tokenize(prompt)
+
+    def fit_prompt(self, token_ids: Sequence[int], new_tokens: int) -> list[int]:
+        """``token_ids`` cut to fit ``max_length`` with ``new_tokens`` after them
+        (``truncate_prompt``: the rule every engine applies before generating)."""
+        return truncate_prompt(token_ids, self.max_length, new_tokens)
+
+    def auto_batch_size(self, prompt_tokens: int, new_tokens: int, rows: int) -> int:
+        """``batch_size=auto``: rows per ``generate`` batch for prompts of this size.
+
+        Args:
+            prompt_tokens: the longest prompt's tokens.
+            new_tokens: the most tokens a prompt may generate.
+            rows: how many prompts are to be generated.
+
+        Returns:
+            A batch size >= 1. This default, for engines with no memory estimate (vLLM
+            schedules its own batches inside a call), is ``DEFAULT_BATCH_SIZE``.
+        """
+        logger.info(
+            "batch_size=auto: %s has no memory estimate, using %d", self.name, DEFAULT_BATCH_SIZE
+        )
+        return DEFAULT_BATCH_SIZE
+
+    def close(self) -> None:
+        """Frees what the engine holds beyond this process's memory (worker processes, a
+        server). The default has nothing to free; the engine is unusable afterwards."""
+        return  # an in-process engine's memory goes with the object
 
     @abstractmethod
     def generate(
@@ -130,3 +206,38 @@ class Engine(ABC):
         Returns:
             ``Generation``s in the order of ``prompts``.
         """
+
+
+class TrainableEngine(Engine):
+    """An engine whose forward pass can be trained through: the trainer's and OPPU's LLM.
+
+    Declares what they use: ``model`` (the transformers model, which a LoRA wraps in place
+    and a merged adapter replaces), ``peft`` (the adapter folded into its weights, if any)
+    and ``target_loss``.
+    """
+
+    trainable: ClassVar[bool] = True
+    model: torch.nn.Module
+    peft: str | None
+
+    @abstractmethod
+    def target_loss(self, prompts: Sequence[Prompt], targets: Sequence[list[int]]) -> torch.Tensor:
+        """Mean next-token cross-entropy of ``targets[b]`` following ``prompts[b]``.
+
+        Args:
+            prompts: the prompts, rendered and embedded as ``generate`` does; their soft
+                vectors may require gradients (the loss is differentiable in them).
+            targets: token ids that follow each prompt (e.g. a review and EOS).
+
+        Returns:
+            A scalar: the mean over every target token of every row.
+        """
+
+
+def require_trainable(engine: Engine, why: str) -> TrainableEngine:
+    """``engine`` as a ``TrainableEngine``, or a clear error saying ``why`` one is needed."""
+    if not isinstance(engine, TrainableEngine):
+        raise ValueError(
+            f"{why}: {type(engine).__name__} cannot be trained through; use backend=hf"
+        )
+    return engine

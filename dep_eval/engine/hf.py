@@ -4,6 +4,14 @@ One decode loop over left-padded batches (every row's next token sits at the las
 position), a KV cache, an LM head applied to one position per row, and per-row seeded
 sampling (``sampling.py``). The trainer's loss goes through the same padding and the same
 ``SoftPromptTable.embed``, so training and inference build identical inputs.
+
+Where the device decides: on a CPU each prompt is prefilled alone (compute-bound, so padding
+is pure loss) and the LM head runs on fixed blocks of ``LOGIT_BLOCK`` rows (a row's logits
+then never depend on its batch). On a GPU the prompts are prefilled in left-padded groups
+(``prefill="batched"``: one forward per group of up to ``PREFILL_TOKENS`` tokens, as a GPU
+gains from wide matrix products) and the head runs on the whole batch at once; GPU kernels
+differ with the row count anyway, so a GPU text may depend on its batch (README).
+Every tensor the model reads is built on the engine's ``device``.
 """
 
 from __future__ import annotations
@@ -17,17 +25,26 @@ import torch
 from tqdm.auto import tqdm
 
 from dep_eval.engine import adapters, loading, memory, sampling
-from dep_eval.engine.base import Engine, Generation, GenerationSettings, Prompt
+from dep_eval.engine.base import Generation, GenerationSettings, Prompt, TrainableEngine
 from dep_eval.engine.kv_cache import PreallocatedCache, left_padded
 from dep_eval.engine.soft_prompts import SoftPromptTable
 
 logger = logging.getLogger(__name__)
 
-LOGIT_BLOCK = 8  # rows per LM-head call; see HFEngine.last_logits
+LOGIT_BLOCK = 8  # rows per LM-head call on a CPU; see HFEngine.last_logits
+PREFILL_TOKENS = 16384  # padded tokens per batched prefill forward (bounds its activations)
+PREFILL_MODES = ("auto", "rows", "batched")
+Router = Callable[[Sequence[int]], contextlib.AbstractContextManager]
 
 
-class HFEngine(Engine):
-    """A frozen Hugging Face causal LM with soft prompts and batch-invariant sampling."""
+class HFEngine(TrainableEngine):
+    """A frozen Hugging Face causal LM with soft prompts and per-row seeded sampling.
+
+    ``prefill``: ``rows`` (each prompt alone), ``batched`` (left-padded groups) or ``auto``
+    (``batched`` on CUDA, ``rows`` elsewhere); see the module docstring.
+    """
+
+    per_prompt_adapters = True  # Prompt.adapter: PEFT's mixed-adapter batches
 
     def __init__(
         self,
@@ -37,7 +54,10 @@ class HFEngine(Engine):
         trust_remote_code: bool = False,
         max_length: int | None = None,
         peft: str | None = None,
+        prefill: str = "auto",
     ) -> None:
+        if prefill not in PREFILL_MODES:
+            raise ValueError(f"prefill={prefill!r}: expected one of {', '.join(PREFILL_MODES)}")
         self.name = pretrained or loading.EMBEDDED_LLM
         path = loading.model_path(pretrained)
         self.device = loading.resolve_device(device)
@@ -51,13 +71,20 @@ class HFEngine(Engine):
         self._cache_arg = loading.kv_cache_argument(self.model)
         self.max_length = max_length or getattr(self.model.config, "max_position_embeddings", 8192)
         self.stop_ids = sampling.stop_token_ids(tokenizer, self.model.generation_config)
+        on_gpu = self.device.type == "cuda"
+        self.prefill = prefill if prefill != "auto" else ("batched" if on_gpu else "rows")
+        self.logit_block: int | None = None if on_gpu else LOGIT_BLOCK  # None: the whole batch
 
     # -- batching -----------------------------------------------------------------------
 
     def auto_batch_size(self, prompt_tokens: int, new_tokens: int, rows: int) -> int:
-        """``batch_size=auto``: as many rows as fit half the memory available now."""
-        cost = memory.row_cost(self.model.config, self.dtype, prompt_tokens, new_tokens)
-        size, reason = memory.auto_batch_size(cost, memory.available_memory(), rows)
+        """``batch_size=auto``: as many rows as fit the memory free now on the engine's
+        device (host RAM on a CPU, the GPU's own memory on CUDA; ``memory.device_budget``)."""
+        grouped = PREFILL_TOKENS // max(prompt_tokens, 1) if self.prefill == "batched" else 1
+        cost = memory.row_cost(
+            self.model.config, self.dtype, prompt_tokens, new_tokens, prefill_rows=max(grouped, 1)
+        )
+        size, reason = memory.auto_batch_size(cost, memory.device_budget(self.device), rows)
         logger.info(
             "batch_size=auto: %d for prompts of up to %d tokens + %d new (%s)",
             size,
@@ -90,15 +117,18 @@ class HFEngine(Engine):
 
         Only the last position is needed, so the prefill never materialises
         ``batch x length x vocab`` logits (gigabytes for long prompts). Matrix kernels may
-        pick a different path for a different number of rows, so every row goes through a
-        zero-padded block of exactly ``LOGIT_BLOCK`` rows: a row's logits then never depend
-        on the batch it shares.
+        pick a different path for a different number of rows, so on a CPU every row goes
+        through a zero-padded block of exactly ``LOGIT_BLOCK`` rows: a row's logits then never
+        depend on the batch it shares. On a GPU (``logit_block`` None) the whole batch goes
+        through at once: its other kernels vary with the batch anyway.
         """
-        rows = hidden.shape[0]
-        padded = -(-rows // LOGIT_BLOCK) * LOGIT_BLOCK
-        hidden = torch.cat([hidden, hidden.new_zeros(padded - rows, hidden.shape[1])])
         head = self.model.get_output_embeddings()
-        return torch.cat([head(block) for block in hidden.split(LOGIT_BLOCK)])[:rows]
+        if self.logit_block is None:  # a GPU: one product for the batch (module docstring)
+            return head(hidden)
+        rows, block = hidden.shape[0], self.logit_block
+        padded = -(-rows // block) * block
+        hidden = torch.cat([hidden, hidden.new_zeros(padded - rows, hidden.shape[1])])
+        return torch.cat([head(part) for part in hidden.split(block)])[:rows]
 
     # -- generation -----------------------------------------------------------------------
 
@@ -113,7 +143,11 @@ class HFEngine(Engine):
     ) -> list[Generation]:
         if batch_size < 1:
             raise ValueError(f"batch_size={batch_size}: must be at least 1")
-        token_ids = [self.tokenize(prompt) for prompt in prompts]
+        caps = [prompt.max_new_tokens or settings.max_new_tokens for prompt in prompts]
+        token_ids = [
+            self.fit_prompt(self.tokenize(prompt), cap)
+            for prompt, cap in zip(prompts, caps, strict=True)
+        ]
         order = sorted(range(len(prompts)), key=lambda i: -len(token_ids[i]))  # fewer pads
         results: list[Generation | None] = [None] * len(prompts)
         batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
@@ -127,7 +161,7 @@ class HFEngine(Engine):
                     [token_ids[i] for i in batch],
                     [prompts[i].soft_vectors for i in batch],
                     [seeds[i] for i in batch],
-                    [prompts[i].max_new_tokens or settings.max_new_tokens for i in batch],
+                    [caps[i] for i in batch],
                     settings,
                     route,
                 )
@@ -148,18 +182,10 @@ class HFEngine(Engine):
         seeds: list[int],
         max_new_tokens: list[int],
         settings: GenerationSettings,
-        route: Callable[[Sequence[int]], contextlib.AbstractContextManager],
+        route: Router,
     ) -> tuple[list[str], list[int]]:
+        """One batch, its prompts already fitted to ``max_length`` (``fit_prompt``)."""
         budget = max(max_new_tokens)
-        limit = self.max_length - budget
-        if limit < 1:
-            raise ValueError(
-                f"max_length={self.max_length} leaves no room for a prompt with {budget} new "
-                "tokens: raise max_length or lower max_gen_toks"
-            )
-        if any(len(ids) > limit for ids in token_ids):
-            logger.warning("A prompt is longer than %d tokens: keeping its last %d", limit, limit)
-            token_ids = [ids[-limit:] for ids in token_ids]
         input_ids, mask, positions = self.left_pad(token_ids)  # (B, T) each
         embeds = self.tokens.embed(input_ids, soft_vectors)  # (B, T, H)
         generators = [torch.Generator().manual_seed(seed) for seed in seeds]
@@ -167,7 +193,8 @@ class HFEngine(Engine):
         live = list(range(len(token_ids)))  # the prompt each row of the running batch is for
         done: set[int] = set()
         lengths = [len(ids) for ids in token_ids]
-        cache, hidden = self.prefill_rows(embeds, lengths, budget, route)  # hidden: (B, H)
+        prefill = self.prefill_batched if self.prefill == "batched" else self.prefill_rows
+        cache, hidden = prefill(embeds, lengths, budget, route)  # hidden: (B, H)
         # Every row at once from here on, each through its own adapter (if any).
         with route(live):
             for step in range(budget):
@@ -204,7 +231,8 @@ class HFEngine(Engine):
                 )
                 embeds = self.tokens.embedding(next_ids)[:, None]
                 mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
-                positions = positions[:, -1:] + 1
+                # a finished row's position may pass the context; a live row's never does
+                positions = (positions[:, -1:] + 1).clamp(max=self.max_length - 1)
         texts = [
             sampling.finish_text(self.tokenizer, ids, self.stop_ids, settings.until) for ids in out
         ]
@@ -215,7 +243,7 @@ class HFEngine(Engine):
         embeds: torch.Tensor,
         lengths: list[int],
         new_tokens: int,
-        route: Callable[[Sequence[int]], contextlib.AbstractContextManager] = adapters.no_adapters,
+        route: Router = adapters.no_adapters,
     ) -> tuple[PreallocatedCache, torch.Tensor]:
         """Prefill each row of the left-padded ``embeds`` (B, T, H) alone, without its padding
         (``route``: ``per_row_adapters``' router, so that row b keeps its own adapter).
@@ -240,6 +268,42 @@ class HFEngine(Engine):
             last.append(output.last_hidden_state[0, -1])
         return left_padded(rows, width, width + new_tokens), torch.stack(last)
 
+    def prefill_batched(
+        self,
+        embeds: torch.Tensor,
+        lengths: list[int],
+        new_tokens: int,
+        route: Router = adapters.no_adapters,
+    ) -> tuple[PreallocatedCache, torch.Tensor]:
+        """``prefill_rows``' result from left-padded groups of rows, one forward each.
+
+        The rows (longest first, as ``generate`` orders them) are cut into groups of at most
+        ``PREFILL_TOKENS`` padded tokens; each group is padded to its own longest row only,
+        and its cache lands at the right end of the batch's (``kv_cache.left_padded``).
+        """
+        width = embeds.shape[1]
+        layers = self.model.config.num_hidden_layers
+        groups, caches, last = _prefill_groups(lengths, PREFILL_TOKENS), [], []
+        for rows in groups:
+            group_width = max(lengths[b] for b in rows)
+            part = embeds[rows[0] : rows[-1] + 1, width - group_width :]  # (G, group width, H)
+            mask = torch.tensor(
+                [[0] * (group_width - lengths[b]) + [1] * lengths[b] for b in rows],
+                device=self.device,
+            )
+            cache = PreallocatedCache(layers, group_width)
+            with route(rows):
+                output = self.model.base_model(
+                    inputs_embeds=part,
+                    attention_mask=mask,
+                    position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
+                    use_cache=True,
+                    **{self._cache_arg: cache},
+                )
+            caches.append(cache)
+            last.append(output.last_hidden_state[:, -1])
+        return left_padded(caches, width, width + new_tokens), torch.cat(last)
+
     # -- training ---------------------------------------------------------------------------
 
     def target_loss(self, prompts: Sequence[Prompt], targets: Sequence[list[int]]) -> torch.Tensor:
@@ -253,7 +317,7 @@ class HFEngine(Engine):
         input_ids, mask, positions = self.left_pad(rows)  # (B, T)
         labels = torch.full_like(input_ids, -100)
         for b, target in enumerate(targets):
-            labels[b, input_ids.shape[1] - len(target) :] = torch.tensor(target)
+            labels[b, input_ids.shape[1] - len(target) :] = torch.tensor(target, device=self.device)
         embeds = self.tokens.embed(input_ids, [prompt.soft_vectors for prompt in prompts])
         return self.lm_loss(embeds, mask, labels, positions)
 
@@ -275,3 +339,16 @@ class HFEngine(Engine):
         predicts = labels[:, 1:] != -100  # position t predicts token t + 1
         logits = self.model.get_output_embeddings()(hidden[:, :-1][predicts])
         return torch.nn.functional.cross_entropy(logits.float(), labels[:, 1:][predicts])
+
+
+def _prefill_groups(lengths: Sequence[int], tokens: int) -> list[list[int]]:
+    """Consecutive row indices grouped so that each group, padded to its longest row, holds
+    at most ``tokens`` tokens (a longer row forms a group alone)."""
+    groups: list[list[int]] = []
+    for b in range(len(lengths)):
+        group = groups[-1] if groups else None
+        if group and max(lengths[i] for i in group + [b]) * (len(group) + 1) <= tokens:
+            group.append(b)
+        else:
+            groups.append([b])
+    return groups

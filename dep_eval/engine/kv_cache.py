@@ -68,25 +68,31 @@ class PreallocatedCache(Cache):
 
 
 def left_padded(rows: list[PreallocatedCache], width: int, capacity: int) -> PreallocatedCache:
-    """One (B, kv_heads, capacity, head_dim) cache per layer from B single-row caches.
+    """One (B, kv_heads, capacity, head_dim) cache per layer from caches of consecutive rows.
 
-    Row ``b``'s positions go to the right end of the first ``width`` slots, as left padding
-    puts its tokens; the padding slots hold zeros (masked by the attention mask, and finite,
-    so a zero attention weight times them stays zero). Frees each row's buffers as they are
-    copied, layer by layer, so the rows and the batch are never both held in full.
+    Each cache of ``rows`` holds one row prefilled alone, or a group of rows left-padded to
+    the group's own width (``HFEngine.prefill_batched``); B is their total. A cache's
+    positions go to the right end of the first ``width`` slots, as left padding puts its
+    tokens; the slots left of it hold zeros. Padding slots (zeros, or a group's padding
+    tokens) are masked by the attention mask and finite, so a zero attention weight times
+    them stays zero. Frees each cache's buffers as they are copied, layer by layer, so the
+    parts and the batch are never both held in full.
     """
     batch = PreallocatedCache(len(rows[0].layers), capacity)
+    total = sum(row.layers[0]._keys.shape[0] for row in rows)
     for i, layer in enumerate(batch.layers):
         row_layers = [row.layers[i] for row in rows]
-        first = row_layers[0]._keys  # (1, kv_heads, row capacity, head_dim)
-        shape = (len(rows), first.shape[1], capacity, first.shape[3])
+        first = row_layers[0]._keys  # (rows of the part, kv_heads, part capacity, head_dim)
+        shape = (total, first.shape[1], capacity, first.shape[3])
         layer._keys = first.new_zeros(shape)
         layer._values = row_layers[0]._values.new_zeros(shape)
-        for b, row_layer in enumerate(row_layers):
-            start = width - row_layer.length
-            layer._keys[b, :, start:width] = row_layer._keys[0, :, : row_layer.length]
-            layer._values[b, :, start:width] = row_layer._values[0, :, : row_layer.length]
+        b = 0
+        for row_layer in row_layers:
+            n, start = row_layer._keys.shape[0], width - row_layer.length
+            layer._keys[b : b + n, :, start:width] = row_layer._keys[:, :, : row_layer.length]
+            layer._values[b : b + n, :, start:width] = row_layer._values[:, :, : row_layer.length]
             row_layer._keys = row_layer._values = row_layer.keys = row_layer.values = None
+            b += n
         layer.device, layer.is_initialized, layer.length = first.device, True, width
         layer.keys, layer.values = layer._keys[:, :, :width], layer._values[:, :, :width]
     return batch

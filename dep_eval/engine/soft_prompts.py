@@ -10,25 +10,36 @@ filled in; the HF engine feeds the result to the model, the vLLM engine sends it
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 
 from dep_eval.engine.base import Prompt
 
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
 
 class SoftPromptTable:
     """A tokenizer plus the LLM's input-embedding table and the extra tokens added to it."""
 
-    def __init__(self, tokenizer, embedding: torch.nn.Embedding) -> None:  # noqa: ANN001
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, embedding: torch.nn.Embedding) -> None:
         self.tokenizer = tokenizer
         self.embedding = embedding  # (vocab, H), frozen
         self.vocab_size, self.hidden_size = embedding.weight.shape
-        self.device = embedding.weight.device
-        self.dtype = embedding.weight.dtype
         pad = tokenizer.pad_token_id
         self.pad_id: int = tokenizer.eos_token_id if pad is None else pad
         self.placeholder_ids: set[int] = set()
         self.fixed_embeddings: dict[int, torch.Tensor] = {}  # token id -> (H,)
+
+    @property
+    def device(self) -> torch.device:
+        """Where the embedding table lives (read each time: the model may have moved)."""
+        return self.embedding.weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.embedding.weight.dtype
 
     def add_placeholder_tokens(self, names: Sequence[str]) -> list[int]:
         ids = self._add_tokens(names)
@@ -68,15 +79,18 @@ class SoftPromptTable:
     ) -> torch.Tensor:
         """Input embeddings (B, T, H) of ``input_ids`` (B, T), extra tokens filled in.
 
-        ``soft_vectors[b]``: (n_placeholders_b, H) or None. Differentiable in them.
+        ``soft_vectors[b]``: (n_placeholders_b, H) or None, on any device and in any dtype
+        (a method may build them on the CPU for an LLM on a GPU): they are moved to the
+        table's device and dtype. Differentiable in them.
         """
+        input_ids = input_ids.to(self.device)
         extra = input_ids >= self.vocab_size
         embeds = self.embedding(input_ids.masked_fill(extra, self.pad_id))  # (B, T, H)
         if not extra.any():
             return embeds
         embeds = embeds.clone()
         for token_id, vector in self.fixed_embeddings.items():
-            embeds[input_ids == token_id] = vector
+            embeds[input_ids == token_id] = vector.to(embeds.device, embeds.dtype)
         placeholders = torch.tensor(sorted(self.placeholder_ids), device=input_ids.device)
         for row, vectors in enumerate(soft_vectors):
             slots = torch.isin(input_ids[row], placeholders)  # (T,)
@@ -88,5 +102,5 @@ class SoftPromptTable:
                     "each placeholder needs exactly one vector"
                 )
             if count:
-                embeds[row, slots] = vectors.to(embeds.dtype)
+                embeds[row, slots] = vectors.to(embeds.device, embeds.dtype)
         return embeds
