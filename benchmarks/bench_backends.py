@@ -91,8 +91,7 @@ def one_backend(backend: str, data_dir: str, n: int, tokens: int, batches: list[
     greedy = GenerationSettings(max_new_tokens=max(AGREE_AT), do_sample=False)
     texts = [g.text for g in engine.generate(prompts["dep"], seeds, greedy, batch_size=8)]
     token_ids = [engine.tokenizer(text, add_special_tokens=False)["input_ids"] for text in texts]
-    if hasattr(engine, "close"):
-        engine.close()
+    engine.close()
     return {
         "backend": backend,
         "startup_seconds": round(startup, 1),

@@ -335,7 +335,7 @@ def no_llm(monkeypatch: pytest.MonkeyPatch) -> None:
     def load(*args: object, **kwargs: object) -> None:
         raise AssertionError("the LLM was loaded")
 
-    monkeypatch.setattr(trainer_module, "HFEngine", load)
+    monkeypatch.setattr(trainer_module, "load_trainable_engine", load)
 
 
 @pytest.mark.bad_input("train-base-adapter-with-lora-r")

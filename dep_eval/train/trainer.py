@@ -16,8 +16,8 @@ components go to ``log.jsonl``.
 
 A trainable method is a ``dep_eval.methods.base.TrainableMethod`` registered with
 ``dep_eval.registry``; its own options (``TrainArgs``) arrive as ``TrainConfig.method_options``.
-The LLM's forward pass is the engine's (``HFEngine.target_loss``), so training and inference
-build identical inputs.
+The LLM's forward pass is the engine's (``TrainableEngine.target_loss``), so training and
+inference build identical inputs.
 
 The same code runs on a laptop CPU (the embedded SmolLM2) and on GPUs: ``accelerate`` takes
 care of devices, bf16 and multi-GPU data parallelism (``accelerate launch -m dep_eval.cli
@@ -45,9 +45,8 @@ from tqdm.auto import tqdm
 
 from dep_eval import registry
 from dep_eval.data.records import Sample
-from dep_eval.engine import EMBEDDED_LLM, GenerationSettings, seed_for
+from dep_eval.engine import EMBEDDED_LLM, GenerationSettings, load_trainable_engine, seed_for
 from dep_eval.engine.adapters import check_adapter
-from dep_eval.engine.hf import HFEngine
 from dep_eval.io import append_jsonl, atomic_folder, atomic_path, atomic_write, write_jsonl
 from dep_eval.methods.base import TrainableMethod, parse_config
 
@@ -179,8 +178,8 @@ class Trainer:
             )
         if config.base_adapter:  # a missing folder or another LLM's adapter, before loading
             check_adapter(config.base_adapter, config.pretrained or EMBEDDED_LLM, "--base-adapter")
-        self.llm = HFEngine(
-            config.pretrained,
+        self.llm = load_trainable_engine(
+            pretrained=config.pretrained,
             device=str(self.accelerator.device),
             dtype="float32" if not torch.cuda.is_available() else config.dtype,
             peft=config.base_adapter,
