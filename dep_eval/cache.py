@@ -7,9 +7,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+CACHE_ENV = "DEP_EVAL_CACHE_DIR"
+
 
 def cache_dir() -> Path:
-    root = os.environ.get("DEP_EVAL_CACHE_DIR")
+    root = os.environ.get(CACHE_ENV)
     if root:
         return Path(root).expanduser()
     xdg = os.environ.get("XDG_CACHE_HOME")

@@ -8,8 +8,14 @@ settings and the bytes of the prompt's soft vectors (``final_key``), so a run ki
 resumes at 90 %. One append-only JSONL file per LLM and kind: each finished batch is appended
 and fsynced, so a crash loses at most the batch in flight; a torn last line is skipped when
 read and ended before the next append (``dep_eval.io.append_jsonl``). Any other unreadable
-line (torn JSON, bytes that are not UTF-8, a missing key) is skipped with a warning naming the
-file and line.
+line (torn JSON, bytes that are not UTF-8, a missing key, a field of the wrong type such as
+``"text": null``) is skipped with a warning naming the file and line.
+
+Writing is best-effort: a cache that cannot be appended to (a full disk, a folder made
+read-only during the run) must not cost the generations it was about to save. The first
+failure is logged once, with the folder and ``DEP_EVAL_CACHE_DIR``; the entries stay in memory
+for the rest of the run and the run goes on. (An unusable cache folder is refused earlier,
+before the LLM loads: ``dep_eval.preflight.check_cache_dir``.)
 """
 
 from __future__ import annotations
@@ -17,12 +23,14 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import torch
 
-from dep_eval.cache import cache_dir
+from dep_eval.cache import CACHE_ENV, cache_dir
 from dep_eval.engine import Generation, GenerationSettings
 from dep_eval.io import append_jsonl
 
@@ -35,11 +43,15 @@ def call_key(
     max_new_tokens: int,
     seed: int,
     rendered_prompt: str,
+    engine: str = "",
 ) -> str:
-    material = json.dumps(
-        [llm_name, asdict(settings), max_new_tokens, seed, rendered_prompt], sort_keys=True
-    )
-    return hashlib.sha256(material.encode()).hexdigest()
+    """Key of an auxiliary call. ``engine`` describes the engine as the final generations'
+    key does (backend, dtype, device, the ``peft=`` adapter by content, ...): the same prompt
+    on another adapter or dtype is another answer."""
+    parts: list[Any] = [llm_name, asdict(settings), max_new_tokens, seed, rendered_prompt]
+    if engine:  # only then, so that keys made without one stay as they were
+        parts.append(engine)
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
 
 def tensor_digest(vectors: torch.Tensor | None) -> str:
@@ -91,6 +103,7 @@ class CallCache:
         safe = hashlib.sha256(llm_name.encode()).hexdigest()[:16]
         self.path = folder / f"{safe}.jsonl"
         self.entries: dict[str, Generation] = {}
+        self.write_failed = False  # set at the first failed append; later ones are skipped
         if self.path.exists():  # a torn last line (a kill mid-write) is skipped with a warning
             self._load()
 
@@ -102,10 +115,7 @@ class CallCache:
                 if not line.strip():
                     continue
                 try:
-                    row = json.loads(line.decode("utf-8"))
-                    self.entries[row["key"]] = Generation(
-                        row["text"], row["prompt_tokens"], row["generated_tokens"], row["seconds"]
-                    )
+                    key, generation = _entry(json.loads(line.decode("utf-8")))
                 except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as exc:
                     logger.warning(
                         "%s:%d: unreadable cache entry skipped (%s: %s; torn write?)",
@@ -114,12 +124,60 @@ class CallCache:
                         type(exc).__name__,
                         exc,
                     )
+                    continue
+                self.entries[key] = generation
 
     def get(self, key: str) -> Generation | None:
         return self.entries.get(key)
 
     def put_many(self, items: list[tuple[str, Generation]]) -> None:
+        """Keep ``items`` for this run and append them to the file (best-effort, see the
+        module docstring)."""
         if not items:
             return
-        append_jsonl(self.path, [{"key": key, **asdict(generation)} for key, generation in items])
         self.entries.update(items)
+        if self.write_failed:
+            return
+        try:
+            append_jsonl(
+                self.path, [{"key": key, **asdict(generation)} for key, generation in items]
+            )
+        except OSError as error:
+            self.write_failed = True
+            logger.warning(
+                "could not save to the cache %s (%s): going on without saving, so a rerun "
+                "regenerates these texts; free space there, or point %s at another folder",
+                self.path.parent,
+                error.strerror or error,
+                CACHE_ENV,
+            )
+
+
+def _entry(row: Any) -> tuple[str, Generation]:
+    """One cache line -> (key, generation); ``TypeError`` names the first mistyped field, so
+    that ``"text": null`` is skipped like a torn line instead of scored as "None"."""
+    if not isinstance(row, dict):
+        raise TypeError(f"expected a JSON object, got {type(row).__name__}")
+    checks = (
+        ("key", str),
+        ("text", str),
+        ("prompt_tokens", int),
+        ("generated_tokens", int),
+        ("seconds", (int, float)),
+    )
+    for name, kind in checks:
+        value = row[name]
+        if isinstance(value, bool) or not isinstance(value, kind):
+            raise TypeError(f"field {name!r} is {json.dumps(value)[:40]}, not {_kind(kind)}")
+    if row["prompt_tokens"] < 0 or row["generated_tokens"] < 0:
+        raise TypeError("a token count is negative")
+    if not math.isfinite(row["seconds"]):
+        raise TypeError(f"field 'seconds' is {row['seconds']}, not a finite number")
+    generation = Generation(
+        row["text"], row["prompt_tokens"], row["generated_tokens"], float(row["seconds"])
+    )
+    return row["key"], generation
+
+
+def _kind(kind: type | tuple[type, ...]) -> str:
+    return {str: "a string", int: "a whole number"}.get(kind, "a number")  # type: ignore[call-overload]

@@ -18,6 +18,10 @@ from dep_eval.engine import Engine, Prompt
 MAX_DESCRIPTION_CHARS = 1000  # hub descriptions can run to pages; the gist is at the start
 MAX_REVIEW_CHARS = 1500
 MAX_TITLE_CHARS = 100  # Amazon titles are keyword lists ("Lipstick | Vintage | ..."): keep the head
+# Review titles (past ones and the target's given title): Amazon caps them at 100 characters
+# (All_Beauty: at most 100), so the cap changes no real prompt; a pasted megabyte would
+# otherwise push the instructions out of the context (issue 32).
+MAX_REVIEW_TITLE_CHARS = 100
 
 SYSTEM = (
     "You are a personalized review writer. Given a product and the rating and title of a "
@@ -28,6 +32,27 @@ SYSTEM = (
 
 def _clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[:limit].rstrip() + " ..."
+
+
+def clip_title(title: str) -> str:
+    """A review title as prompts show it: its first ``MAX_REVIEW_TITLE_CHARS`` characters."""
+    return _clip(title, MAX_REVIEW_TITLE_CHARS)
+
+
+def clipped_fields(sample: Sample) -> list[str]:
+    """The fields of ``sample`` longer than prompts show (each is clipped, not dropped):
+    what ``tasks/utils.py`` counts and logs once per run."""
+    caps = [
+        ("target title", sample.target.title, MAX_REVIEW_TITLE_CHARS),
+        ("item title", sample.item.title, MAX_TITLE_CHARS),
+        ("item description", sample.item.description, MAX_DESCRIPTION_CHARS),
+    ]
+    for review in sample.profile:
+        caps += [
+            ("past review title", review.title, MAX_REVIEW_TITLE_CHARS),
+            ("past review text", review.text, MAX_REVIEW_CHARS),
+        ]
+    return sorted({name for name, text, limit in caps if len(text) > limit})
 
 
 def item_lines(title: str, description: str) -> list[str]:
@@ -51,7 +76,10 @@ def past_review_block(
         lines += item_lines(item.title, item.description)
     lines.append(f"Rating: {review.rating:g}")
     if with_text:
-        lines += [f"Title: {review.title}", f"Review: {_clip(review.text, MAX_REVIEW_CHARS)}"]
+        lines += [
+            f"Title: {clip_title(review.title)}",
+            f"Review: {_clip(review.text, MAX_REVIEW_CHARS)}",
+        ]
     if slots:
         lines.append(slots)
     return "\n".join(lines)
@@ -92,7 +120,7 @@ def review_messages(
         parts.append(notes)
     parts.append(
         f"The user's review of this product has rating {sample.target.rating:g} and title "
-        f'"{sample.target.title}". Write its text.'
+        f'"{clip_title(sample.target.title)}". Write its text.'
     )
     return [{"role": "system", "content": system}, {"role": "user", "content": "\n\n".join(parts)}]
 

@@ -34,13 +34,17 @@ from typing import Any
 import datasets
 
 from dep_eval.data.loaders import HubUnreachable, load_task_dataset
+from dep_eval.data.records import Sample
 from dep_eval.metrics import harness
 from dep_eval.metrics.harness import AGGREGATIONS
-from dep_eval.preflight import check_run
+from dep_eval.preflight import check_documents, check_metadata_keys, check_run
+from dep_eval.prompts import MAX_DESCRIPTION_CHARS, MAX_TITLE_CHARS, clip_title, clipped_fields
 from dep_eval.report import slices
 
 # rouge1, rouge1_stderr, rouge1_ci_low, ..., length_ratio: the aggregations the YAMLs name
 globals().update(AGGREGATIONS)
+
+logger = logging.getLogger(__name__)
 
 EVAL_SPLIT = "eval"
 DEFAULT_SPLIT = "test"
@@ -69,6 +73,7 @@ def load_dataset(**options: Any) -> dict[str, datasets.Dataset]:
     (WordNet, the BERTScore encoder, the output folder): see ``dep_eval.preflight``.
     """
     check_run()
+    check_metadata_keys(options)  # a misspelled "split" must not evaluate the test split
     options = dict(options)
     for key, pinned_key in (("category", "task_category"), ("split", "task_split")):
         pinned = options.pop(pinned_key, None)
@@ -92,7 +97,31 @@ def load_dataset(**options: Any) -> dict[str, datasets.Dataset]:
             raise
         # One short error instead of lm-eval's chained tracebacks: nothing in them helps.
         raise SystemExit(f"dep-eval: {exc}") from None
-    return {EVAL_SPLIT: loaded[split]}
+    documents = loaded[split]
+    check_documents(list(documents), doc_to_text)  # room for the outputs
+    log_clipped_documents(documents)
+    return {EVAL_SPLIT: documents}
+
+
+def log_clipped_documents(documents: datasets.Dataset) -> None:
+    """Say once how many documents hold a text longer than prompts show (a pasted title,
+    a long description): each is clipped to its head, never left to push the instructions
+    out of the context."""
+    counts: dict[str, int] = {}
+    clipped = 0
+    for doc in documents:
+        fields = clipped_fields(Sample.from_doc(doc))
+        clipped += bool(fields)
+        for name in fields:
+            counts[name] = counts.get(name, 0) + 1
+    if clipped:
+        logger.warning(
+            "%d of %d documents have a text longer than prompts show, clipped to its head "
+            "(%s; caps in dep_eval/prompts.py)",
+            clipped,
+            len(documents),
+            ", ".join(f"{name}: {count}" for name, count in sorted(counts.items())),
+        )
 
 
 def process_results(doc: dict[str, Any], results: Any) -> dict[str, Any]:
@@ -108,12 +137,13 @@ def doc_to_text(doc: dict[str, Any]) -> str:
     and ignore this text; it makes the task usable with lm-eval's built-in models.
     """
     item, target = doc["item"], doc["target"]
-    lines = ["Write the text of a product review.", f"Product: {item['title'] or '(untitled)'}"]
+    title = item["title"][:MAX_TITLE_CHARS]
+    lines = ["Write the text of a product review.", f"Product: {title or '(untitled)'}"]
     if item.get("description"):
-        lines.append(f"Description: {item['description'][:1000]}")
+        lines.append(f"Description: {item['description'][:MAX_DESCRIPTION_CHARS]}")
     lines += [
         f"Rating: {float(target['rating']):g} out of 5",
-        f"Review title: {target['title']}",
+        f"Review title: {clip_title(target['title'])}",
         "Review text:",
     ]
     return "\n".join(lines)

@@ -61,3 +61,53 @@ def test_appends_to_an_intact_file_add_no_blank_lines(tmp_path: Path) -> None:
     cache.put_many([_entry("b")])
     assert cache.path.read_text(encoding="utf-8").count("\n") == 2
     assert CallCache(NAME, folder=tmp_path).entries == cache.entries
+
+
+@pytest.mark.bad_input("generation-cache-mistyped")
+@pytest.mark.parametrize(
+    "field, value",
+    [("text", None), ("text", 12345), ("prompt_tokens", "many"), ("seconds", True)],
+)
+def test_a_mistyped_entry_is_skipped_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, field: str, value: object
+) -> None:
+    # the generation cache of lm_eval_model (<cache>/generations) is a CallCache too
+    cache = CallCache(NAME, folder=tmp_path / "generations")
+    cache.put_many([_entry("a"), _entry("b")])
+    lines = cache.path.read_text(encoding="utf-8").splitlines()
+    row = json.loads(lines[0])
+    row[field] = value
+    cache.path.write_text("\n".join([json.dumps(row), lines[1]]) + "\n", encoding="utf-8")
+
+    with caplog.at_level(logging.WARNING, logger="dep_eval.call_cache"):
+        reread = CallCache(NAME, folder=tmp_path / "generations")
+    assert reread.get("a") is None  # never scored as the string "None" or "12345"
+    assert reread.get("b") == _entry("b")[1]
+    expected = f"{cache.path}:1: unreadable cache entry skipped (TypeError: field {field!r} is"
+    assert expected in caplog.text, caplog.text
+
+
+@pytest.mark.bad_input("generation-cache-disk-full")
+def test_a_failed_cache_write_warns_once_and_keeps_the_entries(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import errno
+
+    from dep_eval import call_cache
+
+    cache = CallCache(NAME, folder=tmp_path)
+    calls: list[int] = []
+
+    def full_disk(path: object, rows: object) -> None:  # what append_jsonl meets on a full disk
+        calls.append(1)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(call_cache, "append_jsonl", full_disk)
+    with caplog.at_level(logging.WARNING, logger="dep_eval.call_cache"):
+        cache.put_many([_entry("a")])
+        cache.put_many([_entry("b")])  # the next batch of the run: no second try, no warning
+    assert set(cache.entries) == {"a", "b"}  # the run still has both
+    assert len(calls) == 1
+    [warning] = [r.getMessage() for r in caplog.records]
+    assert f"could not save to the cache {tmp_path} (No space left on device)" in warning
+    assert "DEP_EVAL_CACHE_DIR" in warning

@@ -393,3 +393,69 @@ def test_minilm_folder_is_found_through_the_package() -> None:
         assert folder is None
     else:
         assert folder is not None and (folder / "config.json").is_file()
+
+
+# ------------------------------------------------------ ROUGE beyond ASCII (issue 32 row 12)
+
+
+@pytest.mark.bad_input("rouge-non-latin-scripts")
+@pytest.mark.parametrize(
+    "text, tokens",
+    [
+        ("这个面霜很好用", 7),  # Chinese: one token per character
+        ("このクリームは良い", 9),  # Japanese kana and kanji: one per character
+        ("هذا المنتج رائع جدا", 4),  # Arabic: words between spaces
+        ("Отличный крем", 2),  # Cyrillic
+        ("यह क्रीम अच्छी है", 4),  # Devanagari, combining vowel signs inside the words
+        ("😍😍👍🏻", 3),  # emoji-only: each emoji (the skin-tone modifier is not one)
+    ],
+)
+def test_rouge_gives_credit_to_non_latin_scripts(
+    wordnet_ready: str, text: str, tokens: int
+) -> None:
+    from dep_eval.metrics.tokenize import RougeTokenizer
+
+    assert len(RougeTokenizer().tokenize(text)) == tokens
+    # what process_results computes per document: a perfect copy scores 1 (was 0.0)
+    scores = harness.document_scores(text, text)
+    assert scores["rouge1"] == scores["rougeL"] == 1.0
+    # the first token alone: precision 1, recall 1/n, so F1 = 2 / (n + 1)
+    first = RougeTokenizer().tokenize(text)[0]
+    assert lexical.rouge_pair(first, text)["rouge1"] == pytest.approx(2 / (tokens + 1))
+
+
+def test_rouge_tokens_are_rouge_scores_on_english_and_latin_text() -> None:
+    from rouge_score import tokenize
+
+    from dep_eval.metrics.tokenize import RougeTokenizer
+
+    ours = RougeTokenizer()
+    for text in [
+        "Don’t buy it!! 5 stars, 10/10 -- café naïve jalapeño ÉTÉ e\u0301 ＡＢＣ K_x",
+        "Love it ❤️ great cream 👍🏻",  # emoji beside words are dropped, as before
+        "",
+        "   \t\n",
+    ]:
+        assert ours.tokenize(text) == tokenize.tokenize(text, None), text
+
+
+def test_rouge_is_unchanged_on_the_shared_split(beauty_dir: Path) -> None:
+    """Every text of the shared data tokenizes as before (the three emoji-only titles
+    aside) and the test split's ROUGE of a real prediction set is identical to the digit."""
+    from rouge_score import rouge_scorer, tokenize
+
+    from dep_eval.data.loaders import load_split, local_source
+    from dep_eval.metrics.tokenize import RougeTokenizer
+
+    samples = load_split(local_source(beauty_dir), "All_Beauty", "test")
+    ours = RougeTokenizer()
+    texts = {r.text for s in samples for r in (s.target, *s.profile)}
+    texts |= {r.title for s in samples for r in (s.target, *s.profile)}
+    differ = [t for t in texts if ours.tokenize(t) != tokenize.tokenize(t, None)]
+    assert all(not tokenize.tokenize(t, None) for t in differ), differ  # emoji-only ones
+    old = rouge_scorer.RougeScorer(["rouge1", "rougeL"], use_stemmer=False)
+    for sample in samples:  # prediction: the user's last past review, as in the benchmark
+        prediction, reference = sample.profile[-1].text, sample.target.text
+        before = old.score(reference, prediction)
+        after = lexical.rouge_pair(prediction, reference)
+        assert after == {name: before[name].fmeasure for name in ("rouge1", "rougeL")}

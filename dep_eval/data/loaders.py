@@ -92,7 +92,9 @@ from dep_eval.data.parsing import (
     Lenient,
     Where,
     as_str,
+    check_category_name,
     get_field,
+    is_blank,
     parse_item,
     parse_review,
     require_dict,
@@ -223,6 +225,7 @@ RawRows = Iterable[tuple[Where, Any]]
 
 
 def _category_dir(src: LocalSource, category: str) -> Path:
+    check_category_name(category, src.root)  # a folder name, never a path out of data_dir
     if src.root.exists() and not src.root.is_dir():
         raise DataError(
             f"data directory {src.root} is a file, not a folder; point data_dir (or "
@@ -430,7 +433,7 @@ def _parse_rows(
                 "profile", f"expected a list of review objects, got {type(raw_profile).__name__}"
             )
         target = parse_review(get_field(row, "data", where), where, "data.")
-        if not target.text.strip():
+        if is_blank(target.text):  # whitespace or zero-width characters only
             raise where.error("data.text", "the target review text is empty: nothing to score")
         item = items.get(target.asin)
         if item is None:

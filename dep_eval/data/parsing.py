@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import logging
 import math
+import unicodedata
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from dep_eval.data.records import Item, Review
@@ -132,6 +134,34 @@ def check_unicode(value: str, where: Where, field_name: str) -> None:
             f"{exc.start}, which is not valid Unicode text (a string cut in the middle of a "
             "surrogate pair?); fix or remove that escape",
         ) from exc
+
+
+# Unicode categories that show nothing: format characters (zero-width space U+200B, joiners
+# U+200C/U+200D, word joiner U+2060, the BOM U+FEFF, soft hyphen U+00AD, ...) and controls.
+INVISIBLE_CATEGORIES = frozenset({"Cf", "Cc"})
+
+
+def is_blank(text: str) -> bool:
+    """True when ``text`` shows nothing: only whitespace and invisible characters. ``str.strip``
+    alone keeps zero-width characters, so a target of U+200B passed as text and scored 0."""
+    return all(
+        char.isspace() or unicodedata.category(char) in INVISIBLE_CATEGORIES for char in text
+    )
+
+
+def check_category_name(category: str, root: object) -> None:
+    """A category is the name of one folder inside the data folder ``root``: a path (``..``,
+    ``a/b``, an absolute path) would read data from elsewhere while the results record
+    ``root`` as their source."""
+    if category in ("", ".", "..") or any(sep in category for sep in ("/", "\\", "\0")):
+        folders = []
+        if isinstance(root, Path) and root.is_dir():
+            folders = sorted(p.name for p in root.iterdir() if p.is_dir())
+        raise DataError(
+            f"category {category!r} is not the name of a folder inside the data folder {root}; "
+            f"give one of its category folder names (categories there: "
+            f"{', '.join(folders) or 'none'}), or point data_dir at another folder"
+        )
 
 
 def as_rating(value: Any, where: Where, field_name: str) -> float:
