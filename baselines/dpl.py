@@ -52,6 +52,7 @@ from dep_eval.engine import Prompt
 from dep_eval.methods.base import MethodConfig, PersonalizationMethod, Plan
 from dep_eval.prompts import (
     MAX_REVIEW_CHARS,
+    clip_title,
     fit_prompt,
     item_lines,
     past_review_block,
@@ -175,7 +176,7 @@ def review_lines(review: Review) -> list[str]:
     text = review.text
     if len(text) > MAX_REVIEW_CHARS:  # the same clipping as the review-writing prompt
         text = text[:MAX_REVIEW_CHARS].rstrip() + " ..."
-    return [f"Rating: {review.rating:g}", f"Title: {review.title}", f"Review: {text}"]
+    return [f"Rating: {review.rating:g}", f"Title: {clip_title(review.title)}", f"Review: {text}"]
 
 
 class Dpl(PersonalizationMethod):
@@ -277,7 +278,8 @@ class Dpl(PersonalizationMethod):
         pool: DataPool,
     ) -> Prompt:
         findings = "\n\n".join(
-            f"Product {i + 1}: {pool.item(c.review.asin).title or '(untitled)'}\n{text.strip()}"
+            f"Product {i + 1}: {clip_title(pool.item(c.review.asin).title) or '(untitled)'}"
+            f"\n{text.strip()}"
             for i, (c, text) in enumerate(zip(comparisons, differences, strict=True))
         )
 
