@@ -14,12 +14,13 @@ import json
 import logging
 import os
 import shutil
-import tempfile
+import time
 from pathlib import Path
 
 import torch
 
 from dep_eval.cache import cache_dir
+from dep_eval.io import FOREIGN_STALE_SECONDS, glob_escape, remove_abandoned, staging_folder
 
 logger = logging.getLogger(__name__)
 
@@ -50,10 +51,25 @@ def _copy_problem(folder: Path) -> str | None:
     return None
 
 
+def _remove_stale_staging(target: Path) -> None:
+    """Remove the staging folders of conversions that were killed: this dep-eval's (named
+    by pid and host, see ``dep_eval.io.staging_folder``) as soon as their process is gone,
+    and an older dep-eval's (``.<name>-<random>``) once they are an hour old."""
+    if not target.parent.is_dir():
+        return
+    remove_abandoned(target, ("tmp", "broken"))
+    for path in target.parent.glob(f".{glob_escape(target.name)}-*"):
+        with contextlib.suppress(FileNotFoundError):
+            if time.time() - path.lstat().st_mtime > FOREIGN_STALE_SECONDS:
+                logger.warning("removing %s, left by an interrupted conversion", path)
+                shutil.rmtree(path, ignore_errors=True)
+
+
 def embedded_llm_path() -> Path:
     """A safetensors copy of the embedded SmolLM2, converted from its GGUF on first use (and
     again, with a warning, when the copy in the cache is damaged)."""
     target = _embedded_copy()
+    _remove_stale_staging(target)
     if target.exists():
         problem = _copy_problem(target)
         if problem is None:
@@ -65,7 +81,7 @@ def embedded_llm_path() -> Path:
             problem,
         )
         # renamed first, so that no process ever loads a half-deleted folder
-        trash = Path(tempfile.mkdtemp(prefix=f".{target.name}-broken-", dir=target.parent))
+        trash = staging_folder(target.parent, target.name, "broken")
         with contextlib.suppress(FileNotFoundError):  # another process got there first
             os.replace(target, trash / target.name)
         shutil.rmtree(trash, ignore_errors=True)
@@ -87,8 +103,9 @@ def embedded_llm_path() -> Path:
     model.hf_quantizer = None  # the weights are dequantized: save them as plain fp32
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    # named by this process, so that a later start can tell a killed conversion's folder
+    # (hundreds of MB) from a running one's, and remove it
+    staging = staging_folder(target.parent, target.name)
     try:
         model.save_pretrained(staging, safe_serialization=True)
         tokenizer.save_pretrained(staging)

@@ -163,6 +163,9 @@ def category_of(task: str, task_config: Mapping[str, Any]) -> tuple[str, str] | 
     tasks/utils.py); the ``_custom`` task takes them from the run's metadata (``category``,
     ``split``, default test). The task name is the fallback for files without either.
     """
+    if task != TASK_PREFIX and not task.startswith(TASK_PREFIX + "_"):
+        # another task run beside ours gets the run's --metadata (category and all) too
+        return None
     metadata = task_config.get("metadata") or {}
     pinned = task_config.get("dataset_kwargs") or {}
     name = task.removesuffix("_val")
@@ -249,29 +252,106 @@ def _settings(data: Mapping[str, Any], task: str, task_config: Mapping[str, Any]
     }
 
 
-def read_results_file(path: Path) -> list[TaskResult]:
-    """This project's tasks in one results file; [] (logged) when it is not one."""
+def _failed_run(path: Path) -> str | None:
+    """Why ``path`` holds no results at all (a run that failed while writing it), or None."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        logger.warning("skipping %s: not readable JSON (%s)", path, error)
+        if path.stat().st_size == 0:
+            return "it is empty (0 bytes): the run that wrote it failed (a full disk?)"
+        json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as error:
+        return f"it is unreadable ({error})"
+    except json.JSONDecodeError as error:
+        return f"it is not valid JSON ({error}): the run that wrote it failed or it was cut short"
+    return None
+
+
+def _shape_problem(data: Any) -> str | None:
+    """What makes parsed JSON unlike an lm-eval results file, or None."""
+    if not isinstance(data, dict):
+        return f"it holds a JSON {type(data).__name__}, not an object"
+    for key in ("results", "configs", "config"):
+        if not isinstance(data.get(key), dict):
+            return f"its {key!r} is {type(data.get(key)).__name__}, not an object"
+    for key in ("n-samples", "versions"):
+        if data.get(key) is not None and not isinstance(data[key], dict):
+            return f"its {key!r} is {type(data[key]).__name__}, not an object"
+    for task, config in data["configs"].items():
+        if not isinstance(config, dict):
+            return f"configs[{task!r}] is {type(config).__name__}, not an object"
+        if config.get("metadata") is not None and not isinstance(config["metadata"], dict):
+            return f"configs[{task!r}].metadata is not an object"
+        results = data["results"].get(task)
+        if results is not None and not isinstance(results, dict):
+            return f"results[{task!r}] is {type(results).__name__}, not an object"
+    return None
+
+
+def results_file_problem(path: Path) -> str | None:
+    """Why ``path`` is no usable lm-eval results file (a failed run's empty or cut file, an
+    odd shape), or None."""
+    failed = _failed_run(path)
+    if failed is not None:
+        return failed
+    return _shape_problem(json.loads(path.read_text(encoding="utf-8")))
+
+
+def _looks_like_results(path: Path, data: Any) -> bool:
+    """A file lm-eval named as results, or JSON with a "results" entry: one that is not
+    well-formed is worth a warning; any other JSON file in the folder is not."""
+    return path.name.startswith("results") or (isinstance(data, dict) and "results" in data)
+
+
+def read_results_file(path: Path, notes: list[str] | None = None) -> list[TaskResult]:
+    """This project's tasks in one results file; [] (logged, and noted in ``notes``) when it
+    holds none: a failed run's empty or cut file, an odd-shaped one, other tasks only."""
+    notes = [] if notes is None else notes
+    failed = _failed_run(path)
+    if failed is not None:
+        note = f"{path} skipped: {failed}; rerun that run"
+        logger.warning("%s", note)
+        notes.append(note)
         return []
-    if not isinstance(data, dict) or not {"results", "configs", "config"} <= data.keys():
-        logger.debug("skipping %s: not an lm-eval results file", path)
+    data = json.loads(path.read_text(encoding="utf-8"))
+    problem = _shape_problem(data)
+    if problem is not None:
+        if not _looks_like_results(path, data):
+            logger.debug("skipping %s: not an lm-eval results file", path)
+            return []
+        note = f"{path} skipped: not an lm-eval results file ({problem})"
+        logger.warning("%s", note)
+        notes.append(note)
         return []
-    run = data["config"] or {}
+    try:
+        return _task_results(path, data, notes)
+    except (AttributeError, TypeError, ValueError) as error:  # a shape not foreseen above
+        note = f"{path} skipped: not an lm-eval results file ({type(error).__name__}: {error})"
+        logger.warning("%s", note)
+        notes.append(note)
+        return []
+
+
+def _task_results(path: Path, data: dict[str, Any], notes: list[str]) -> list[TaskResult]:
+    run = data["config"]
     method = str(run.get("model") or data.get("model_source") or "unknown")
     args = {k: v for k, v in parse_args(run.get("model_args")).items() if k not in RUNTIME_ARGS}
     date = data.get("date")
-    if not isinstance(date, (int, float)):
+    if not isinstance(date, (int, float)) or isinstance(date, bool):
         date = path.stat().st_mtime
     out = []
-    for task, task_config in sorted((data["configs"] or {}).items()):
-        where = category_of(task, task_config or {})
+    for task, task_config in sorted(data["configs"].items()):
+        where = category_of(task, task_config)
         if where is None:
-            logger.debug("skipping task %s in %s: not a review-generation task", task, path)
+            if (task_config.get("metadata") or {}).get("category") is not None:
+                note = (
+                    f"{path}: task {task} ignored: not a review-generation task (it got the "
+                    "run's --metadata)"
+                )
+                logger.info("%s", note)
+                notes.append(note)
+            else:
+                logger.debug("skipping task %s in %s: not a review-generation task", task, path)
             continue
-        task_results = (data["results"] or {}).get(task)
+        task_results = data["results"].get(task)
         if not task_results:
             logger.warning("%s: task %s has a config but no results", path, task)
             continue
@@ -289,7 +369,7 @@ def read_results_file(path: Path) -> list[TaskResult]:
                 n_samples=int(effective) if isinstance(effective, (int, float)) else None,
                 date=float(date),
                 intervals=_intervals(task_results),
-                sampling_seed=_sampling_seed(_generation(data, task_config or {})),
+                sampling_seed=_sampling_seed(_generation(data, task_config)),
             )
         )
     return out
@@ -314,9 +394,13 @@ def load_results(paths: Iterable[Path | str]) -> tuple[list[TaskResult], list[st
     Returns the kept results and notes about superseded runs (also logged): re-running a
     method is common, and silently mixing an old and a new run would be worse.
     """
-    results = [r for p in find_results_files(Path(p) for p in paths) for r in read_results_file(p)]
+    notes: list[str] = []
+    results = [
+        result
+        for path in find_results_files(Path(p) for p in paths)
+        for result in read_results_file(path, notes)
+    ]
     latest: dict[tuple, TaskResult] = {}
-    notes = []
     for result in sorted(results, key=lambda r: r.date):
         # By category, not task name: one _custom task serves many categories; by sampling
         # seed, since runs with other seeds are repetitions, not replacements.
