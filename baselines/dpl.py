@@ -374,4 +374,4 @@ class Dpl(PersonalizationMethod):
         self.stats = Counter()
 
 
-DplLM = register_method(Dpl, label="DPL", order=30)
+register_method(Dpl, label="DPL", order=30)

@@ -17,4 +17,4 @@ class NonPerso(PersonalizationMethod):
         return Prompt(review_messages(sample, pool))
 
 
-NonPersoLM = register_method(NonPerso, label="Non-Perso", order=0)
+register_method(NonPerso, label="Non-Perso", order=0)

@@ -112,4 +112,4 @@ class Pag(PersonalizationMethod):
         return self.final_prompt(sample, pool, summary)
 
 
-PagLM = register_method(Pag, label="PAG", order=20)
+register_method(Pag, label="PAG", order=20)

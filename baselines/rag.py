@@ -33,4 +33,4 @@ class Rag(PersonalizationMethod):
         return retrieved_reviews_prompt(self.llm, sample, pool, past, self.config.max_prompt_tokens)
 
 
-RagLM = register_method(Rag, label="RAG", order=10)
+register_method(Rag, label="RAG", order=10)

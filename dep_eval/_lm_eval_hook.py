@@ -6,14 +6,18 @@ it) declares its models and tasks there. Until lm-eval reads those groups itself
 module, imported from ``dep_eval_lm_eval.pth`` at interpreter start-up, does it for lm-eval:
 
 - after ``lm_eval.models`` is imported (so that lm-eval's built-in models are registered
-  first), every ``lm_eval.models`` entry point is added to lm-eval's model registry, lazily;
+  first), every ``lm_eval.models`` entry point is added to lm-eval's model registry, lazily
+  and adapted: one that names a dep-eval method class (as dep-eval's own and its plugins'
+  do) gives lm-eval that method's ``PersonalizedLM`` subclass
+  (``dep_eval.lm_eval_models.model_class``); an lm-eval model passes through unchanged;
 - ``TaskManager`` gets every ``lm_eval.tasks`` entry point's folder appended to its
   ``include_path``.
 
-It costs one ``sys.meta_path`` entry and imports nothing until lm-eval is imported. It stands
-down by itself when the installed lm-eval already mentions an entry-point group in its
-source, and is switched off with ``DEP_EVAL_LM_EVAL_HOOK=0``. ``dep-eval lm_eval ...`` is
-the route that works without it.
+It costs one ``sys.meta_path`` entry and imports nothing until lm-eval is imported. Where the
+installed lm-eval reads an entry-point group itself, the hook leaves the task folders alone
+and only swaps lm-eval's lazy model entries for the adapting ones (a method class is no
+lm-eval model). ``DEP_EVAL_LM_EVAL_HOOK=0`` (or false, no) switches it off;
+``dep-eval lm_eval ...`` is the route that works without it.
 """
 
 from __future__ import annotations
@@ -50,17 +54,32 @@ def _native_support(module: object, group: str) -> bool:
     return re.search(r"entry_points\([^)]*[\"']" + re.escape(group) + r"[\"']", text) is not None
 
 
+class AdaptedEntryPoint(importlib.metadata.EntryPoint):
+    """An ``lm_eval.models`` entry point whose ``load`` gives lm-eval a model class: a
+    dep-eval method class becomes its ``PersonalizedLM`` subclass. It equals the plain entry
+    point (same name, value, group), so it may replace lm-eval's own lazy entry for it."""
+
+    def load(self) -> object:
+        from dep_eval.lm_eval_models import model_class
+
+        return model_class(super().load())
+
+
 def register_models(models_module: object) -> list[str]:
-    """Add every ``lm_eval.models`` entry point to lm-eval's model registry."""
+    """Add every ``lm_eval.models`` entry point to lm-eval's model registry, adapted.
+
+    A name lm-eval already holds as a loaded model (its own ``hf``, say) is left alone.
+    """
     from lm_eval.api import registry
 
-    if _native_support(registry, MODELS_GROUP) or _native_support(models_module, MODELS_GROUP):
-        return []
     added = []
-    for entry_point in importlib.metadata.entry_points(group=MODELS_GROUP):
-        if entry_point.name not in registry.model_registry:
-            registry.model_registry.register(entry_point.name, target=entry_point)
-            added.append(entry_point.name)
+    for point in importlib.metadata.entry_points(group=MODELS_GROUP):
+        adapted = AdaptedEntryPoint(point.name, point.value, point.group)
+        try:  # equal to a lazy entry lm-eval made of the same entry point: replaces it
+            registry.model_registry.register(point.name, target=adapted)
+        except ValueError:
+            continue
+        added.append(point.name)
     return added
 
 
@@ -127,8 +146,13 @@ class _AfterImport(importlib.abc.MetaPathFinder):
 
 
 def install() -> None:
-    if os.environ.get(SWITCH, "1").lower() in {"0", "false", "no", "off"}:
-        return
+    from dep_eval.model_args import to_bool
+
+    try:
+        if not to_bool(SWITCH, os.environ.get(SWITCH, "1")):
+            return
+    except ValueError as error:  # at interpreter start-up: say so, and stay on
+        logger.warning("%s; the lm-eval hook stays on", error)
     if any(isinstance(finder, _AfterImport) for finder in sys.meta_path):
         return
     callbacks = {"lm_eval.models": register_models, "lm_eval.tasks.manager": patch_task_manager}

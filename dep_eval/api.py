@@ -1,8 +1,8 @@
 """The public API for personalization methods, including third-party ones.
 
 A method is a ``PersonalizationMethod`` subclass; ``register_method`` records it in
-dep-eval's registry (label, trainable or not) and returns its lm-eval model class, which a
-package declares as an ``lm_eval.models`` entry point::
+dep-eval's registry (label, order, variants), and a package declares the class as an
+``lm_eval.models`` entry point::
 
     # my_pkg/__init__.py
     import dataclasses
@@ -23,11 +23,11 @@ package declares as an ``lm_eval.models`` entry point::
             recent = list(reversed(sample.profile))[: self.config.n_recent]
             return Prompt(review_messages(sample, pool, recent))
 
-    MyMethodLM = register_method(MyMethod, label="My method")
+    register_method(MyMethod, label="My method")
 
     # pyproject.toml
     [project.entry-points."lm_eval.models"]
-    my_method = "my_pkg:MyMethodLM"
+    my_method = "my_pkg:MyMethod"
 
 After ``pip install``, ``lm_eval --model my_method --tasks amazon_review_personalized ...``
 runs it (dep-eval's start-up hook reads the entry points; ``dep-eval lm_eval ...`` works
@@ -36,24 +36,26 @@ instead of ``build_prompt``: it yields lists of ``Prompt``s, receives their text
 returns the final ``Prompt``; those calls are batched across documents and cached on disk.
 See docs/plugins.md and examples/my_method_plugin.
 
-This module imports torch and lm-eval: import it from method code, never from a package's
-``__init__`` that runs at interpreter start-up (``dep_eval/__init__.py`` stays light for
-that reason).
+This module imports torch (lm-eval only for ``PersonalizedLM``, when asked for): import it
+from method code, never from a package's ``__init__`` that runs at interpreter start-up
+(``dep_eval/__init__.py`` stays light for that reason).
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 from dep_eval.data.pool import DataPool
 from dep_eval.data.records import Item, Review, Sample
 from dep_eval.engine import Engine, GenerationSettings, Prompt
 from dep_eval.methods.base import (
+    CheckpointArgs,
     MethodConfig,
     PersonalizationMethod,
     Plan,
     TrainableMethod,
     TrainingBatch,
 )
-from dep_eval.methods.lm_eval_model import PersonalizedLM, lm_eval_model_for
 from dep_eval.prompts import (
     SYSTEM,
     fit_prompt,
@@ -62,11 +64,18 @@ from dep_eval.prompts import (
     retrieved_reviews_prompt,
     review_messages,
 )
-from dep_eval.registry import register_method
+from dep_eval.registry import Sweep, TrainTarget, Variant, register_method
 from dep_eval.retrieval import retrieve
+
+if TYPE_CHECKING:
+    from dep_eval.methods.lm_eval_model import PersonalizedLM, lm_eval_model_for
 
 __all__ = [
     "SYSTEM",
+    "CheckpointArgs",
+    "Sweep",
+    "TrainTarget",
+    "Variant",
     "Engine",
     "DataPool",
     "Item",
@@ -89,3 +98,13 @@ __all__ = [
     "retrieved_reviews_prompt",
     "review_messages",
 ]
+
+
+def __getattr__(name: str) -> object:
+    """``PersonalizedLM`` and ``lm_eval_model_for`` import lm-eval: only when asked for, so
+    that a plugin importing this module (every method does) stays free of it."""
+    if name in {"PersonalizedLM", "lm_eval_model_for"}:
+        from dep_eval.methods import lm_eval_model
+
+        return getattr(lm_eval_model, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -29,6 +29,7 @@ import json
 import logging
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -55,6 +56,36 @@ SHIPPED_DIR = Path(__file__).resolve().parent / "checkpoints"
 
 class CheckpointError(ValueError):
     """A checkpoint that is unreadable or does not fit the encoder / LLM it is used with."""
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """One checkpoint folder, read once: its config.json (format-checked, ``meta``), the
+    module config it records (``config``) and the LoRA folder it carries (``adapter``).
+
+    A run resolves its ``checkpoint=`` into one of these before the LLM loads
+    (``open_checkpoint``) and hands it on: the checks, the adapter the engine folds in and
+    the weights all come from this one reading.
+    """
+
+    module_class: type
+    folder: Path
+    meta: dict[str, Any]
+    config: Any
+
+    @property
+    def adapter(self) -> str | None:
+        """The PEFT adapter folder of the LoRA the module was trained with, or None."""
+        entry = self.meta.get("adapter")
+        if not entry:
+            return None
+        path = self.folder / str(entry.get("folder", ADAPTER_DIR))
+        if not path.is_dir():
+            raise CheckpointError(
+                f"{self.folder / CONFIG_FILE} records a LoRA of the LLM in {path}, which is "
+                "missing: copy the checkpoint folder whole (its adapter/ belongs to it)"
+            )
+        return str(path)
 
 
 def save_checkpoint(
@@ -135,28 +166,25 @@ def save_checkpoint(
     return folder
 
 
+def read_checkpoint(module_class: type, folder: str | os.PathLike[str]) -> Checkpoint:
+    """A checkpoint folder's config.json, read and checked once (format, version, config)."""
+    folder = Path(folder)
+    meta = _read_meta(module_class, folder)
+    try:
+        config = module_class.config_class.from_dict(meta["config"])
+    except (KeyError, TypeError, ValueError) as error:
+        raise CheckpointError(f"{folder / CONFIG_FILE}: invalid config: {error}") from error
+    return Checkpoint(module_class, folder, meta, config)
+
+
 def read_config(module_class: type, folder: str | os.PathLike[str]) -> Any:
     """The config of a checkpoint folder (a ``module_class.config_class``), after format checks."""
-    meta = _read_meta(module_class, Path(folder))
-    try:
-        return module_class.config_class.from_dict(meta["config"])
-    except (KeyError, TypeError, ValueError) as error:
-        raise CheckpointError(f"{Path(folder) / CONFIG_FILE}: invalid config: {error}") from error
+    return read_checkpoint(module_class, folder).config
 
 
 def adapter_folder(module_class: type, folder: str | os.PathLike[str]) -> str | None:
     """The PEFT adapter folder of the LoRA a checkpoint was trained with, or None."""
-    folder = Path(folder)
-    entry = _read_meta(module_class, folder).get("adapter")
-    if not entry:
-        return None
-    path = folder / str(entry.get("folder", ADAPTER_DIR))
-    if not path.is_dir():
-        raise CheckpointError(
-            f"{folder / CONFIG_FILE} records a LoRA of the LLM in {path}, which is missing: "
-            "copy the checkpoint folder whole (its adapter/ belongs to it)"
-        )
-    return str(path)
+    return read_checkpoint(module_class, folder).adapter
 
 
 def _read_meta(module_class: type, folder: Path) -> dict[str, Any]:
@@ -265,8 +293,31 @@ def load_checkpoint(
     device: str | torch.device = "cpu",
 ) -> Any:
     """Load a checkpoint, checking it against whichever parts are given."""
-    folder = Path(folder)
-    config = read_config(module_class, folder)
+    return load_module(
+        read_checkpoint(module_class, folder),
+        encoder_name=encoder_name,
+        encoder_dim=encoder_dim,
+        llm_name=llm_name,
+        llm_hidden_size=llm_hidden_size,
+        k=k,
+        strict_llm_name=strict_llm_name,
+        device=device,
+    )
+
+
+def load_module(
+    checkpoint: Checkpoint,
+    *,
+    encoder_name: str | None = None,
+    encoder_dim: int | None = None,
+    llm_name: str | None = None,
+    llm_hidden_size: int | None = None,
+    k: int | None = None,
+    strict_llm_name: bool = False,
+    device: str | torch.device = "cpu",
+) -> Any:
+    """The module of an already read checkpoint, checked against whichever parts are given."""
+    folder, config, module_class = checkpoint.folder, checkpoint.config, checkpoint.module_class
     check_compatible(
         config,
         encoder_name=encoder_name,
@@ -316,6 +367,63 @@ def checkpoint_for_run(checkpoint: str | None, shipped: str, llm_name: str) -> s
     return None
 
 
+def open_checkpoint(
+    module_class: type, checkpoint: str | None, shipped: str, llm_name: str
+) -> Checkpoint | None:
+    """A run's ``checkpoint=`` (else the shipped one, ``checkpoint_for_run``), read once;
+    None when the run has none."""
+    folder = checkpoint_for_run(checkpoint, shipped, llm_name)
+    return None if folder is None else read_checkpoint(module_class, folder)
+
+
+def check_for_run(
+    checkpoint: Checkpoint | None,
+    *,
+    method: str,
+    llm_name: str,
+    llm_hidden_size: int | None = None,
+    encoder: str | None = None,
+) -> Any:
+    """``load_module_for_run``'s checks that need only the checkpoint's config.json, made
+    before the LLM (minutes for a 7B model) and the weights load; returns that config.
+
+    ``llm_hidden_size`` is None when it cannot be known without loading the LLM; an LLM
+    name that differs is left to the loading (a name alone is only warned about)."""
+    if checkpoint is None:
+        raise _no_checkpoint(method, llm_name)
+    config = checkpoint.config
+    size_differs = llm_hidden_size not in (None, config.llm_hidden_size)
+    check_compatible(
+        config,
+        encoder_name=encoder,
+        llm_name=llm_name if size_differs else None,
+        llm_hidden_size=llm_hidden_size,
+    )
+    return config
+
+
+def load_module_for_run(
+    checkpoint: Checkpoint | None, *, method: str, llm: Engine, encoder: str | None = None
+) -> Any:
+    """The trained module a run of ``--model method`` uses, checked against its LLM and encoder.
+
+    Args:
+        checkpoint: the run's checkpoint (``open_checkpoint``); None: there is none.
+        method: the ``--model`` name, for messages.
+        llm: the engine the module's vectors will be fed to.
+        encoder: the user's ``encoder=``, or None for the checkpoint's own.
+    """
+    if checkpoint is None:
+        raise _no_checkpoint(method, llm.name)
+    return load_module(
+        checkpoint,
+        encoder_name=encoder,
+        llm_name=llm.name,
+        llm_hidden_size=llm.hidden_size,
+        device=llm.device,
+    )
+
+
 def load_for_run(
     module_class: type,
     checkpoint: str | None,
@@ -325,56 +433,13 @@ def load_for_run(
     llm: Engine,
     encoder: str | None = None,
 ) -> Any:
-    """The trained module a run of ``--model method`` uses, checked against its LLM and encoder.
-
-    Args:
-        module_class: the method's module (``DEPModule``, ``PPlugModule``).
-        checkpoint: the user's ``checkpoint=`` folder, or None for the shipped one.
-        method: the ``--model`` name, for messages.
-        shipped: the folder under ``dep_eval/checkpoints/`` trained for the embedded LLM.
-        llm: the engine the module's vectors will be fed to.
-        encoder: the user's ``encoder=``, or None for the checkpoint's own.
-    """
-    folder = checkpoint_for_run(checkpoint, shipped, llm.name)
-    if folder is None:
-        raise _no_checkpoint(method, llm.name)
-    return load_checkpoint(
-        module_class,
-        folder,
-        encoder_name=encoder,
-        llm_name=llm.name,
-        llm_hidden_size=llm.hidden_size,
-        device=llm.device,
+    """``load_module_for_run`` of the folder ``checkpoint`` (else the shipped one)."""
+    return load_module_for_run(
+        open_checkpoint(module_class, checkpoint, shipped, llm.name),
+        method=method,
+        llm=llm,
+        encoder=encoder,
     )
-
-
-def check_for_run(
-    module_class: type,
-    checkpoint: str | None,
-    *,
-    method: str,
-    shipped: str,
-    llm_name: str,
-    llm_hidden_size: int | None = None,
-    encoder: str | None = None,
-) -> Any:
-    """``load_for_run``'s checks that need only the checkpoint's config.json, made before
-    the LLM (minutes for a 7B model) and the weights load; returns that config.
-
-    ``llm_hidden_size`` is None when it cannot be known without loading the LLM; an LLM
-    name that differs is left to ``load_for_run`` (a name alone is only warned about)."""
-    folder = checkpoint_for_run(checkpoint, shipped, llm_name)
-    if folder is None:
-        raise _no_checkpoint(method, llm_name)
-    config = read_config(module_class, folder)
-    size_differs = llm_hidden_size not in (None, config.llm_hidden_size)
-    check_compatible(
-        config,
-        encoder_name=encoder,
-        llm_name=llm_name if size_differs else None,
-        llm_hidden_size=llm_hidden_size,
-    )
-    return config
 
 
 def _no_checkpoint(method: str, llm_name: str) -> ValueError:

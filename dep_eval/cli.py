@@ -43,29 +43,6 @@ TRAIN_EPILOG = """examples:
       --category All_Beauty --output runs/oppu-base --max-rows 128
 """
 
-TASK_LORA = "oppu-base"  # OPPU's task LoRA: trained by baselines/oppu/task_lora.py
-# --method oppu-base: the generic options it reads (dest -> OppuConfig field; when not given,
-# the task LoRA's own defaults, baselines/oppu/task_lora.py) and those it has no use for
-TASK_LORA_OPTIONS = {
-    "epochs": "epochs",
-    "lr": "lr",
-    "weight_decay": "weight_decay",
-    "warmup_ratio": "warmup_ratio",
-    "max_target_tokens": "max_target_tokens",
-    "micro_batch_size": "micro_batch_size",
-    "max_length": "max_prompt_tokens",
-}
-TASK_LORA_UNUSED = (
-    "encoder",
-    "base_adapter",
-    "grad_accum",
-    "val_rows",
-    "val_max_new_tokens",
-    "dtype",
-    "resume",
-)
-
-
 def add_dataclass_arguments(group: Any, config_class: type, **argparse_options: Any) -> list[str]:
     """One ``--option`` per field of ``config_class``, typed and documented from the field.
 
@@ -127,7 +104,9 @@ def add_train_parser(sub: argparse._SubParsersAction) -> None:
     )
     generic = add_dataclass_arguments(parser, TrainConfig)
     parser.set_defaults(handler=run_train, generic_fields=generic)
-    parser._option_string_actions["--method"].choices = [*sorted(trainable), TASK_LORA]
+    # a method's extra targets (OPPU's task LoRA, oppu-base) are trained by the method's code
+    targets = registry.train_targets()
+    parser._option_string_actions["--method"].choices = [*sorted(trainable), *targets]
     seen = set(generic)
     for name, spec in trainable.items():
         fields = [f for f in dataclasses.fields(spec.method_class.TrainArgs) if f.name not in seen]
@@ -140,13 +119,15 @@ def add_train_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run_train(args: argparse.Namespace) -> None:
+    from dep_eval import registry
     from dep_eval.train.trainer import PAPER_CATEGORIES, TrainConfig, train, trainable_method
 
     values = vars(args)
     generic = {name: values[name] for name in args.generic_fields}
     generic["categories"] = tuple(generic["categories"] or PAPER_CATEGORIES)
-    if generic["method"] == TASK_LORA:
-        run_task_lora(args, generic)
+    target = registry.train_targets().get(generic["method"])
+    if target is not None:
+        run_train_target(args, generic, target)
         return
     own = {f.name for f in dataclasses.fields(trainable_method(generic["method"]).TrainArgs)}
     method_options = {
@@ -156,8 +137,6 @@ def run_train(args: argparse.Namespace) -> None:
     }
     foreign = sorted(set(method_options) - own)
     if foreign:
-        from dep_eval import registry
-
         flags = {
             spec.name: "--" + spec.metadata.get("flag", spec.name).replace("_", "-")
             for method in registry.methods().values()
@@ -182,41 +161,24 @@ def _given(args: argparse.Namespace, dest: str) -> bool:
     return any(arg in flags or arg.startswith(flag + "=") for arg in args.argv)
 
 
-def run_task_lora(args: argparse.Namespace, generic: dict[str, Any]) -> None:
-    """``dep-eval train --method oppu-base``: OPPU's shared task LoRA."""
-    from dep_eval.baselines.oppu.task_lora import task_config, train_task_lora
-
+def run_train_target(args: argparse.Namespace, generic: dict[str, Any], target: Any) -> None:
+    """``dep-eval train --method TARGET``: a method's ``registry.TrainTarget``."""
     values = vars(args)
     named = sorted(
         name
         for name in values
         if name not in generic and name not in {"command", "handler", "generic_fields", "argv"}
     )
-    unused = [dest for dest in TASK_LORA_UNUSED if _given(args, dest)]
+    unused = [dest for dest in target.unused if _given(args, dest)]
     if named or unused:
         flags = ["--" + name.replace("_", "-") for name in [*named, *unused]]
         raise SystemExit(
-            f"dep-eval train --method {TASK_LORA} has no use for {', '.join(flags)}: it trains "
-            "one LoRA of the LLM on the train split, with no module and no val selection"
+            f"dep-eval train --method {target.name} has no use for {', '.join(flags)}: it "
+            f"trains {target.trains}"
         )
-    overrides = {
-        field: generic[dest] for dest, field in TASK_LORA_OPTIONS.items() if _given(args, dest)
-    } | {"seed": generic["seed"]}
-    try:
-        config = task_config(**overrides)
-    except ValueError as error:
-        raise SystemExit(f"dep-eval train --method {TASK_LORA}: {error}") from error
-    folder = train_task_lora(
-        generic["output"],
-        config=config,
-        categories=generic["categories"],
-        data_dir=generic["data_dir"],
-        pretrained=generic["pretrained"],
-        device=generic["device"],
-        all_rows=generic["all_rows"] if _given(args, "all_rows") else True,
-        max_rows=generic["max_rows"],
-    )
-    logging.getLogger("dep_eval").info("task LoRA: %s", folder)
+    given = frozenset(dest for dest in generic if _given(args, dest))
+    folder = target.train(generic, given)
+    logging.getLogger("dep_eval").info("%s: %s", target.name, folder)
 
 
 def run_lm_eval(argv: list[str]) -> None:

@@ -3,7 +3,8 @@
 - ``bars_<metric>``: one bar per method (row) and category, for every quality metric, with
   the cell's 95 % bootstrap interval as an error bar (none for results without intervals);
 - ``k_ablation_<metric>``: DEP's metric against K, from the runs whose ``model_args`` set
-  ``k`` (one line per combination of DEP's other args, one panel per category);
+  ``k`` (one line per combination of DEP's other args, one panel per category): the sweep
+  DEP declares where it registers (``registry.Sweep``), as any method may;
 - ``quality_vs_cost_<metric>``: the metric (averaged over the test categories) against
   seconds per sample and against prompt + generated tokens per sample.
 
@@ -142,34 +143,56 @@ def metric_bars(board: Leaderboard, output_dir: Path, formats: Sequence[str]) ->
     return written
 
 
-def _k_value(result: TaskResult) -> int | None:
+def _sweep_value(result: TaskResult, arg: str) -> int | None:
     try:
-        return int(float(result.model_args["k"]))
+        return int(float(result.model_args[arg]))
     except (KeyError, ValueError):
         return None
 
 
-def k_curve(
+def sweep_curves(
     results: Sequence[TaskResult], output_dir: Path, metric: str, formats: Sequence[str]
 ) -> list[Path]:
-    """DEP's ``metric`` against K, per test category, one line per other-args variant."""
-    runs = [r for r in results if r.method.lower() == "dep" and _k_value(r) is not None]
+    """Each registered sweep's figure (``registry.Sweep``: DEP's K), from the runs of its
+    method whose model_args set its argument."""
+    from dep_eval import registry
+
+    written: list[Path] = []
+    for spec in registry.methods().values():
+        if spec.sweep is not None:
+            written += sweep_curve(results, output_dir, metric, formats, spec)
+    return written
+
+
+def sweep_curve(
+    results: Sequence[TaskResult],
+    output_dir: Path,
+    metric: str,
+    formats: Sequence[str],
+    spec: Any,
+) -> list[Path]:
+    """A method's ``metric`` against its sweep's argument, per test category, one line per
+    combination of its other args (``spec``: the method's ``registry.MethodSpec``)."""
+    sweep, arg = spec.sweep, spec.sweep.arg
+    runs = [
+        r for r in results if r.method.lower() == spec.name and _sweep_value(r, arg) is not None
+    ]
     if not runs:
-        logger.info("no DEP runs with k=... in model_args: no K ablation plot")
+        logger.info("no %s runs with %s=... in model_args: no %s plot", spec.label, arg, arg)
         return []
-    # (category, variant) -> [(k, value, interval or None)]
+    # (category, variant) -> [(value, metric, interval or None)]
     lines: dict[str, dict[str, list[tuple]]] = defaultdict(lambda: defaultdict(list))
     for run in runs:
         if metric not in run.metrics:
             continue
         others = [
-            f"{k}={v}" for k, v in sorted(run.model_args.items()) if k not in {"k", "pretrained"}
+            f"{k}={v}" for k, v in sorted(run.model_args.items()) if k not in {arg, "pretrained"}
         ]
-        variant = f"{method_name(run.method)} ({', '.join(others)})" if others else "DEP"
-        point = (_k_value(run), run.metrics[metric], run.intervals.get(metric))
+        variant = f"{method_name(run.method)} ({', '.join(others)})" if others else spec.label
+        point = (_sweep_value(run, arg), run.metrics[metric], run.intervals.get(metric))
         lines[run.column][variant].append(point)
     if not lines:
-        logger.info("no DEP k=... run reports %s: no K ablation plot", metric)
+        logger.info("no %s %s=... run reports %s: no %s plot", spec.label, arg, metric, arg)
         return []
     columns = sorted(lines, key=lambda c: (c.endswith(" (val)"), c))
     figure = _figure(4.0 * len(columns), 3.6)
@@ -178,20 +201,20 @@ def k_curve(
         axes = figure.add_subplot(1, len(columns), i + 1)
         for variant, points in sorted(lines[column].items()):
             points.sort(key=lambda point: point[0])
-            ks, values, _ = zip(*points, strict=True)
-            (line,) = axes.plot(ks, values, marker="o", label=variant)
-            bars = [(k, v, _error(v, c)) for k, v, c in points if c is not None]
+            xs, values, _ = zip(*points, strict=True)
+            (line,) = axes.plot(xs, values, marker="o", label=variant)
+            bars = [(x, v, _error(v, c)) for x, v, c in points if c is not None]
             if bars:
-                bk, bv, be = zip(*bars, strict=True)
+                bx, bv, be = zip(*bars, strict=True)
                 yerr = list(zip(*be, strict=True))
-                axes.errorbar(bk, bv, yerr=yerr, fmt="none", ecolor=line.get_color(), capsize=2)
+                axes.errorbar(bx, bv, yerr=yerr, fmt="none", ecolor=line.get_color(), capsize=2)
         axes.set_title(column)
-        axes.set_xlabel("K (history items)")
+        axes.set_xlabel(sweep.axis_label)
         axes.set_ylabel(label)
-        axes.set_xticks(range(0, 9))
+        axes.set_xticks(list(sweep.values))
         axes.legend(fontsize="small")
-    figure.suptitle(f"DEP: {label} against K")
-    return _save(figure, output_dir, f"k_ablation_{metric}", formats)
+    figure.suptitle(f"{spec.label}: {label} against {sweep.symbol}")
+    return _save(figure, output_dir, f"{arg}_ablation_{metric}", formats)
 
 
 def _metric_label(key: str) -> str:
@@ -273,7 +296,7 @@ def plot_all(
     written = metric_bars(board, output_dir, formats)
     k_paths = list(k_paths)
     k_results = results + (load_some_results(k_paths)[0] if k_paths else [])
-    written += k_curve(k_results, output_dir, metric, formats)
+    written += sweep_curves(k_results, output_dir, metric, formats)
     written += quality_vs_cost(board, output_dir, metric, formats)
     return written
 

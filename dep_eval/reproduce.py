@@ -29,40 +29,45 @@ from dep_eval.io import atomic_write
 
 logger = logging.getLogger(__name__)
 
-# (run name, --model, --model_args); DEP and PPlug rows use the checkpoints shipped for the
-# embedded LLM unless --dep-checkpoint / --pplug-checkpoint name others. The ablations keep
-# the checkpoint's own prompt (slots only for the shipped one) except dep_with_text, which
-# adds the past reviews' texts the checkpoint was not trained with.
-DEP_ABLATIONS: list[tuple[str, str, str]] = [
-    ("dep_his_only", "dep", "use_diff=false"),
-    ("dep_diff_only", "dep", "use_his=false"),
-    ("dep_with_text", "dep", "with_text=true"),
-]
-
-
-# other methods' variants the issue tracker asked for as rows of their own; dep_lora is DEP
-# with the shipped DEP + LoRA checkpoint (`dep-eval train --lora-r 8`), HF backend only
-VARIANTS: list[tuple[str, str, str]] = [
-    ("oppu_retrieval", "oppu", "with_retrieval=true"),
-    ("oppu_task_lora", "oppu", "base_adapter={task_lora}"),
-    ("dep_lora", "dep", "checkpoint=dep-lora-smollm2-minilm"),
-]
-# {task_lora}: OPPU's shared task LoRA (the reference always folds one in), trained into
-# OUTPUT/oppu-base by `dep-eval train --method oppu-base` before the first run that needs it
-TASK_LORA = "{task_lora}"
-TASK_LORA_FOLDER = "oppu-base"
+# Runs are (run name, --model, --model_args). Every built-in method of the registry runs
+# with its defaults, then the methods' variants, then their ablations, and --k-ablation adds
+# the method's sweep (DEP's K); each is declared where the method registers
+# (``registry.register_method``). DEP and PPlug rows use the checkpoints shipped for the
+# embedded LLM unless --dep-checkpoint / --pplug-checkpoint name others. A variant's
+# ``{NAME}`` is the folder OUTPUT/NAME that the method's train target NAME (OPPU's task
+# LoRA, oppu-base) is trained into by `dep-eval train --method NAME` before the first run
+# that needs it.
 
 
 def main_runs() -> list[tuple[str, str, str]]:
-    """Every built-in method of the registry with its defaults, then the variants, then DEP's
-    ablations."""
+    """Every built-in method of the registry with its defaults, then their variants, then
+    their ablations."""
     from dep_eval import registry
 
-    methods = [name for name, spec in registry.methods().items() if spec.builtin]
-    return [(name, name, "") for name in methods] + VARIANTS + DEP_ABLATIONS
+    specs = [spec for spec in registry.methods().values() if spec.builtin]
+    variants = [(v.name, s.name, v.model_args) for s in specs for v in s.variants if not v.ablation]
+    ablations = [(v.name, s.name, v.model_args) for s in specs for v in s.variants if v.ablation]
+    return [(spec.name, spec.name, "") for spec in specs] + variants + ablations
 
 
-K_RUNS = [(f"dep_k{k}", "dep", f"k={k}") for k in range(0, 9)]
+def k_runs() -> list[tuple[str, str, str]]:
+    """The runs of ``--k-ablation``: the sweep a built-in method declares (DEP's K = 0..8)."""
+    from dep_eval import registry
+
+    return [
+        (run, spec.name, model_args)
+        for spec in registry.methods().values()
+        if spec.builtin and spec.sweep is not None
+        for run, model_args in spec.sweep.runs(spec.name)
+    ]
+
+
+def __getattr__(name: str) -> object:
+    if name == "K_RUNS":  # the list as it was a constant: built from the registry on use
+        return k_runs()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 DEFAULT_SEED = 1234  # GenerationSettings.seed: what a run without --gen_kwargs seed uses
 
 
@@ -188,22 +193,32 @@ def lm_eval_command(
     return command
 
 
-def task_lora_command(args: argparse.Namespace) -> list[str]:
-    """``dep-eval train --method oppu-base`` on the run's data, into OUTPUT/oppu-base."""
+def train_target_command(args: argparse.Namespace, name: str) -> list[str]:
+    """``dep-eval train --method NAME`` (a method's train target) on the run's data, into
+    OUTPUT/NAME."""
     return [
         sys.executable,
         "-m",
         "dep_eval.cli",
         "train",
         "--method",
-        "oppu-base",
+        name,
         "--data-dir",
         str(Path(args.data_dir).resolve()),
         "--category",
         args.category,
         "--output",
-        str(args.output / TASK_LORA_FOLDER),
+        str(args.output / name),
     ]
+
+
+def _fill_targets(model_args: str, output: Path) -> str:
+    """``{NAME}`` of each train target in ``model_args`` as its folder OUTPUT/NAME."""
+    from dep_eval import registry
+
+    for name in registry.train_targets():
+        model_args = model_args.replace("{" + name + "}", str(output / name))
+    return model_args
 
 
 Run = tuple[str, str, str, Path, int | None, int]  # name, model, args, folder, limit, seed
@@ -218,12 +233,11 @@ def select_runs(args: argparse.Namespace) -> list[Run]:
     N - 1 seeds, each in its own folder (``seed_run_name``), right after its first seed.
     """
     k_root = args.output / "k_ablation"
-    task_lora = str(args.output / TASK_LORA_FOLDER)
     main = [
         (
             name,
             model,
-            margs.replace(TASK_LORA, task_lora),
+            _fill_targets(margs, args.output),
             args.output / name,
             args.limit,
             DEFAULT_SEED,
@@ -231,17 +245,17 @@ def select_runs(args: argparse.Namespace) -> list[Run]:
         for name, model, margs in main_runs()
     ]
     k_limit = args.k_limit or args.limit
-    k_runs = [(n, m, a, k_root / n, k_limit, DEFAULT_SEED) for n, m, a in K_RUNS]
+    sweep = [(n, m, a, k_root / n, k_limit, DEFAULT_SEED) for n, m, a in k_runs()]
     if args.runs:
-        unknown = set(args.runs) - {run[0] for run in main + k_runs}
+        unknown = set(args.runs) - {run[0] for run in main + sweep}
         if unknown:
-            known = ", ".join(run[0] for run in main + k_runs)
+            known = ", ".join(run[0] for run in main + sweep)
             raise SystemExit(
                 f"dep-eval reproduce: unknown run(s) {sorted(unknown)}; known: {known}"
             )
-    runs = [run for run in main + k_runs if run[0] in args.runs] if args.runs else list(main)
+    runs = [run for run in main + sweep if run[0] in args.runs] if args.runs else list(main)
     if args.k_ablation:
-        runs += [run for run in k_runs if run not in runs]
+        runs += [run for run in sweep if run not in runs]
     seeds = sampling_seeds(getattr(args, "seeds", 1))
     main_names = {run[0] for run in main}
     out: list[Run] = []
@@ -253,7 +267,7 @@ def select_runs(args: argparse.Namespace) -> list[Run]:
 
 
 def run_reproduce(args: argparse.Namespace) -> None:
-    from dep_eval.engine.adapters import ADAPTER_WEIGHTS
+    from dep_eval import registry
     from dep_eval.leaderboard import leaderboard_text
     from dep_eval.plots import plot_all
 
@@ -270,15 +284,13 @@ def run_reproduce(args: argparse.Namespace) -> None:
             done_commands.append(lm_eval_command(run_args, model, model_args, out, seed=seed))
             logger.info("%s: results exist in %s, skipped", name, out)
             continue
-        task_lora = args.output / TASK_LORA_FOLDER
-        if (
-            f"base_adapter={task_lora}" in model_args
-            and not (task_lora / ADAPTER_WEIGHTS).is_file()
-        ):
-            train = task_lora_command(args)
-            done_commands.append(train)
-            logger.info("%s needs the task LoRA first: %s", name, shlex.join(train))
-            subprocess.run(train, check=True)
+        for target in registry.train_targets().values():
+            folder = args.output / target.name
+            if f"={folder}" in model_args and not (folder / target.done_file).is_file():
+                train = train_target_command(args, target.name)
+                done_commands.append(train)
+                logger.info("%s needs %s first: %s", name, target.name, shlex.join(train))
+                subprocess.run(train, check=True)
         command = lm_eval_command(args, model, model_args, out, limit, seed)
         done_commands.append(command)
         logger.info("%s: %s", name, shlex.join(command))
@@ -301,7 +313,7 @@ def run_reproduce(args: argparse.Namespace) -> None:
         atomic_write(args.results / f"leaderboard.{suffix}", text)
     text = leaderboard_text(main_paths, "markdown", against=against, length_controlled=True)
     atomic_write(args.results / "leaderboard_length_controlled.md", text)
-    k_paths = [k_root / name for name, _, _ in K_RUNS if (k_root / name).is_dir()]
+    k_paths = [k_root / name for name, _, _ in k_runs() if (k_root / name).is_dir()]
     if k_paths:
         text = leaderboard_text(k_paths, "markdown", with_paper=False)
         atomic_write(args.results / "k_ablation.md", text)

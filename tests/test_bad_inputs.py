@@ -197,7 +197,7 @@ def test_a_checkpoint_that_cannot_fit_is_refused_from_its_config(tmp_path: Path)
 
 
 def _nonperso_lm(**args: Any):  # noqa: ANN202
-    from dep_eval.baselines.nonperso import NonPersoLM
+    from dep_eval.lm_eval_models import NonPersoLM
 
     return NonPersoLM(device="cpu", **args)
 

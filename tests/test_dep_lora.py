@@ -12,9 +12,9 @@ import torch
 from safetensors.torch import load_file
 
 from dep_eval.checkpoint import ADAPTER_DIR, CheckpointError
-from dep_eval.dep.method import DEPLM
 from dep_eval.engine import EMBEDDED_LLM, GenerationSettings, Prompt
 from dep_eval.engine.hf import HFEngine
+from dep_eval.lm_eval_models import DEPLM
 from dep_eval.train.trainer import TrainConfig, Trainer, _load_trainer_state
 
 SETTINGS = GenerationSettings(max_new_tokens=6)

@@ -395,8 +395,8 @@ def test_pag_empty_profile_is_one_call(tmp_path: Path) -> None:
 
 def test_models_registered() -> None:
     names = {e.name: e.value for e in importlib.metadata.entry_points(group="lm_eval.models")}
-    assert names.get("pag") == "dep_eval.baselines.pag:PagLM"
-    assert names.get("dpl") == "dep_eval.baselines.dpl:DplLM"
+    assert names.get("pag") == "dep_eval.baselines.pag:Pag"
+    assert names.get("dpl") == "dep_eval.baselines.dpl:Dpl"
 
 
 # -- the real encoder on the shared data --------------------------------------------------

@@ -94,11 +94,10 @@ def test_the_registry_and_pyproject_entry_points_agree() -> None:
     assert set(declared) == set(builtin)
     for name, target in declared.items():
         module, _, attribute = target.partition(":")
-        # the entry point names the lm-eval model of exactly the registered method
+        # the entry point names exactly the registered method class
         import importlib
 
-        model = getattr(importlib.import_module(module), attribute)
-        assert model.method_class is builtin[name].method_class
+        assert getattr(importlib.import_module(module), attribute) is builtin[name].method_class
     assert {n for n, s in builtin.items() if s.trainable} == {"dep", "pplug"}
     assert [builtin[n].label for n in MODELS] == [
         "Non-Perso",
@@ -119,3 +118,72 @@ def test_a_second_method_cannot_take_a_registered_name() -> None:
 
     with pytest.raises(ValueError, match="method name 'dep' is taken by dep_eval.dep.method.DEP"):
         register_method(Impostor)
+
+
+def test_the_registry_records_and_returns_the_class_unchanged() -> None:
+    from dep_eval import registry
+    from dep_eval.dep.config import DEPArgs
+    from dep_eval.dep.method import DEP
+
+    spec = registry.method("dep")
+    assert (spec.method_class, spec.config_class, spec.label, spec.order) == (
+        DEP,
+        DEPArgs,
+        "DEP",
+        50,
+    )
+    assert registry.register_method(DEP, label="DEP", order=50) is DEP  # nothing lm-eval
+    assert [v.name for v in spec.variants if v.ablation] == [
+        "dep_his_only",
+        "dep_diff_only",
+        "dep_with_text",
+    ]
+    assert spec.sweep is not None and spec.sweep.runs("dep")[8] == ("dep_k8", "k=8")
+    assert set(registry.train_targets()) == {"oppu-base"}
+
+
+# Importing any method, the API, the plots or reproduce, and drawing a table from lm-eval
+# output folders, must not import lm-eval; the registry alone imports neither it nor torch.
+NO_LM_EVAL = (
+    "dep_eval.api",
+    "dep_eval.baselines.nonperso",
+    "dep_eval.baselines.rag",
+    "dep_eval.baselines.pag",
+    "dep_eval.baselines.dpl",
+    "dep_eval.baselines.pplug",
+    "dep_eval.baselines.oppu",
+    "dep_eval.dep.method",
+    "dep_eval.plots",
+    "dep_eval.reproduce",
+)
+TABLE = Path(__file__).parent / "fixtures" / "leaderboard" / "main"
+LOADED = "import sys\nprint(sorted({m.split('.')[0] for m in sys.modules} & {'lm_eval', 'torch'}))"
+
+
+def test_methods_and_tables_do_not_import_lm_eval(tmp_path: Path) -> None:
+    code = "".join(f"import {module}\n" for module in NO_LM_EVAL) + (
+        "from dep_eval import registry\n"
+        "from dep_eval.leaderboard import leaderboard_text\n"
+        "assert len(registry.methods()) >= 7\n"
+        f"text = leaderboard_text([{str(TABLE)!r}])\n"
+        "assert '| DEP' in text, text\n"
+    )
+    assert python(code + LOADED, tmp_path) == "['torch']"
+    assert python("import dep_eval.registry\n" + LOADED, tmp_path) == "[]"
+
+
+def test_lm_eval_gets_one_model_class_per_method_and_plugins_pass_through(
+    tmp_path: Path,
+) -> None:
+    code = (
+        "import lm_eval.models\n"
+        "from lm_eval.api.registry import get_model\n"
+        "from dep_eval.lm_eval_models import DEPLM, model_class\n"
+        "from dep_eval.dep.method import DEP\n"
+        "from dep_eval.methods.lm_eval_model import PersonalizedLM\n"
+        "dep = get_model('dep')\n"
+        "print(dep is DEPLM is model_class(DEP), dep.method_class is DEP,"
+        " issubclass(dep, PersonalizedLM), model_class(dep) is dep,"
+        " model_class(get_model('hf')) is get_model('hf'))\n"
+    )
+    assert python(code, tmp_path) == "True True True True True"

@@ -10,7 +10,8 @@ import torch
 from safetensors.torch import load_file
 
 from dep_eval.engine import Prompt
-from dep_eval.train.trainer import TrainConfig, Trainer, select_rows
+from dep_eval.train.common import select_rows
+from dep_eval.train.trainer import TrainConfig, Trainer
 
 
 def tiny_config(data_dir: Path, output: Path, **overrides: object) -> TrainConfig:

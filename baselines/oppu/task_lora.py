@@ -21,18 +21,41 @@ import logging
 import random
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from dep_eval.data.pool import DataPool
 from dep_eval.data.records import Sample
+from dep_eval.registry import TrainTarget
 
 from .config import OppuConfig
 from .training import Example, target_ids, train_adapter
 
 logger = logging.getLogger(__name__)
 
+NAME = "oppu-base"  # dep-eval train --method oppu-base; reproduce's OUTPUT/oppu-base
 # task_LoRA.py's own settings where they differ from the per-user LoRA's
 TASK_EPOCHS = 3
 TASK_MAX_STEPS = None
+# The generic `dep-eval train` options it reads (TrainConfig field -> OppuConfig field; when
+# not given, the task LoRA's own defaults) and those it has no use for (refused when given)
+CLI_OPTIONS = {
+    "epochs": "epochs",
+    "lr": "lr",
+    "weight_decay": "weight_decay",
+    "warmup_ratio": "warmup_ratio",
+    "max_target_tokens": "max_target_tokens",
+    "micro_batch_size": "micro_batch_size",
+    "max_length": "max_prompt_tokens",
+}
+CLI_UNUSED = (
+    "encoder",
+    "base_adapter",
+    "grad_accum",
+    "val_rows",
+    "val_max_new_tokens",
+    "dtype",
+    "resume",
+)
 
 
 def task_config(**overrides: object) -> OppuConfig:
@@ -52,7 +75,7 @@ def task_rows(
     counted in a warning): the task LoRA must never learn a text it will be scored against.
     """
     from dep_eval.data.loaders import load_pool, load_split
-    from dep_eval.train.trainer import select_rows
+    from dep_eval.train.common import select_rows
 
     chosen: list[tuple[Sample, DataPool]] = []
     for category in categories:
@@ -155,3 +178,35 @@ def train_task_lora(
         folder,
     )
     return folder
+
+
+def train_from_cli(generic: dict[str, Any], given: frozenset[str]) -> Path:
+    """``dep-eval train --method oppu-base``: ``generic`` holds the ``TrainConfig`` values,
+    ``given`` the options the command line named (the others keep the task LoRA's
+    defaults; ``--all-rows`` is on unless given)."""
+    overrides = {field: generic[dest] for dest, field in CLI_OPTIONS.items() if dest in given} | {
+        "seed": generic["seed"]
+    }
+    try:
+        config = task_config(**overrides)
+    except ValueError as error:
+        raise SystemExit(f"dep-eval train --method {NAME}: {error}") from error
+    return train_task_lora(
+        generic["output"],
+        config=config,
+        categories=generic["categories"],
+        data_dir=generic["data_dir"],
+        pretrained=generic["pretrained"],
+        device=generic["device"],
+        all_rows=generic["all_rows"] if "all_rows" in given else True,
+        max_rows=generic["max_rows"],
+    )
+
+
+TRAIN_TARGET = TrainTarget(
+    NAME,
+    train_from_cli,
+    trains="one LoRA of the LLM on the train split, with no module and no val selection",
+    unused=CLI_UNUSED,
+    done_file="adapter_model.safetensors",
+)

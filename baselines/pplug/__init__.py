@@ -6,6 +6,6 @@ from .config import PPlugConfig, PPlugModuleConfig
 from .method import PPlug, item_text
 from .module import PPlugModule
 
-PPlugLM = register_method(PPlug, label="PPlug", order=40)
+register_method(PPlug, label="PPlug", order=40)
 
-__all__ = ["PPlug", "PPlugConfig", "PPlugLM", "PPlugModule", "PPlugModuleConfig", "item_text"]
+__all__ = ["PPlug", "PPlugConfig", "PPlugModule", "PPlugModuleConfig", "item_text"]

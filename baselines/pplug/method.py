@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from dep_eval.checkpoint import check_for_run, identity_fields, load_for_run
+from dep_eval.checkpoint import identity_fields
 from dep_eval.data.pool import DataPool
 from dep_eval.data.records import Item, Sample
 from dep_eval.encoder import CachedEncoder
@@ -57,20 +57,9 @@ class PPlug(TrainableMethod):
     module_class = PPlugModule
     shipped_checkpoint = SHIPPED_CHECKPOINT
 
-    def __init__(self, config: PPlugConfig, llm: Engine, module: PPlugModule | None = None):
-        super().__init__(config, llm)
-        self.module = (
-            load_for_run(
-                PPlugModule,
-                config.checkpoint,
-                method="pplug",
-                shipped=SHIPPED_CHECKPOINT,
-                llm=llm,
-                encoder=config.encoder,
-            )
-            if module is None
-            else module
-        )
+    def __init__(self, config: PPlugConfig, llm: Engine, **kwargs: Any) -> None:
+        """``kwargs``: ``module=`` (training) or ``checkpoint=`` (``TrainableMethod``)."""
+        super().__init__(config, llm, **kwargs)
         trained = self.module.config.trained_prompt.get("system", SYSTEM_VERSION)
         if trained != SYSTEM_VERSION:
             logger.warning(
@@ -83,22 +72,6 @@ class PPlug(TrainableMethod):
         self.tokens = (tokens["instruction"], tokens["persona"])
         llm.add_placeholder_tokens(list(self.tokens))
         self.encoder: Any = None
-
-    @classmethod
-    def check_before_loading(
-        cls, config: PPlugConfig, llm_name: str, llm_hidden_size: int | None = None
-    ) -> None:
-        """No checkpoint, a wrong format (e.g. a DEP checkpoint), another encoder or LLM
-        hidden size, from config.json alone: before the LLM and the weights load."""
-        check_for_run(
-            PPlugModule,
-            config.checkpoint,
-            method="pplug",
-            shipped=SHIPPED_CHECKPOINT,
-            llm_name=llm_name,
-            llm_hidden_size=llm_hidden_size,
-            encoder=config.encoder,
-        )
 
     @classmethod
     def for_training(

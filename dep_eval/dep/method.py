@@ -17,15 +17,11 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 
-from dep_eval.checkpoint import (
-    check_for_run,
-    checkpoint_for_run,
-    identity_fields,
-    load_for_run,
-)
+from dep_eval.checkpoint import Checkpoint, identity_fields
 from dep_eval.data.longlamp import items_with_peers
 from dep_eval.data.pool import DataPool
 from dep_eval.data.records import Sample
@@ -36,7 +32,7 @@ from dep_eval.encoder import CachedEncoder
 from dep_eval.engine import Engine, Prompt
 from dep_eval.methods.base import TrainableMethod, TrainingBatch
 from dep_eval.prompts import SYSTEM, fit_prompt, review_messages
-from dep_eval.registry import register_method
+from dep_eval.registry import Sweep, Variant, register_method
 from dep_eval.report import slices
 
 logger = logging.getLogger(__name__)
@@ -92,27 +88,17 @@ def prompt_settings(args: DEPArgs, module_config: DEPConfig) -> DEPArgs:
     return dataclasses.replace(args, **values)
 
 
-def load_for_inference(config: DEPArgs, llm: Engine) -> DEPModule:
-    """The DEP module a run asked for, checked against the LLM and encoder it will meet."""
-    folder = checkpoint_for_run(config.checkpoint, SHIPPED_CHECKPOINT, llm.name)
-    if folder is None and config.allow_untrained:
-        logger.warning(
-            "!!! DEP is running with a RANDOMLY INITIALISED module (allow_untrained=true). "
-            "Its scores mean nothing; this switch exists for tests only. !!!"
-        )
-        module_config = DEPConfig(llm_name=llm.name, llm_hidden_size=llm.hidden_size)
-        if config.encoder:
-            module_config = DEPConfig(**identity_fields(CachedEncoder(config.encoder), llm))
-        torch.manual_seed(0)
-        return DEPModule(module_config).to(llm.device)
-    return load_for_run(
-        DEPModule,
-        folder,
-        method="dep",
-        shipped=SHIPPED_CHECKPOINT,
-        llm=llm,
-        encoder=config.encoder,
+def untrained_module(config: DEPArgs, llm: Engine) -> DEPModule:
+    """A randomly initialised DEP module (``allow_untrained=true``: tests only)."""
+    logger.warning(
+        "!!! DEP is running with a RANDOMLY INITIALISED module (allow_untrained=true). "
+        "Its scores mean nothing; this switch exists for tests only. !!!"
     )
+    module_config = DEPConfig(llm_name=llm.name, llm_hidden_size=llm.hidden_size)
+    if config.encoder:
+        module_config = DEPConfig(**identity_fields(CachedEncoder(config.encoder), llm))
+    torch.manual_seed(0)
+    return DEPModule(module_config).to(llm.device)
 
 
 def _check_k(k: int, k_max: int) -> None:
@@ -128,9 +114,9 @@ class DEP(TrainableMethod):
     module_class = DEPModule
     shipped_checkpoint = SHIPPED_CHECKPOINT
 
-    def __init__(self, config: DEPArgs, llm: Engine, module: DEPModule | None = None):
-        super().__init__(config, llm)
-        self.module = load_for_inference(config, llm) if module is None else module
+    def __init__(self, config: DEPArgs, llm: Engine, **kwargs: Any) -> None:
+        """``kwargs``: ``module=`` (training) or ``checkpoint=`` (``TrainableMethod``)."""
+        super().__init__(config, llm, **kwargs)
         self.module_config: DEPConfig = self.module.config
         self.config = config = prompt_settings(config, self.module_config)
         _check_k(config.k, self.module_config.k)
@@ -149,28 +135,32 @@ class DEP(TrainableMethod):
         self.embedders: dict[tuple[str, str], DifferenceEmbedder] = {}
         self.encoder = None
 
+    def load_module(self, checkpoint: Checkpoint | None, llm: Engine) -> DEPModule:
+        if checkpoint is None and self.config.allow_untrained:
+            return untrained_module(self.config, llm)
+        return super().load_module(checkpoint, llm)
+
     @classmethod
-    def check_before_loading(
-        cls, config: DEPArgs, llm_name: str, llm_hidden_size: int | None = None
+    def check_checkpoint(
+        cls,
+        config: DEPArgs,
+        checkpoint: Checkpoint | None,
+        llm_name: str,
+        llm_hidden_size: int | None = None,
     ) -> None:
         """From the checkpoint's config.json alone, before the LLM and the weights load: no
         checkpoint, a wrong format, ``k`` beyond its K, another encoder or hidden size."""
-        folder = checkpoint_for_run(config.checkpoint, SHIPPED_CHECKPOINT, llm_name)
-        if folder is None and config.allow_untrained:
+        if checkpoint is None and config.allow_untrained:
             if config.k is not None:  # None: the checkpoint's own
                 _check_k(config.k, DEPConfig().k)
             return
-        module_config = check_for_run(
-            DEPModule,
-            config.checkpoint,
-            method="dep",
-            shipped=SHIPPED_CHECKPOINT,
-            llm_name=llm_name,
-            llm_hidden_size=llm_hidden_size,
-            encoder=config.encoder,
-        )
+        super().check_checkpoint(config, checkpoint, llm_name, llm_hidden_size)
         if config.k is not None:
-            _check_k(config.k, module_config.k)
+            _check_k(config.k, checkpoint.config.k)  # type: ignore[union-attr]
+
+    @classmethod
+    def joint_lora_rank(cls, args: DEPTrainArgs) -> int:
+        return args.lora_r
 
     @classmethod
     def for_training(
@@ -323,4 +313,18 @@ def record_peers(sample: Sample, pool: DataPool, inputs: DEPInputs) -> None:
     slices.record(sample.key, dep_peers=len(peers), dep_diff_slots=len(diff_slots))
 
 
-DEPLM = register_method(DEP, label="DEP", order=50)
+# dep_lora: the shipped DEP + LoRA checkpoint (`dep-eval train --lora-r 8`). The ablations
+# keep the checkpoint's own prompt except dep_with_text, which adds the past reviews' texts
+# the shipped checkpoint was not trained with.
+register_method(
+    DEP,
+    label="DEP",
+    order=50,
+    variants=(
+        Variant("dep_lora", "checkpoint=dep-lora-smollm2-minilm"),
+        Variant("dep_his_only", "use_diff=false", ablation=True),
+        Variant("dep_diff_only", "use_his=false", ablation=True),
+        Variant("dep_with_text", "with_text=true", ablation=True),
+    ),
+    sweep=Sweep("k", tuple(range(9)), "K", "K (history items)"),
+)

@@ -254,36 +254,57 @@ def per_row_adapters(
         peft_model.unload()  # the LoRA layers come out again: the plain LLM
 
 
-def trainable_lora(model: torch.nn.Module, r: int, llm_name: str) -> Any:
-    """A fresh LoRA of rank ``r`` injected into ``model`` in place, returned as the
-    ``PeftModel`` that saves it.
+def new_lora(
+    model: torch.nn.Module,
+    *,
+    r: int,
+    alpha: int,
+    dropout: float,
+    target_modules: Sequence[str],
+    what: str,
+) -> Any:
+    """A fresh LoRA injected into ``model`` in place, returned as the ``PeftModel`` that
+    trains and saves it: every trainer's LoRA (DEP's ``--lora-r``, OPPU's users' LoRAs and
+    its task LoRA) is made here.
 
-    alpha = 2r (a scale of 2 whatever the rank), no dropout (a few hundred training rows give
-    it nothing to regularise that weight decay does not), on ``LORA_TARGET_MODULES``. ``B``
-    starts at zero, so the LLM is unchanged until the first step; only the LoRA's parameters
-    require gradients. ``model`` keeps its class and its ``base_model``, which the engine
-    calls, and goes through the LoRA from now on.
+    ``B`` starts at zero, so the LLM is unchanged until the first step; only the LoRA's
+    parameters require gradients. ``what`` starts the message of a ``ValueError`` when the
+    LLM has no such modules.
     """
     from peft import LoraConfig, get_peft_model
 
-    if r < 1:
-        raise ValueError(f"--lora-r {r}: a LoRA's rank must be at least 1 (0: no LoRA)")
     config = LoraConfig(
         r=r,
-        lora_alpha=2 * r,
-        lora_dropout=0.0,
-        target_modules=list(LORA_TARGET_MODULES),
+        lora_alpha=alpha,
+        lora_dropout=dropout,
+        target_modules=list(target_modules),
         bias="none",
         task_type="CAUSAL_LM",
     )
     try:
         with quiet_peft():
-            peft_model = get_peft_model(model, config)
-    except ValueError as error:  # an LLM whose attention names its projections otherwise
-        raise ValueError(
-            f"--lora-r {r}: cannot put a LoRA on {', '.join(LORA_TARGET_MODULES)} of "
-            f"{llm_name}: {error}"
-        ) from error
+            return get_peft_model(model, config)
+    except ValueError as error:  # e.g. an LLM whose attention names its projections otherwise
+        raise ValueError(f"{what}: {error}") from error
+
+
+def trainable_lora(model: torch.nn.Module, r: int, llm_name: str) -> Any:
+    """The LoRA of rank ``r`` that ``dep-eval train --lora-r`` trains with a module
+    (``new_lora``): alpha = 2r (a scale of 2 whatever the rank), no dropout (a few hundred
+    training rows give it nothing to regularise that weight decay does not), on
+    ``LORA_TARGET_MODULES``. ``model`` keeps its class and its ``base_model``, which the
+    engine calls, and goes through the LoRA from now on.
+    """
+    if r < 1:
+        raise ValueError(f"--lora-r {r}: a LoRA's rank must be at least 1 (0: no LoRA)")
+    peft_model = new_lora(
+        model,
+        r=r,
+        alpha=2 * r,
+        dropout=0.0,
+        target_modules=LORA_TARGET_MODULES,
+        what=f"--lora-r {r}: cannot put a LoRA on {', '.join(LORA_TARGET_MODULES)} of {llm_name}",
+    )
     # What check_adapter compares with the LLM of a run: the name the run gave the LLM, not
     # the folder it was loaded from (a hub snapshot's folder is named by a commit hash).
     peft_model.peft_config["default"].base_model_name_or_path = llm_name

@@ -49,6 +49,7 @@ from dep_eval.engine import EMBEDDED_LLM, GenerationSettings, load_trainable_eng
 from dep_eval.engine.adapters import check_adapter
 from dep_eval.io import append_jsonl, atomic_folder, atomic_path, atomic_write, write_jsonl
 from dep_eval.methods.base import TrainableMethod, parse_config
+from dep_eval.train.common import linear_schedule, select_rows
 
 logger = logging.getLogger(__name__)
 
@@ -135,18 +136,6 @@ class TrainConfig:
     method_options: dict[str, Any] = field(default_factory=dict, metadata={"cli": False})
 
 
-def select_rows(samples: list[Sample], all_rows: bool) -> list[Sample]:
-    """One training row per user (the longest profile), as the reference does, or all."""
-    if all_rows:
-        return samples
-    best: dict[tuple[str, str], Sample] = {}
-    for sample in samples:
-        key = (sample.category, sample.user_id)
-        if key not in best or len(sample.profile) > len(best[key].profile):
-            best[key] = sample
-    return list(best.values())
-
-
 def _write_json(path: Path, data: object) -> None:
     atomic_write(path, json.dumps(data, indent=2))
 
@@ -169,7 +158,8 @@ class Trainer:
         torch.manual_seed(config.seed)
         source = resolve_source({"data_dir": config.data_dir} if config.data_dir else None)
         method_class = trainable_method(config.method)
-        lora_r = config.method_options.get("lora_r") or 0
+        train_args = parse_config(method_class.TrainArgs, config.method_options)
+        lora_r = method_class.joint_lora_rank(train_args)
         if lora_r and config.base_adapter:
             # a checkpoint carries one LoRA of the LLM (the engine folds in one)
             raise ValueError(
@@ -185,7 +175,7 @@ class Trainer:
             peft=config.base_adapter,
         )
         self.method = method_class.for_training(
-            parse_config(method_class.TrainArgs, config.method_options),
+            train_args,
             self.llm,
             encoder=config.encoder,
             max_prompt_tokens=config.max_length,
@@ -215,15 +205,7 @@ class Trainer:
             parameters, lr=config.lr, weight_decay=config.weight_decay
         )
         warmup = max(1, round(config.warmup_ratio * total))
-        # transformers' get_linear_schedule_with_warmup starts at lr 0 (its step 0 is wasted,
-        # and with 1 % warm-up of a small run that is the whole warm-up); this schedule's
-        # first step already has lr / warmup, which is what the shipped checkpoints used.
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer,
-            lambda step: min(
-                (step + 1) / warmup, max(0.0, (total - step) / max(1, total - warmup))
-            ),
-        )
+        self.scheduler = linear_schedule(self.optimizer, warmup, total)
         self.module, self.optimizer = self.accelerator.prepare(self.module, self.optimizer)
 
     def _lora(self) -> Any:

@@ -37,4 +37,4 @@ class MostRecentStyle(PersonalizationMethod):
         return Prompt(review_messages(sample, pool, recent, notes=NOTE if recent else ""))
 
 
-MyMethodLM = register_method(MostRecentStyle, label="Most-recent style")
+register_method(MostRecentStyle, label="Most-recent style")
