@@ -22,10 +22,25 @@ rows that are not unit length) is not trusted: a warning saying which check fail
 it is skipped (so merging never copies it on), and its texts are re-encoded. Shards written
 before the checksum existed have none; their rows are still checked for finiteness and unit
 length.
+
+One text, one embedding. Encoder numerics depend on the batch a text is encoded in (by
+~1e-7), and DEP's generation cache keys on the soft vectors' bytes, so two processes that
+encoded the same text in different batches must still use the same row. Shards are written
+under an exclusive lock (``.lock`` in the folder): the writer first reads every shard that
+appeared since it last looked, adopts the rows already there (the first writer wins) and
+writes only the texts nobody stored yet, so no two shards share a text. Every run then
+reads the same row for a text, whichever process encoded it first.
+
+Missing texts are encoded and saved in chunks of ``SHARD_TEXTS`` (longest first, the order
+sentence-transformers would use), so a kill during a long encoding loses one chunk at most.
+Saving is best-effort: a cache that cannot be written (a full disk) is warned about once,
+with the folder and ``DEP_EVAL_CACHE_DIR``, and the embeddings are kept in memory.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import importlib.util
 import json
@@ -34,14 +49,14 @@ import os
 import re
 import tempfile
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from dep_eval.cache import cache_dir
+from dep_eval.cache import CACHE_ENV, cache_dir
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +73,8 @@ KEY_BYTES = 16
 UNIT_NORM_TOLERANCE = 1e-3
 # Merge shards into one once a folder holds this many, so start-up reads stay few.
 MAX_SHARDS = 16
+# Texts encoded and saved per shard: what a kill during a long encoding can lose at most.
+SHARD_TEXTS = 4096
 
 
 def default_encoder_path() -> str:
@@ -179,6 +196,8 @@ class CachedEncoder:
         self._rows: list[np.ndarray] = []  # loaded shard matrices, concatenated lazily
         self._matrix: np.ndarray | None = None
         self._n_shards = 0
+        self._seen: set[str] = set()  # shard files already read into the index
+        self.save_failed = False  # set at the first failed save; later ones are skipped
 
     # -- the model -------------------------------------------------------------------------
 
@@ -219,7 +238,8 @@ class CachedEncoder:
             return np.zeros((0, self.dim), dtype=np.float32)
         keys = [text_key(text) for text in texts]
         if not self.use_cache:
-            return self._encode_model(texts)
+            with self._bar(len(texts)) as bar:
+                return self._encode_model(texts, bar)
         index = self._load_index()
         missing: dict[bytes, str] = {}
         for key, text in zip(keys, texts, strict=True):
@@ -227,10 +247,7 @@ class CachedEncoder:
                 missing[key] = text
         self.n_cache_hits += len(texts) - sum(1 for key in keys if key in missing)
         if missing:
-            new_keys = list(missing)
-            fresh = self._encode_model(list(missing.values()))
-            self._write_shard(new_keys, fresh)
-            self._add_rows(new_keys, fresh)
+            self._encode_missing(missing)
         matrix = self._all_rows()
         return matrix[
             np.fromiter((self._index[key] for key in keys), dtype=np.int64, count=len(keys))
@@ -243,28 +260,39 @@ class CachedEncoder:
 
     # -- encoding --------------------------------------------------------------------------
 
-    def _encode_model(self, texts: list[str]) -> np.ndarray:
-        show = self.progress if self.progress is not None else len(texts) >= self.progress_min
-        logger.info("encoding %d texts with %s", len(texts), self.name)
-        # Our own bar over texts (sentence-transformers' counts unlabelled "Batches"): the
-        # texts go longest first in chunks of a few batches, as it would sort them itself.
+    def _encode_missing(self, missing: dict[bytes, str]) -> None:
+        """Encode ``missing`` (key -> text) longest first, saving every ``SHARD_TEXTS``."""
+        order = sorted(missing, key=lambda key: -len(missing[key]))
+        with self._bar(len(order)) as bar:
+            for start in range(0, len(order), SHARD_TEXTS):
+                keys = order[start : start + SHARD_TEXTS]
+                rows = self._encode_model([missing[key] for key in keys], bar)
+                self._store(keys, rows)
+
+    def _bar(self, count: int) -> Any:
+        """Our own bar over texts (sentence-transformers' counts unlabelled "Batches")."""
+        show = self.progress if self.progress is not None else count >= self.progress_min
+        logger.info("encoding %d texts with %s", count, self.name)
+        return tqdm(total=count, desc=f"encoding {count:,} texts", unit="text", disable=not show)
+
+    def _encode_model(self, texts: list[str], bar: Any = None) -> np.ndarray:
+        """Embed ``texts`` longest first in chunks of a few batches (as sentence-transformers
+        would sort them), updating ``bar``; L2-normalised float32 rows in the order given."""
         order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
         chunk = self.batch_size * 4
         parts = []
-        with tqdm(
-            total=len(texts), desc=f"encoding {len(texts):,} texts", unit="text", disable=not show
-        ) as bar:
-            for start in range(0, len(order), chunk):
-                part = [texts[i] for i in order[start : start + chunk]]
-                parts.append(
-                    self.model.encode(
-                        part,
-                        batch_size=self.batch_size,
-                        normalize_embeddings=True,
-                        convert_to_numpy=True,
-                        show_progress_bar=False,
-                    )
+        for start in range(0, len(order), chunk):
+            part = [texts[i] for i in order[start : start + chunk]]
+            parts.append(
+                self.model.encode(
+                    part,
+                    batch_size=self.batch_size,
+                    normalize_embeddings=True,
+                    convert_to_numpy=True,
+                    show_progress_bar=False,
                 )
+            )
+            if bar is not None:
                 bar.update(len(part))
         out = np.empty((len(texts), parts[0].shape[1]), dtype=np.float32)
         out[order] = np.concatenate(parts)
@@ -281,15 +309,67 @@ class CachedEncoder:
         if self._index is not None:
             return self._index
         self._index = {}
+        shards = self._read_new_shards()
+        self._n_shards = len(shards)
+        if self._n_shards > MAX_SHARDS:
+            try:
+                with self._locked():  # what others wrote meanwhile is merged too, not lost
+                    self._compact(self._read_new_shards())
+            except OSError as error:  # a read-only cache still works, just unmerged
+                logger.warning("could not compact embedding cache %s: %s", self.cache_folder, error)
+        return self._index
+
+    def _read_new_shards(self) -> list[Path]:
+        """Add the rows of every shard not read yet (in name order; a text already indexed
+        keeps its row); return all shards present."""
         shards = sorted(self.cache_folder.glob("shard-*.safetensors"))
         for shard in shards:
+            if shard.name in self._seen:
+                continue
+            self._seen.add(shard.name)
             loaded = self._read_shard(shard)
             if loaded is not None:
                 self._add_rows(*loaded)
-        self._n_shards = len(shards)
-        if self._n_shards > MAX_SHARDS:
-            self._compact(shards)
-        return self._index
+        return shards
+
+    def _store(self, keys: list[bytes], rows: np.ndarray) -> None:
+        """Index freshly encoded rows and save a shard of the texts no shard holds yet.
+
+        Under the folder's lock, shards other processes wrote meanwhile are read first: a text
+        one of them already stored keeps that row (the first writer wins), so every process
+        and every later run sees one embedding per text."""
+        assert self._index is not None
+        try:
+            if not self.save_failed:
+                with self._locked():
+                    self._read_new_shards()
+                    new = [i for i, key in enumerate(keys) if key not in self._index]
+                    if new:
+                        self._write_shard([keys[i] for i in new], rows[new])
+        except OSError as error:  # best-effort: the rows stay in memory
+            self.save_failed = True
+            logger.warning(
+                "could not save embeddings to the cache %s (%s): going on without saving, so "
+                "a rerun encodes these texts again; free space there, or point %s at another "
+                "folder",
+                self.cache_folder,
+                error.strerror or error,
+                CACHE_ENV,
+            )
+        new = [i for i, key in enumerate(keys) if key not in self._index]
+        if new:
+            self._add_rows([keys[i] for i in new], rows[new])
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """The folder's exclusive lock: one writer (or compaction) at a time."""
+        self.cache_folder.mkdir(parents=True, exist_ok=True)
+        with (self.cache_folder / ".lock").open("a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
     def _read_shard(self, shard: Path) -> tuple[list[bytes], np.ndarray] | None:
         from safetensors import SafetensorError, safe_open
@@ -362,9 +442,9 @@ class CachedEncoder:
     def _write_shard(self, keys: list[bytes], rows: np.ndarray) -> None:
         from safetensors.numpy import save_file
 
-        self.cache_folder.mkdir(parents=True, exist_ok=True)
         final = self.cache_folder / f"shard-{uuid.uuid4().hex}.safetensors"
         self._save_atomic(final, keys, rows, save_file)
+        self._seen.add(final.name)
         self._n_shards += 1
 
     def _save_atomic(
@@ -406,6 +486,7 @@ class CachedEncoder:
             return
         for shard in shards:
             shard.unlink(missing_ok=True)
+        self._seen.add(final.name)
         self._n_shards = 1
         logger.info("compacted %d embedding cache shards into %s", len(shards), final.name)
 

@@ -228,3 +228,93 @@ def test_progress_bar_counts_texts_in_order(
     bar = capsys.readouterr().err
     assert "encoding 5 texts" in bar and "5/5" in bar
     assert "Batches" not in bar  # sentence-transformers' own bar stays off
+
+
+# ------------------------------------------------ issue 32 rows 22, 23 and the full disk
+
+# Reviews of very different lengths: padding in a batch then changes the numerics.
+MIXED = [
+    f"Review {i}: " + " ".join(["the lotion smells nice and lasts"] * (1 + i % 9))
+    for i in range(24)
+]
+
+
+def _stored_keys(folder: Path) -> list[bytes]:
+    return [bytes(key) for shard in shards(folder) for key in load_file(str(shard))["keys"]]
+
+
+@pytest.mark.bad_input("encoder-cache-one-embedding-per-text")
+def test_two_runs_encoding_at_once_agree_on_one_embedding(tmp_path: Path) -> None:
+    # dep and pplug started together on a fresh cache: both find nothing and encode the
+    # same texts, in different batches (pplug also encodes other texts, batch_size differs)
+    dep = CachedEncoder(cache_dir=tmp_path, batch_size=64)
+    pplug = CachedEncoder(cache_dir=tmp_path, batch_size=1)
+    dep._load_index(), pplug._load_index()
+    from_dep = dep.encode(MIXED)
+    raw_pplug = CachedEncoder(use_cache=False, batch_size=1).encode(MIXED)
+    assert not np.array_equal(raw_pplug, from_dep), "batches gave equal numerics: no test"
+    from_pplug = pplug.encode(["an extra text of pplug's", *MIXED])[1:]
+    np.testing.assert_array_equal(from_pplug, from_dep)  # the first writer's rows, bit for bit
+    # dep again: the same bytes, so its generation-cache keys (a hash of them) match
+    again = CachedEncoder(cache_dir=tmp_path, batch_size=64)
+    np.testing.assert_array_equal(again.encode(MIXED), from_dep)
+    assert again.n_encoded == 0
+    stored = _stored_keys(tmp_path / dep.cache_folder.name)
+    assert len(stored) == len(set(stored)) == len(MIXED) + 1  # no text in two shards
+
+
+@pytest.mark.slow
+@pytest.mark.bad_input("encoder-kill-mid-encoding")
+def test_a_kill_mid_encoding_loses_one_chunk_at_most(tmp_path: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    texts = [f"review {i}: " + "pleasant scent, " * (i % 7) for i in range(600)]
+    (tmp_path / "texts.json").write_text(json.dumps(texts))
+    child = (
+        "import json, sys\n"
+        "from dep_eval import encoder\n"
+        "encoder.SHARD_TEXTS = 50\n"
+        f"texts = json.load(open({str(tmp_path / 'texts.json')!r}))\n"
+        f"encoder.CachedEncoder(cache_dir={str(tmp_path / 'cache')!r}).encode(texts)\n"
+    )
+    process = subprocess.Popen([sys.executable, "-c", child], stderr=subprocess.PIPE)
+    folder = CachedEncoder(cache_dir=tmp_path / "cache").cache_folder
+    deadline = time.monotonic() + 600
+    while len(shards(folder)) < 3 and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.kill(process.pid, signal.SIGKILL)  # as a user's kill -9 during "encoding 600 texts"
+    process.wait()
+    saved = len(_stored_keys(folder))
+    assert 150 <= saved < len(texts), saved  # whole chunks of 50 survived the kill
+
+    resumed = CachedEncoder(cache_dir=tmp_path / "cache")
+    resumed.encode(texts)
+    assert resumed.n_encoded == len(texts) - saved  # only the unsaved texts are encoded
+
+
+@pytest.mark.bad_input("encoder-cache-disk-full")
+def test_embeddings_that_cannot_be_saved_are_kept_and_warned_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import errno
+
+    def full_disk(*args: object, **kwargs: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(encoder_module, "SHARD_TEXTS", 2)  # several saves in one encode
+    enc = CachedEncoder(cache_dir=tmp_path)
+    monkeypatch.setattr(enc, "_save_atomic", full_disk)
+    with caplog.at_level(logging.WARNING, logger="dep_eval.encoder"):
+        out = enc.encode(TEXTS)
+    assert out.shape == (5, 384) and np.array_equal(out[0], out[4])
+    warnings = [r.getMessage() for r in caplog.records]
+    assert len(warnings) == 1, warnings
+    assert (
+        f"could not save embeddings to the cache {enc.cache_folder} (No space left" in (warnings[0])
+    )
+    assert "DEP_EVAL_CACHE_DIR" in warnings[0]
+    assert enc.encode(TEXTS[:2]).shape == (2, 384) and enc.n_encoded == 4  # kept in memory

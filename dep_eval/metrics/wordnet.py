@@ -23,6 +23,7 @@ user's own ``~/nltk_data``.
 
 from __future__ import annotations
 
+import errno
 import functools
 import logging
 import os
@@ -30,7 +31,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from dep_eval.cache import cache_dir
+from dep_eval.cache import CACHE_ENV, cache_dir
 
 logger = logging.getLogger(__name__)
 
@@ -150,12 +151,25 @@ def provision_from_system(root: Path, source: Path = SYSTEM_WORDNET) -> Path:
     missing = [name for name in REQUIRED_FILES if not (source / name).is_file()]
     if missing:
         raise WordNetUnavailableError(f"{source} lacks {', '.join(missing)}. {INSTALL_HINT}")
-    target.parent.mkdir(parents=True, exist_ok=True)
+    names = [name for name in REQUIRED_FILES + OPTIONAL_FILES if (source / name).is_file()]
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        _check_room(target.parent, sum((source / name).stat().st_size for name in names))
+        _copy(source, names, target)
+    except OSError as error:
+        raise WordNetUnavailableError(
+            f"cannot copy WordNet into {target.parent} ({error.strerror or error}); free "
+            f"space there or make it writable, or point {_root_variable()} at another folder"
+        ) from error
+    logger.info("Provisioned WordNet from %s into %s", source, target)
+    return target
+
+
+def _copy(source: Path, names: list[str], target: Path) -> None:
     staging = Path(tempfile.mkdtemp(prefix=".wordnet-", dir=target.parent))
     try:
-        for name in REQUIRED_FILES + OPTIONAL_FILES:
-            if (source / name).is_file():
-                shutil.copyfile(source / name, staging / name)
+        for name in names:
+            shutil.copyfile(source / name, staging / name)
         (staging / "lexnames").write_text(lexnames_text(), encoding="utf-8")
         try:
             os.rename(staging, target)
@@ -165,8 +179,22 @@ def provision_from_system(root: Path, source: Path = SYSTEM_WORDNET) -> Path:
                 raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    logger.info("Provisioned WordNet from %s into %s", source, target)
-    return target
+
+
+def _check_room(folder: Path, needed: int) -> None:
+    """Fail before copying, not half-way: a copy cut short by a full disk leaves nothing
+    usable and its error names no folder."""
+    stats = os.statvfs(folder)
+    free = stats.f_bavail * stats.f_frsize
+    if free < needed:
+        raise OSError(
+            errno.ENOSPC,
+            f"WordNet needs {needed / 2**20:.1f} MB, {free / 2**20:.1f} MB free",
+        )
+
+
+def _root_variable() -> str:
+    return ROOT_ENV if os.environ.get(ROOT_ENV) else CACHE_ENV
 
 
 @functools.lru_cache(maxsize=1)
