@@ -37,10 +37,13 @@ RESULTS = Path(__file__).resolve().parents[1] / "results"
 
 
 def make_lm(method: str, batch_size: int, dtype: str = "auto"):  # noqa: ANN201
-    from dep_eval.baselines.nonperso import NonPersoLM
-    from dep_eval.baselines.rag import RagLM
+    try:
+        from dep_eval.lm_eval_models import DEPLM, NonPersoLM, RagLM
+    except ImportError:  # the registry before it stopped building lm-eval classes (issue 29)
+        from dep_eval.baselines.nonperso import NonPersoLM
+        from dep_eval.baselines.rag import RagLM
 
-    from dep_eval.dep.method import DEPLM
+        from dep_eval.dep.method import DEPLM
 
     cls = {"nonperso": NonPersoLM, "rag": RagLM, "dep": DEPLM}[method]
     # cache=false: every configuration generates every text (no reuse of an earlier run's);
