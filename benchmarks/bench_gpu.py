@@ -451,16 +451,22 @@ def section_auto(run: Run, args: argparse.Namespace, llm: Any, rag: list[Prompt]
                 "gpu_free_gib": gib(free), "gpu_total_gib": gib(total)}  # fmt: skip
 
     chosen = measure(run, "auto/choice", deadline, choose)
-    if not chosen:
+    if not chosen or args.auto_rows == 0:
         return
+    batch = min(chosen["batch"], args.auto_rows or chosen["batch"])
 
     def run_it() -> dict:
-        rows = [rag[i % len(rag)] for i in range(chosen["batch"])]
+        rows = [rag[i % len(rag)] for i in range(batch)]
         if torch.cuda.is_available():
             torch.cuda.reset_peak_memory_stats()
-        timing = engine_tokens_per_second(llm, rows, chosen["batch"], args.auto_tokens)
+        timing = engine_tokens_per_second(llm, rows, batch, args.auto_tokens)
         peak = torch.cuda.max_memory_allocated() if torch.cuda.is_available() else 0
-        return {**timing, "new_tokens": args.auto_tokens, "peak_allocated_gib": gib(peak)}
+        return {
+            **timing,
+            "rows": batch,
+            "new_tokens": args.auto_tokens,
+            "peak_allocated_gib": gib(peak),
+        }
 
     measure(run, "auto/generate", deadline, run_it)
 
@@ -581,7 +587,8 @@ def _auto_train_lines(r: dict) -> list[str]:
         )
     if ran:
         lines.append(
-            f"- that batch generated {ran['new_tokens']} tokens a row in {ran['seconds']} s, "
+            f"- {ran['rows']} rows of it generated {ran['new_tokens']} tokens each in "
+            f"{ran['seconds']} s, "
             f"peak allocated {ran['peak_allocated_gib']} GiB"
         )
     train = r.get("train/dep_step")
@@ -624,6 +631,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--decode-steps", type=int, default=16)
     parser.add_argument("--auto-tokens", type=int, default=4, help="tokens of the auto batch")
+    parser.add_argument(
+        "--auto-rows", type=int, default=None, help="run at most this many of auto's rows (0: none)"
+    )
     parser.add_argument("--hbm-tb-s", type=float, default=4.8, help="nominal (H200: 4.8)")
     parser.add_argument("--sections", nargs="+", default=list(SECTIONS), choices=SECTIONS)
     parser.add_argument(
