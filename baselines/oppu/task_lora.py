@@ -128,7 +128,7 @@ def train_task_lora(
         ``output``.
     """
     from dep_eval.data.loaders import resolve_source
-    from dep_eval.engine.hf import HFEngine
+    from dep_eval.engine import load_trainable_engine
 
     from .method import Oppu
 
@@ -141,7 +141,7 @@ def train_task_lora(
             f"oppu-base: no train rows to learn from in {', '.join(categories)} of {source} "
             f"(max_rows={max_rows}): give a category with a train split, or more --max-rows"
         )
-    llm = HFEngine(pretrained, device=device, dtype="float32")
+    llm = load_trainable_engine(pretrained=pretrained, device=device, dtype="float32")
     method = Oppu(config, llm)  # its prompts, so training rows are what inference shows
     for pool in {id(pool): pool for _, pool in chosen}.values():
         method.setup(pool)

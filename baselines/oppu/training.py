@@ -3,7 +3,7 @@
 A user's training rows are that user's own profile reviews, each as the prompt the method
 would show for that past item (the Non-Perso prompt, or RAG's with the reviews before it
 retrieved) followed by the user's review text. The loss is the engine's
-(``HFEngine.target_loss``: mean cross-entropy of the review tokens and EOS), so training
+(``TrainableEngine.target_loss``: mean cross-entropy of the review tokens and EOS), so training
 and generation build identical inputs.
 """
 
