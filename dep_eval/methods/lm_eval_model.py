@@ -235,10 +235,7 @@ class PersonalizedLM(LM):
             [
                 self.method.name,
                 self.backend,
-                # a peft= adapter by its content: one retrained in place is another model
-                {**self._engine_options, "peft": adapters.fingerprint(self._engine_options["peft"])}
-                if "peft" in self._engine_options
-                else self._engine_options,
+                self._engine_settings(),
                 dataclasses.asdict(self._config),
             ],
             sort_keys=True,
@@ -283,6 +280,13 @@ class PersonalizedLM(LM):
             results[i] = generation
         return results  # type: ignore[return-value]
 
+    def _engine_settings(self) -> dict[str, Any]:
+        """The engine options that shape a generation, a ``peft=`` adapter by its content
+        (one retrained in place is another model): part of every cache key."""
+        if "peft" not in self._engine_options:
+            return self._engine_options
+        return {**self._engine_options, "peft": adapters.fingerprint(self._engine_options["peft"])}
+
     def auxiliary_calls(
         self, prompts: list[Prompt], settings: GenerationSettings, progress: str | None
     ) -> list[Generation]:
@@ -296,13 +300,18 @@ class PersonalizedLM(LM):
             suffix = "" if self.backend == "hf" else f" ({self.backend})"
             self.call_cache = CallCache(self.llm.name + suffix)
         keys, seeds = [], []
+        # the engine as the final generations' key has it: another peft= or dtype answers
+        # the same question differently
+        engine = json.dumps([self.backend, self._engine_settings()], sort_keys=True, default=str)
         for prompt in prompts:
             rendered = self.llm.render(prompt)
             seeds.append(seed_for(settings.seed, self.llm.name, rendered))
             cap = prompt.max_new_tokens or settings.max_new_tokens
             cacheable = prompt.soft_vectors is None and prompt.adapter is None
             keys.append(
-                call_key(self.llm.name, settings, cap, seeds[-1], rendered) if cacheable else None
+                call_key(self.llm.name, settings, cap, seeds[-1], rendered, engine)
+                if cacheable
+                else None
             )
         results = [self.call_cache.get(key) if key else None for key in keys]
         # one generation per distinct question (e.g. PAG's summary, asked by every row of a
