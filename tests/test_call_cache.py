@@ -111,3 +111,53 @@ def test_a_failed_cache_write_warns_once_and_keeps_the_entries(
     [warning] = [r.getMessage() for r in caplog.records]
     assert f"could not save to the cache {tmp_path} (No space left on device)" in warning
     assert "DEP_EVAL_CACHE_DIR" in warning
+
+
+def _lora(model: object, folder: Path, seed: int) -> str:
+    """A LoRA with random, non-zero A and B, saved as PEFT saves any adapter."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from dep_eval.engine.adapters import quiet_peft
+
+    torch.manual_seed(seed)
+    config = LoraConfig(
+        r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False
+    )
+    with quiet_peft():
+        peft_model = get_peft_model(model, config)
+    try:
+        peft_model.save_pretrained(str(folder))
+    finally:
+        peft_model.unload()
+    return str(folder)
+
+
+@pytest.mark.slow
+@pytest.mark.bad_input("call-cache-keyed-by-engine")
+def test_auxiliary_calls_of_two_adapters_are_cached_apart(
+    llm: object, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dep_eval.baselines.pag import Pag
+
+    from dep_eval.engine import GenerationSettings, Prompt
+    from dep_eval.methods.lm_eval_model import lm_eval_model_for
+
+    monkeypatch.setenv("DEP_EVAL_CACHE_DIR", str(tmp_path / "cache"))
+    first = _lora(llm.model, tmp_path / "a", seed=1)  # type: ignore[attr-defined]
+    second = _lora(llm.model, tmp_path / "b", seed=2)  # type: ignore[attr-defined]
+    question = [Prompt([{"role": "user", "content": "Summarize: I love soft lipsticks."}])]
+    settings = GenerationSettings(max_new_tokens=8)
+    PagLM = lm_eval_model_for(Pag)  # noqa: N806 - a class
+
+    def ask(adapter: str, dtype: str = "float32") -> tuple[str, int]:
+        lm = PagLM(peft=adapter, device="cpu", dtype=dtype)
+        [answer] = lm.auxiliary_calls(question, settings, None)
+        return answer.text, len(CallCache(lm.llm.name).entries)
+
+    with_first, count = ask(first)
+    assert count == 1
+    with_second, count = ask(second)  # PAG's summary on another adapter: a new call
+    assert count == 2 and with_second != with_first
+    assert ask(first) == (with_first, 2)  # the first adapter's answer is reused
+    assert ask(first, "bfloat16")[1] == 3  # another dtype is another engine too
