@@ -1,44 +1,9 @@
-"""The public API for personalization methods, including third-party ones.
+"""The public API for personalization methods, including third-party ones: import what a
+method needs from here (the stable surface).
 
-A method is a ``PersonalizationMethod`` subclass; ``register_method`` records it in
-dep-eval's registry (label, order, variants), and a package declares the class as an
-``lm_eval.models`` entry point::
-
-    # my_pkg/__init__.py
-    import dataclasses
-
-    from dep_eval.api import (
-        MethodConfig, PersonalizationMethod, Prompt, register_method, review_messages,
-    )
-
-    @dataclasses.dataclass
-    class MyConfig(MethodConfig):
-        n_recent: int = 1  # every field is a --model_args argument
-
-    class MyMethod(PersonalizationMethod):
-        name = "my_method"
-        Config = MyConfig
-
-        def build_prompt(self, sample, pool):
-            recent = list(reversed(sample.profile))[: self.config.n_recent]
-            return Prompt(review_messages(sample, pool, recent))
-
-    register_method(MyMethod, label="My method")
-
-    # pyproject.toml
-    [project.entry-points."lm_eval.models"]
-    my_method = "my_pkg:MyMethod"
-
-After ``pip install``, ``lm_eval --model my_method --tasks amazon_review_personalized ...``
-runs it (dep-eval's start-up hook reads the entry points; ``dep-eval lm_eval ...`` works
-without the hook). A method that needs LLM calls before the final one overrides ``plan``
-instead of ``build_prompt``: it yields lists of ``Prompt``s, receives their texts, and
-returns the final ``Prompt``; those calls are batched across documents and cached on disk.
-See docs/plugins.md and examples/my_method_plugin.
-
-This module imports torch (lm-eval only for ``PersonalizedLM``, when asked for): import it
-from method code, never from a package's ``__init__`` that runs at interpreter start-up
-(``dep_eval/__init__.py`` stays light for that reason).
+How to write, register and package a method: docs/plugins.md (one walk-through) and
+examples/my_method_plugin (a tested package). This module imports torch: import it from
+method code, never from a package's ``__init__`` that runs at interpreter start-up.
 """
 
 from __future__ import annotations
