@@ -37,6 +37,7 @@ from dep_eval.engine.base import Engine, Generation, GenerationSettings, Prompt
 from dep_eval.engine.embedding_table import load_input_embeddings
 from dep_eval.engine.soft_prompts import SoftPromptTable
 from dep_eval.engine.vllm_replicas import ReplicaPool
+from dep_eval.model_args import to_bool
 
 logger = logging.getLogger(__name__)
 
@@ -101,14 +102,15 @@ def check_args(args: dict[str, Any]) -> dict[str, Any]:
             f"Unknown vLLM arguments {sorted(unknown)}; backend=vllm passes on "
             f"{', '.join(VLLM_ARGS)}"
         )
+    args = dict(args)
     for name, value in args.items():
         kind = VLLM_ARGS[name]
+        if kind is bool:  # the one vocabulary of booleans (dep_eval.model_args)
+            args[name] = to_bool(name, value)
+            continue
         fits = isinstance(value, kind) and (kind is bool or not isinstance(value, bool))
         if not fits and not (kind is float and isinstance(value, int)):
-            raise TypeError(
-                f"{name}={value!r}: backend=vllm expects {kind.__name__}"
-                + (" (true or false)" if kind is bool else "")
-            )
+            raise TypeError(f"{name}={value!r}: backend=vllm expects {kind.__name__}")
     return dict(args)
 
 
@@ -177,6 +179,7 @@ class VLLMEngine(Engine):
     ) -> None:
         _import_vllm()  # the install hint now, not at the first generate
         options = check_args(vllm_args)
+        batch_invariant = to_bool("batch_invariant", batch_invariant)
         self.on_cpu = not torch.cuda.is_available()
         if batch_invariant and (problem := batch_invariance_problem(self.on_cpu)):
             raise ValueError(f"batch_invariant=true: {problem}; drop batch_invariant")
