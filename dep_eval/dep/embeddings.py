@@ -190,102 +190,137 @@ def build_dep_inputs(
     ``profile_emb`` embeds ``profile_texts(samples)`` (one row per profile review, samples in
     order, each profile oldest first) with the same encoder as ``pool_emb``.
     """
-    if k < 0:
-        raise ValueError(f"k must be >= 0, got {k}")
-    if cold_start not in ("his_only", "empty"):
-        raise ValueError(f"cold_start must be 'his_only' or 'empty', got {cold_start!r}")
-    if weighting not in ("reference", "uniform"):
-        raise ValueError(f"weighting must be 'reference' or 'uniform', got {weighting!r}")
-    n_samples = len(samples)
-    d = pool_emb.dim
+    _check_options(k, cold_start, weighting)
     profile_emb = torch.as_tensor(profile_emb, dtype=torch.float32)
-    lengths = torch.tensor([len(sample.profile) for sample in samples], dtype=torch.long)
-    n_profile = int(lengths.sum())
-    if profile_emb.ndim != 2 or profile_emb.shape != (n_profile, d):
-        raise ValueError(
-            f"profile embeddings have shape {tuple(profile_emb.shape)}, expected ({n_profile}, "
-            f"{d}): one row per profile review in profile_texts(samples) order"
-        )
-
-    # Flat profile arrays: p -> sample, position (0 = oldest), pool item id (-1: unknown).
-    prof_sample = torch.repeat_interleave(torch.arange(n_samples), lengths)
-    seg_start = torch.cumsum(lengths, 0) - lengths
-    prof_pos = torch.arange(n_profile) - seg_start[prof_sample]
-    item_of = pool_emb.item_index
-    prof_item = torch.tensor(
-        [item_of.get(review.asin, -1) for sample in samples for review in sample.profile],
-        dtype=torch.long,
-    )
-    sample_user = torch.tensor(
-        [pool_emb.user_index.get(sample.user_id, -1) for sample in samples], dtype=torch.long
-    )
+    flat = _FlatProfile.of(pool_emb, samples, profile_emb)
+    n_samples = len(samples)
 
     # Step 2: m[u] = mean over the sample's own profile (zero for an empty profile).
-    user_mean = _segment_mean(profile_emb, seg_start)
+    user_mean = _segment_mean(profile_emb, flat.seg_start)
 
     # Step 3: how many OTHER pool users reviewed each profile review's item: all of the
     # item's pool reviews minus the sample user's own ones.
-    known = prof_item >= 0
-    safe_item = prof_item.clamp(min=0)
+    known = flat.item >= 0
+    safe_item = flat.item.clamp(min=0)
     n_item_reviews = torch.where(
         known, pool_emb.item_ptr[safe_item + 1] - pool_emb.item_ptr[safe_item], 0
     )
-    n_own = _own_review_counts(pool_emb, sample_user[prof_sample], safe_item) * known
+    n_own = _own_review_counts(pool_emb, flat.sample_user[flat.sample], safe_item) * known
     n_peers = n_item_reviews - n_own
-    has_peer = n_peers > 0
 
-    # Rank of each peered review counted from the most recent one (0 = most recent) with a
-    # segment suffix count: peered reviews at positions >= p within the same sample.
-    hp = has_peer.long()
-    before = torch.cumsum(hp, 0) - hp  # peered reviews before p, globally
-    per_sample = torch.zeros(n_samples, dtype=torch.long).index_add_(0, prof_sample, hp)
-    first = before[seg_start[prof_sample]] if n_profile else before
-    rank = per_sample[prof_sample] - (before - first) - 1
-    in_slot = has_peer & (rank < k)
-    slot = torch.where(in_slot, rank, -1)
-
-    # Recency rank of every profile review (0 = most recent), for shown texts and cold start.
-    recency = lengths[prof_sample] - 1 - prof_pos
-    cold = per_sample == 0
-    his_only = torch.zeros(n_profile, dtype=torch.bool)
-    if cold_start == "his_only":
-        his_only = cold[prof_sample] & (recency < k)
-        slot = torch.where(his_only, recency, slot)
+    in_slot, his_only, slot = _assign_slots(flat, n_peers > 0, n_samples, k, cold_start)
 
     # Step 4 for the kept peered reviews only (at most k per sample).
     kept = torch.nonzero(in_slot).squeeze(1)
     diff_rows = _difference_embeddings(
-        pool_emb, kept, prof_item, prof_sample, sample_user, profile_emb, user_mean, weighting
+        pool_emb,
+        kept,
+        flat.item,
+        flat.sample,
+        flat.sample_user,
+        profile_emb,
+        user_mean,
+        weighting,
     )
 
     # Into (B, k) slots. Step 5: his[j] = e[u, j]. Each (B, k, d) output is ONE gather from
     # a table whose row 0 is the zero vector (absent slots point there): cheaper than
     # zero-filling and scattering.
     filled = torch.nonzero(in_slot | his_only).squeeze(1)
-    flat_f = prof_sample[filled] * k + slot[filled]
     his_src = torch.zeros(n_samples * k, dtype=torch.long)
-    his_src[flat_f] = filled + 1
+    his_src[flat.sample[filled] * k + slot[filled]] = filled + 1
     diff_src = torch.zeros(n_samples * k, dtype=torch.long)
-    diff_src[prof_sample[kept] * k + slot[kept]] = torch.arange(1, kept.numel() + 1)
-    his_mask = (his_src > 0).view(n_samples, k)
-    diff_mask = (diff_src > 0).view(n_samples, k)
-    his = _gather_or_zero(profile_emb, his_src).view(n_samples, k, d)
-    diff = _gather_or_zero(diff_rows, diff_src).view(n_samples, k, d)
+    diff_src[flat.sample[kept] * k + slot[kept]] = torch.arange(1, kept.numel() + 1)
+    d = pool_emb.dim
     # The same trick for the integer facts: position -1 / 0 peers where absent.
-    slot_review = torch.cat([torch.tensor([-1]), prof_pos])[his_src].view(n_samples, k)
-    slot_peers = torch.cat([torch.tensor([0]), n_peers])[his_src].view(n_samples, k)
-
-    shown = _shown_reviews(slot_review, lengths, k, align_slots)
+    slot_review = torch.cat([torch.tensor([-1]), flat.position])[his_src].view(n_samples, k)
     return DEPInputs(
-        his=his,
-        diff=diff,
-        his_mask=his_mask,
-        diff_mask=diff_mask,
+        his=_gather_or_zero(profile_emb, his_src).view(n_samples, k, d),
+        diff=_gather_or_zero(diff_rows, diff_src).view(n_samples, k, d),
+        his_mask=(his_src > 0).view(n_samples, k),
+        diff_mask=(diff_src > 0).view(n_samples, k),
         slot_review=slot_review,
-        n_peers=slot_peers,
-        shown=shown,
+        n_peers=torch.cat([torch.tensor([0]), n_peers])[his_src].view(n_samples, k),
+        shown=_shown_reviews(slot_review, flat.lengths, k, align_slots),
         user_mean=user_mean,
     )
+
+
+def _check_options(k: int, cold_start: str, weighting: str) -> None:
+    if k < 0:
+        raise ValueError(f"k must be >= 0, got {k}")
+    if cold_start not in ("his_only", "empty"):
+        raise ValueError(f"cold_start must be 'his_only' or 'empty', got {cold_start!r}")
+    if weighting not in ("reference", "uniform"):
+        raise ValueError(f"weighting must be 'reference' or 'uniform', got {weighting!r}")
+
+
+@dataclass(frozen=True)
+class _FlatProfile:
+    """Every profile review of a batch in one flat axis P (samples in order, oldest first)."""
+
+    lengths: torch.Tensor  # (B,) profile sizes
+    seg_start: torch.Tensor  # (B,) where each sample's reviews start on P
+    sample: torch.Tensor  # (P,) which sample a review belongs to
+    position: torch.Tensor  # (P,) its position in that profile, 0 = oldest
+    item: torch.Tensor  # (P,) its item's pool index, -1 when the pool lacks the item
+    sample_user: torch.Tensor  # (B,) the sample's user's pool index, -1 when unknown
+
+    @classmethod
+    def of(
+        cls, pool_emb: PoolEmbeddings, samples: Sequence[Sample], profile_emb: torch.Tensor
+    ) -> _FlatProfile:
+        lengths = torch.tensor([len(sample.profile) for sample in samples], dtype=torch.long)
+        n_profile = int(lengths.sum())
+        if profile_emb.ndim != 2 or profile_emb.shape != (n_profile, pool_emb.dim):
+            raise ValueError(
+                f"profile embeddings have shape {tuple(profile_emb.shape)}, expected "
+                f"({n_profile}, {pool_emb.dim}): one row per profile review in "
+                "profile_texts(samples) order"
+            )
+        sample = torch.repeat_interleave(torch.arange(len(samples)), lengths)
+        seg_start = torch.cumsum(lengths, 0) - lengths
+        item_of = pool_emb.item_index
+        return cls(
+            lengths=lengths,
+            seg_start=seg_start,
+            sample=sample,
+            position=torch.arange(n_profile) - seg_start[sample],
+            item=torch.tensor(
+                [item_of.get(review.asin, -1) for s in samples for review in s.profile],
+                dtype=torch.long,
+            ),
+            sample_user=torch.tensor(
+                [pool_emb.user_index.get(s.user_id, -1) for s in samples], dtype=torch.long
+            ),
+        )
+
+
+def _assign_slots(
+    flat: _FlatProfile, has_peer: torch.Tensor, n_samples: int, k: int, cold_start: str
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Which profile reviews fill the k slots: ``(in_slot, his_only, slot)``, each (P,).
+
+    The k most recent peered reviews take slots 0..k-1 (0 = most recent); with
+    ``cold_start="his_only"`` a sample with no peered review fills them with its k most
+    recent reviews instead (his only, no difference embedding)."""
+    # Rank of each peered review counted from the most recent one (0 = most recent) with a
+    # segment suffix count: peered reviews at positions >= p within the same sample.
+    hp = has_peer.long()
+    before = torch.cumsum(hp, 0) - hp  # peered reviews before p, globally
+    per_sample = torch.zeros(n_samples, dtype=torch.long).index_add_(0, flat.sample, hp)
+    first = before[flat.seg_start[flat.sample]] if flat.sample.numel() else before
+    rank = per_sample[flat.sample] - (before - first) - 1
+    in_slot = has_peer & (rank < k)
+    slot = torch.where(in_slot, rank, -1)
+
+    # Recency rank of every profile review (0 = most recent), for cold start.
+    recency = flat.lengths[flat.sample] - 1 - flat.position
+    his_only = torch.zeros(flat.sample.numel(), dtype=torch.bool)
+    if cold_start == "his_only":
+        his_only = (per_sample == 0)[flat.sample] & (recency < k)
+        slot = torch.where(his_only, recency, slot)
+    return in_slot, his_only, slot
 
 
 def _segment_mean(rows: torch.Tensor, starts: torch.Tensor) -> torch.Tensor:

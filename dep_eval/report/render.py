@@ -41,36 +41,7 @@ def legend(board: Leaderboard) -> str:
         )
     if any(row.kind == "paper" for row in board.rows):
         parts.append("Paper rows: Table 1 of the paper, not measured here and not ranked.")
-    measured = [row for row in board.rows if row.kind == "measured"]
-    with_intervals = [row for row in measured if _has_intervals(row)]
-    if board.show_intervals and measured and not with_intervals:
-        parts.append(
-            "No ±: these results files have no intervals (made before dep-eval wrote them)."
-        )
-    elif board.show_intervals and measured:
-        parts.append(
-            "± h: half the width of the 95 % bootstrap interval over documents (exact bounds "
-            "in the CSV; for the Average, the categories' half-widths combined as independent)."
-        )
-        without = [row.label for row in measured if not _has_intervals(row)]
-        if without:
-            parts.append(
-                f"No ± on {', '.join(without)}: their results files have no intervals "
-                "(made before dep-eval wrote them)."
-            )
-        if any(
-            "±?" in _annotation(board, row, j)[0]
-            for row in measured
-            for j in range(len(board.columns))
-        ):
-            parts.append("±?: no interval for this cell (e.g. a single document).")
-        if any(row.seeds > 1 for row in measured):
-            seeds = sorted({row.seeds for row in measured if row.seeds > 1})
-            parts.append(
-                "sd s: standard deviation of the score across sampling seeds "
-                f"({'/'.join(map(str, seeds))} seeds; the value is their mean, the interval "
-                "the mean of their bounds)."
-            )
+    parts += _interval_notes(board)
     if board.reference is not None:
         parts.append(
             f"{BETTER} / {WORSE}: significantly better / worse than {board.reference} "
@@ -88,6 +59,42 @@ def legend(board: Leaderboard) -> str:
 
 
 BETTER, WORSE = "▲", "▼"
+
+
+def _interval_notes(board: Leaderboard) -> list[str]:
+    """The legend's sentences on intervals and seed spreads."""
+    notes: list[str] = []
+    measured = [row for row in board.rows if row.kind == "measured"]
+    with_intervals = [row for row in measured if _has_intervals(row)]
+    if board.show_intervals and measured and not with_intervals:
+        notes.append(
+            "No ±: these results files have no intervals (made before dep-eval wrote them)."
+        )
+    elif board.show_intervals and measured:
+        notes.append(
+            "± h: half the width of the 95 % bootstrap interval over documents (exact bounds "
+            "in the CSV; for the Average, the categories' half-widths combined as independent)."
+        )
+        without = [row.label for row in measured if not _has_intervals(row)]
+        if without:
+            notes.append(
+                f"No ± on {', '.join(without)}: their results files have no intervals "
+                "(made before dep-eval wrote them)."
+            )
+        if any(
+            "±?" in _annotation(board, row, j)[0]
+            for row in measured
+            for j in range(len(board.columns))
+        ):
+            notes.append("±?: no interval for this cell (e.g. a single document).")
+        if any(row.seeds > 1 for row in measured):
+            seeds = sorted({row.seeds for row in measured if row.seeds > 1})
+            notes.append(
+                "sd s: standard deviation of the score across sampling seeds "
+                f"({'/'.join(map(str, seeds))} seeds; the value is their mean, the interval "
+                "the mean of their bounds)."
+            )
+    return notes
 
 
 def _has_intervals(row: Row) -> bool:

@@ -397,27 +397,7 @@ def build_leaderboard(
     keys = sorted(by_row, key=lambda k: (_method_order(k[0]), len(k[1]), k[1]))
     labels = dict(zip(keys, row_labels(keys) if keys else [], strict=True))
 
-    data_columns = sorted({r.column for r in results}, key=_category_order)
-    test_columns = [c for c in data_columns if not c.endswith(" (val)")]
-    present = {name for r in results for name in r.metrics}
-    costs = [m for m in COST_METRICS if m.key in present]
-    quality = LENGTH_CONTROLLED_METRICS if length_controlled else QUALITY_METRICS
-    length = [LENGTH_RATIO] if LENGTH_RATIO.key in present else []
-
-    def fallbacks(columns: Iterable[str]) -> list[Metric]:
-        if length_controlled:  # no length-controlled BERTScore (it would cost an encoder pass)
-            return []
-        names = {n for r in results if r.column in columns for n in r.metrics}
-        return [fallback_bertscore(n) for n in sorted(names) if is_fallback_bertscore(n)]
-
-    groups = [(c, fallbacks([c])) for c in test_columns]
-    if len(test_columns) > 1:
-        groups.append((AVERAGE, fallbacks(test_columns)))
-    groups += [(c, fallbacks([c])) for c in data_columns if c.endswith(" (val)")]
-    columns = [
-        Column(group, metric) for group, extra in groups for metric in (*quality, *extra, *length)
-    ]
-    columns += [Column(COST, metric) for metric in costs]
+    test_columns, columns, costs = _leaderboard_columns(results, length_controlled)
 
     rows = []
     for key in keys:
@@ -452,6 +432,35 @@ def build_leaderboard(
     return Leaderboard(
         columns, rows, mismatches, notes, reference=reference, length_controlled=length_controlled
     )
+
+
+def _leaderboard_columns(
+    results: Sequence[TaskResult], length_controlled: bool
+) -> tuple[list[str], list[Column], list[Metric]]:
+    """``(test categories, every column in order, cost metrics present)`` of a table."""
+    data_columns = sorted({r.column for r in results}, key=_category_order)
+    test_columns = [c for c in data_columns if not c.endswith(" (val)")]
+    present = {name for r in results for name in r.metrics}
+    costs = [m for m in COST_METRICS if m.key in present]
+    quality = LENGTH_CONTROLLED_METRICS if length_controlled else QUALITY_METRICS
+    length = [LENGTH_RATIO] if LENGTH_RATIO.key in present else []
+
+    def fallbacks(columns: Iterable[str]) -> list[Metric]:
+        if length_controlled:  # no length-controlled BERTScore (it would cost an encoder pass)
+            return []
+        names = {n for r in results if r.column in columns for n in r.metrics}
+        return [fallback_bertscore(n) for n in sorted(names) if is_fallback_bertscore(n)]
+
+    groups = [(c, fallbacks([c])) for c in test_columns]
+    if len(test_columns) > 1:
+        groups.append((AVERAGE, fallbacks(test_columns)))
+    groups += [(c, fallbacks([c])) for c in data_columns if c.endswith(" (val)")]
+    columns = [
+        Column(group, metric) for group, extra in groups for metric in (*quality, *extra, *length)
+    ]
+    columns += [Column(COST, metric) for metric in costs]
+
+    return test_columns, columns, costs
 
 
 def _doc_rows(cell: TaskResult, metric: str) -> dict[str, object] | None:
