@@ -25,6 +25,15 @@ export PYTHONPATH="$PWD:$PWD/.bench-gpu/site${PYTHONPATH:+:$PYTHONPATH}"
 export PYTHONUNBUFFERED=1
 export DEP_EVAL_TOKENIZER="$PWD/.bench-gpu/tokenizer"
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+# BENCH_ARGS: more bench_gpu.py arguments (e.g. "--tiny --out /tmp/x" for a dry run on a CPU)
+BENCH_ARGS=${BENCH_ARGS:-}
+case " $BENCH_ARGS " in
+    *" --tiny "*) ;;
+    *) if ! "$PY" -c "import torch, sys; sys.exit(not torch.cuda.is_available())"; then
+           echo "no CUDA device: this script is for the GPU machine (BENCH_ARGS=--tiny: dry run)" >&2
+           exit 2
+       fi ;;
+esac
 
 nvidia-smi --query-gpu=name,memory.total,memory.used,driver_version --format=csv \
     2>&1 | tee "$OUT/nvidia-smi.txt"
@@ -35,7 +44,8 @@ timeout -k 10 120 "$PY" -m pytest -q -p no:cacheprovider -rs tests/test_cuda.py 
     2>&1 | tee "$OUT/test_cuda.log"
 tests=${PIPESTATUS[0]}
 
-timeout -k 15 420 "$PY" benchmarks/bench_gpu.py --prompts .bench-gpu --out results \
+# shellcheck disable=SC2086 # BENCH_ARGS is a list of arguments
+timeout -k 15 420 "$PY" benchmarks/bench_gpu.py --prompts .bench-gpu --out results $BENCH_ARGS \
     2>&1 | tee "$OUT/bench_gpu.log"
 bench=${PIPESTATUS[0]}
 
