@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import resource
 import statistics
@@ -70,6 +71,7 @@ def one_configuration(
     from dep_eval.engine import GenerationSettings, seed_for
 
     torch.manual_seed(0)
+    load = os.getloadavg()[0]  # other jobs on the machine: a figure to read the timing by
     samples = _samples(data_dir, n)
     lm = make_lm(method, batch_size, dtype)
     lm.llm.stop_ids = set()  # every document generates exactly `tokens` tokens
@@ -93,6 +95,7 @@ def one_configuration(
         "seconds": round(seconds, 2),
         "samples_per_second": round(n / seconds, 4),
         "peak_rss_mb": _peak_mb(),
+        "load_1m": round(load, 1),
     }
 
 
@@ -388,13 +391,16 @@ def report(command: str, args: argparse.Namespace, rows: list[dict], measured: d
         f"First {args.samples} All_Beauty test documents, exactly {args.tokens} new tokens each "
         "(EOS disabled), sampling at temperature 0.8, top-p 0.95; a fresh process per row, so "
         "peak RSS is that configuration's own. `engine` is dep-eval's HF engine, `generate` "
-        "transformers' `model.generate()` on the same inputs.",
+        "transformers' `model.generate()` on the same inputs. `load (1 min)`: the machine's "
+        f"1-minute load average as the row started ({os.cpu_count()} cores; above that, other "
+        "jobs took a share of them).",
         "",
-        "| method | runner | dtype | batch | samples/s | seconds | peak RSS (MB) |",
-        "|---|---|---|---|---|---|---|",
+        "| method | runner | dtype | batch | samples/s | seconds | peak RSS (MB) | load (1 min) |",
+        "|---|---|---|---|---|---|---|---|",
         *[
             f"| {r['method']} | {r['runner']} | {r['dtype']} | {r['batch_size']} | "
-            f"{r['samples_per_second']:.3f} | {r['seconds']} | {r['peak_rss_mb']} |"
+            f"{r['samples_per_second']:.3f} | {r['seconds']} | {r['peak_rss_mb']} | "
+            f"{r.get('load_1m', 'n/a')} |"
             for r in rows
         ],
         "",
