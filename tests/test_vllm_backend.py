@@ -93,6 +93,7 @@ def test_a_different_seed_gives_a_different_sample(engine) -> None:
 def test_token_ids_and_prompt_embeddings_give_the_same_text(engine) -> None:
     from vllm import SamplingParams
 
+    engine.start()
     ids = engine.tokenize(chat(QUESTIONS[2]))
     assert engine.request(ids, None) == {"prompt_token_ids": ids}
     embeds = engine.tokens.embed(torch.tensor([ids]), [None])[0]  # the HF path's function
@@ -164,10 +165,10 @@ def test_two_data_parallel_replicas_give_the_single_engine_texts(engine) -> None
     seeds = [seed_for(99, q) for q in QUESTIONS]
     single = [g.text for g in engine.generate(prompts, seeds, SAMPLED, batch_size=4)]
     replicated = load_engine("vllm", data_parallel_size=2)
-    workers = list(replicated.replicas)
     try:
-        assert len(workers) == 2 and replicated.llm is None
         texts = [g.text for g in replicated.generate(prompts, seeds, SAMPLED, batch_size=4)]
+        workers = list(replicated.pool.replicas)
+        assert len(workers) == 2 and replicated.llm is None
     finally:
         replicated.close()
     assert texts == single

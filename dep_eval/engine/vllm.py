@@ -203,6 +203,7 @@ class VLLMEngine(Engine):
         self.llm: Any = None  # the vllm.LLM, once started (one replica)
         self.pool: ReplicaPool | None = None  # or the replicas
         self.lora_ids: dict[str, int] = {}  # adapter folder -> its LoRARequest id, this run
+        self.lora_rank = 0  # max_lora_rank once started with LoRA serving, else 0
         self.closed = False
 
     def _start_options(self, options: dict[str, Any], max_length: int | None) -> dict[str, Any]:
