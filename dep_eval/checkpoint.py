@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import shutil
 from dataclasses import dataclass
@@ -36,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from dep_eval.io import atomic_folder
+from dep_eval.io import atomic_folder, recover_folder
 
 if TYPE_CHECKING:
     from dep_eval.engine import Engine
@@ -56,6 +57,59 @@ SHIPPED_DIR = Path(__file__).resolve().parent / "checkpoints"
 
 class CheckpointError(ValueError):
     """A checkpoint that is unreadable or does not fit the encoder / LLM it is used with."""
+
+
+# Bounds of a module config's sizes: far above any real encoder or LLM (bge-m3 1024, Qwen2.5-7B
+# 3584, the largest open LLMs ~16k), far below what would exhaust memory before any check.
+MAX_WIDTH = 1 << 16
+MAX_K = 64  # history slots; the paper uses 8, and 64 past reviews fill any LLM's context
+
+
+def whole_number(name: str, value: Any, low: int, high: int) -> int:
+    """``value`` if it is an int (not a bool, a float or a string) in ``low..high``."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(
+            f"field {name!r} must be a whole number in {low}..{high}, got {value!r} "
+            f"({type(value).__name__})"
+        )
+    if not low <= value <= high:
+        raise ValueError(f"field {name!r} must be in {low}..{high}, got {value}")
+    return value
+
+
+def real_number(name: str, value: Any, low: float, high: float = math.inf) -> float:
+    """``value`` if it is a finite int or float (not a bool or a string) in ``low..high``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"field {name!r} must be a finite number, got {value!r}")
+    if not low <= value <= high:
+        raise ValueError(f"field {name!r} must be in {low}..{high}, got {value}")
+    return value
+
+
+def true_or_false(name: str, value: Any) -> bool:
+    """``value`` if it is a JSON boolean: "maybe", 1 or "false" are not taken as one."""
+    if not isinstance(value, bool):
+        raise ValueError(f"field {name!r} must be true or false, got {value!r}")
+    return value
+
+
+def text(name: str, value: Any, choices: tuple[str, ...] = ()) -> str:
+    """``value`` if it is a non-empty string (one of ``choices`` when given)."""
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"field {name!r} must be a non-empty string, got {value!r}")
+    if choices and value not in choices:
+        raise ValueError(f"field {name!r} must be one of {', '.join(choices)}, got {value!r}")
+    return value
+
+
+def mapping(name: str, value: Any, known: tuple[str, ...]) -> dict[str, Any]:
+    """``value`` if it is a JSON object whose keys are all among ``known``."""
+    if not isinstance(value, dict):
+        raise ValueError(f"field {name!r} must be a JSON object, got {value!r}")
+    unknown = sorted(set(value) - set(known))
+    if unknown:
+        raise ValueError(f"field {name!r} has unknown keys {unknown}; known: {', '.join(known)}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -187,15 +241,29 @@ def adapter_folder(module_class: type, folder: str | os.PathLike[str]) -> str | 
     return read_checkpoint(module_class, folder).adapter
 
 
+def _is_complete(folder: Path) -> bool:
+    """Whether a staging copy holds a whole checkpoint: config.json is written last."""
+    try:
+        return isinstance(json.loads((folder / CONFIG_FILE).read_text()), dict) and (
+            (folder / WEIGHTS_FILE).is_file()
+        )
+    except (OSError, ValueError):
+        return False
+
+
 def _read_meta(module_class: type, folder: Path) -> dict[str, Any]:
     path = folder / CONFIG_FILE
     expected = module_class.checkpoint_format
+    # a save killed between its two renames left the folder's copies hidden beside it
+    recover_folder(folder, _is_complete)
     if not path.is_file():
         raise CheckpointError(f"{folder} is not a {expected} checkpoint: {CONFIG_FILE} is missing")
     try:
         meta = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as error:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise CheckpointError(f"{path} is unreadable: {error}") from error
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{path} must hold a JSON object, not {type(meta).__name__}")
     if meta.get("format") != expected:
         raise CheckpointError(f"{path}: format {meta.get('format')!r}, expected {expected!r}")
     if meta.get("format_version") not in READABLE_VERSIONS:
@@ -330,23 +398,37 @@ def load_module(
     weights = folder / WEIGHTS_FILE
     if not weights.is_file():
         raise CheckpointError(f"{folder}: {WEIGHTS_FILE} is missing")
+    _check_shapes(module_class, config, weights)
     try:
         state = load_file(str(weights), device=str(device))
     except Exception as error:  # safetensors raises its own error types for corrupt files
         raise CheckpointError(f"{weights} is unreadable: {error}") from error
     module = module_class(config)
-    expected = module.state_dict()
-    problems = [f"missing tensor {name}" for name in expected if name not in state]
-    problems += [f"unexpected tensor {name}" for name in state if name not in expected]
+    module.load_state_dict(state, strict=True)
+    return module.to(device)
+
+
+def _check_shapes(module_class: type, config: Any, weights: Path) -> None:
+    """The tensors in ``weights`` (its header only) against those ``config`` implies (a
+    module built on the meta device: no memory), before anything real is built or read."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(weights), framework="pt") as handle:
+            shapes = {name: tuple(handle.get_slice(name).get_shape()) for name in handle.keys()}  # noqa: SIM118
+    except Exception as error:  # safetensors raises its own error types for corrupt files
+        raise CheckpointError(f"{weights} is unreadable: {error}") from error
+    with torch.device("meta"):
+        expected = {name: tuple(t.shape) for name, t in module_class(config).state_dict().items()}
+    problems = [f"missing tensor {name}" for name in expected if name not in shapes]
+    problems += [f"unexpected tensor {name}" for name in shapes if name not in expected]
     problems += [
-        f"tensor {name} has shape {tuple(state[name].shape)}, config implies {tuple(tensor.shape)}"
-        for name, tensor in expected.items()
-        if name in state and state[name].shape != tensor.shape
+        f"tensor {name} has shape {shapes[name]}, config implies {shape}"
+        for name, shape in expected.items()
+        if name in shapes and shapes[name] != shape
     ]
     if problems:
         raise CheckpointError(f"{weights} does not match its config.json: " + "; ".join(problems))
-    module.load_state_dict(state, strict=True)
-    return module.to(device)
 
 
 def checkpoint_for_run(checkpoint: str | None, shipped: str, llm_name: str) -> str | None:

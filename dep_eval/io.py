@@ -52,6 +52,18 @@ def plain_mode(path: Path, *, folder: bool) -> None:
     os.chmod(path, (0o777 if folder else 0o666) & ~umask())
 
 
+def plain_modes(tree: Path) -> None:
+    """``plain_mode`` for ``tree`` and everything in it (safetensors writes its files 0600;
+    an executable keeps its x bits)."""
+    mask = umask()
+    for root, _, files in os.walk(tree):
+        os.chmod(root, 0o777 & ~mask)
+        for name in files:
+            path = os.path.join(root, name)
+            executable = os.stat(path).st_mode & 0o111
+            os.chmod(path, (0o666 | executable) & ~mask)
+
+
 def _tag() -> str:
     return f"{os.getpid()}@{socket.gethostname()}"
 
@@ -218,6 +230,7 @@ def atomic_folder(folder: str | os.PathLike[str]) -> Iterator[Path]:
     staging = staging_folder(folder.parent, folder.name)
     try:
         yield staging
+        plain_modes(staging)
         new = folder.parent / f".{folder.name}.new-{_tag()}-{uuid.uuid4().hex[:8]}"
         os.replace(staging, new)
         if folder.exists():

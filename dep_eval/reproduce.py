@@ -266,13 +266,155 @@ def select_runs(args: argparse.Namespace) -> list[Run]:
     return out
 
 
+# ------------------------------------------------------------------ finished runs
+
+
+def check_data(args: argparse.Namespace) -> None:
+    """Refuse a data folder, category or split that is not there, before anything runs or
+    any finished run is taken."""
+    from dep_eval.data.loaders import DataError, _check_split, _local_file, parse_source
+
+    try:
+        _check_split(args.split)
+        _local_file(parse_source(f"local:{args.data_dir}"), args.category, args.split)
+    except DataError as error:
+        raise SystemExit(f"dep-eval reproduce: --data-dir {args.data_dir}: {error}") from error
+
+
+def _flag(command: list[str], flag: str) -> str:
+    return command[command.index(flag) + 1] if flag in command else ""
+
+
+def _model_args(raw: Any) -> dict[str, str]:
+    from dep_eval.report.results import RUNTIME_ARGS, parse_args
+
+    return {k: v for k, v in sorted(parse_args(raw).items()) if k not in RUNTIME_ARGS}
+
+
+def _generation(raw: Any) -> str:
+    from dep_eval.report.results import canonical, parse_typed_args
+
+    settings = parse_typed_args(raw)
+    if settings.get("seed") == DEFAULT_SEED:  # the default, whether spelled out or not
+        del settings["seed"]
+    return canonical(settings)
+
+
+def requested(command: list[str]) -> dict[str, Any]:
+    """What a run's lm_eval command asks for, in the terms a results file records."""
+    metadata = json.loads(_flag(command, "--metadata"))
+    return {
+        "model": _flag(command, "--model"),
+        "model args": _model_args(_flag(command, "--model_args")),
+        "data dir": str(Path(metadata["data_dir"])),
+        "category": metadata["category"],
+        "split": metadata["split"],
+        "generation settings": _generation(_flag(command, "--gen_kwargs")),
+    }
+
+
+def recorded(path: Path) -> list[dict[str, Any]] | str:
+    """What the run that wrote the results file ``path`` was asked for, per review task in
+    it, or why that cannot be told (a failed run's empty or cut file, no review task)."""
+    from dep_eval.report.results import category_of, results_file_problem
+
+    problem = results_file_problem(path)
+    if problem is not None:
+        return problem
+    data = json.loads(path.read_text(encoding="utf-8"))
+    config = data["config"]
+    out = []
+    for task, task_config in sorted(data["configs"].items()):
+        where = category_of(task, task_config)
+        if where is None:
+            continue
+        metadata = task_config.get("metadata") or {}
+        data_dir = metadata.get("data_dir")
+        out.append(
+            {
+                "model": config.get("model"),
+                "model args": _model_args(config.get("model_args")),
+                "data dir": str(Path(data_dir)) if isinstance(data_dir, str) else data_dir,
+                "category": where[0],
+                # the custom task's split is the run's; a fixed task pins its own
+                "split": (metadata.get("split") if task.endswith("_custom") else None) or where[1],
+                "generation settings": _generation(config.get("gen_kwargs")),
+            }
+        )
+    return out or "it holds no results of this project's review tasks"
+
+
+def _differences(path: Path, wanted: dict[str, Any]) -> list[str]:
+    """How the finished run in ``path`` differs from the request, or why it is no run."""
+    found = recorded(path)
+    if isinstance(found, str):
+        return [f"{found}; delete it (and the samples_*.jsonl beside it) to rerun this run"]
+    return [
+        f"{key} {task[key]!r}, but this reproduction asks {wanted[key]!r}"
+        for task in found
+        for key in wanted
+        if task[key] != wanted[key]
+    ]
+
+
+def _joined_runs(args: argparse.Namespace, runs: list[Run]) -> list[Run]:
+    """The runs whose folders this reproduction reuses or puts in its tables: the runs it
+    was asked for, and every other run folder already under OUTPUT (every seed's)."""
+    every_run = argparse.Namespace(**{**vars(args), "runs": None, "k_ablation": True, "seeds": 1})
+    out = list(runs)
+    for _, model, margs, folder, limit, _ in select_runs(every_run):
+        seeds = {folder: DEFAULT_SEED}
+        for found in folder.parent.glob(f"{folder.name}_seed*"):
+            if found.name.rpartition("_seed")[2].isdigit():
+                seeds[found] = int(found.name.rpartition("_seed")[2])
+        for found, seed in seeds.items():
+            if found.is_dir() and all(run[3] != found for run in out):
+                out.append((found.name, model, margs, found, limit, seed))
+    return out
+
+
+def check_finished_runs(args: argparse.Namespace, runs: list[Run]) -> None:
+    """Refuse, before anything runs, to reuse a finished run (or put one in the tables) that
+    was made on other data, another category or split, or with other generation settings or
+    model args than this reproduction asks for, or whose results file is a failed run's."""
+    problems = []
+    for _, model, model_args, out, limit, seed in _joined_runs(args, runs):
+        wanted = requested(lm_eval_command(args, model, model_args, out, limit, seed))
+        for path in sorted(out.rglob("results_*.json")):
+            problems += [f"{path}: {difference}" for difference in _differences(path, wanted)]
+    if problems:
+        raise SystemExit(
+            "dep-eval reproduce: finished runs under "
+            f"{args.output} cannot be reused by this reproduction:\n  "
+            + "\n  ".join(problems)
+            + "\nGive another --output, or delete those run folders to rerun them."
+        )
+
+
+def check_new_results(name: str, out: Path) -> None:
+    """A run that exited 0 must have left a usable results file (lm_eval only logs that it
+    could not write one, e.g. on a full disk)."""
+    from dep_eval.report.results import results_file_problem
+
+    found = sorted(out.rglob("results_*.json"))
+    problem = results_file_problem(found[-1]) if found else None
+    if not found or problem is not None:
+        where = f"{found[-1]}: {problem}" if found else f"no results_*.json under {out}"
+        raise SystemExit(
+            f"dep-eval reproduce: run {name} exited 0 but wrote no usable results ({where}); "
+            "free some disk space, delete that file and run reproduce again"
+        )
+
+
 def run_reproduce(args: argparse.Namespace) -> None:
     from dep_eval import registry
     from dep_eval.leaderboard import leaderboard_text
     from dep_eval.plots import plot_all
 
     k_root = args.output / "k_ablation"
+    check_data(args)
     runs = select_runs(args)
+    check_finished_runs(args, runs)
     done_commands = []
     for name, model, model_args, out, limit, seed in runs:
         existing = sorted(out.rglob("results_*.json"))
@@ -295,6 +437,7 @@ def run_reproduce(args: argparse.Namespace) -> None:
         done_commands.append(command)
         logger.info("%s: %s", name, shlex.join(command))
         subprocess.run(command, check=True)
+        check_new_results(name, out)
     args.results.mkdir(parents=True, exist_ok=True)
     # every seed's folder there is, also those of an earlier, larger --seeds
     main_paths = [

@@ -494,3 +494,105 @@ def test_engine_args_are_labelled_only_where_rows_differ_in_them() -> None:
     assert row_labels(shared) == ["Non-Perso", "DEP", "DEP (use_diff=false)"]
     mixed = [("nonperso", (vllm,)), ("oppu", (("backend", "hf"),))]
     assert row_labels(mixed) == ["Non-Perso (backend=vllm)", "OPPU (backend=hf)"]
+
+
+# ------------------------------------------------ files a failed or odd run left (issue 32)
+
+
+def _custom_copy(tmp_path: Path) -> Path:
+    import shutil
+
+    folder = tmp_path / "runs"
+    shutil.copytree(CUSTOM, folder)
+    return folder
+
+
+def _table_and_log(folder: Path, caplog: pytest.LogCaptureFixture) -> str:
+    from dep_eval.cli import main
+
+    out = folder.parent / "table.md"
+    with caplog.at_level(logging.WARNING, logger="dep_eval.report.results"):
+        main(["leaderboard", str(folder), "--output", str(out)])
+    return out.read_text()
+
+
+@pytest.mark.bad_input("leaderboard-failed-run")
+def test_a_failed_runs_results_file_is_named_not_fatal(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A full disk leaves lm_eval's results file empty or cut (and lm_eval exits 0)."""
+    folder = _custom_copy(tmp_path)
+    llm = folder / "HuggingFaceTB__SmolLM2-135M-Instruct"
+    empty, cut = llm / "results_2026-06-01T10-00-00.json", llm / "results_2026-06-01T11-00-00.json"
+    empty.write_text("")
+    cut.write_text('{"results": {"amazon_review_personalized_custom": {"rouge1,none": 0.')
+    table = _table_and_log(folder, caplog)
+    for path, problem in (
+        (empty, "it is empty (0 bytes): the run that wrote it failed (a full disk?)"),
+        (cut, "it is not valid JSON (Expecting ',' delimiter: line 1 column 68"),
+    ):
+        assert f"{path} skipped: {problem}" in table  # a note under the table
+        assert f"{path} skipped: {problem}" in caplog.text
+    assert "| Non-Perso |" in table  # the good runs still make the table
+
+
+@pytest.mark.bad_input("leaderboard-other-task-metadata")
+def test_another_task_that_got_the_runs_metadata_is_ignored(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``lm_eval --tasks amazon_review_personalized_custom,arc_easy --metadata {...}`` gives
+    arc_easy the category too; it used to supersede the real result ("-" everywhere)."""
+    import json
+
+    folder = _custom_copy(tmp_path)
+    path = (
+        folder / "HuggingFaceTB__SmolLM2-135M-Instruct" / "results_2026-04-01T10-00-00.000000.json"
+    )
+    data = json.loads(path.read_text())
+    ours = data["configs"]["amazon_review_personalized_custom"]["metadata"]
+    data["configs"]["arc_easy"]["metadata"].update(ours)
+    path.write_text(json.dumps(data))
+    rouge1 = data["results"]["amazon_review_personalized_custom"]["rouge1,none"]
+
+    board = leaderboard_from_paths([folder])
+    assert cell(board, "Non-Perso", "All_Beauty R-1") == pytest.approx(rouge1)
+    note = (
+        f"{path}: task arc_easy ignored: not a review-generation task (it got the run's --metadata)"
+    )
+    assert note in board.notes
+    assert note in _table_and_log(folder, caplog)
+
+
+@pytest.mark.bad_input("leaderboard-odd-shape")
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        ([], "it holds a JSON list, not an object"),
+        ({"results": [], "configs": {}, "config": {}}, "its 'results' is list, not an object"),
+        ({"results": {}, "configs": {}, "config": "dep"}, "its 'config' is str, not an object"),
+        (
+            {"results": {}, "configs": {"amazon_review_personalized_custom": 3}, "config": {}},
+            "configs['amazon_review_personalized_custom'] is int, not an object",
+        ),
+        (
+            {
+                "results": {"amazon_review_personalized_custom": {"rouge1,none": 0.3}},
+                "configs": {"amazon_review_personalized_custom": {"metadata": ["All_Beauty"]}},
+                "config": {},
+            },
+            "configs['amazon_review_personalized_custom'].metadata is not an object",
+        ),
+    ],
+)
+def test_an_odd_shaped_results_file_is_skipped_and_named(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, content: object, problem: str
+) -> None:
+    import json
+
+    folder = _custom_copy(tmp_path)
+    odd = folder / "HuggingFaceTB__SmolLM2-135M-Instruct" / "results_2026-06-01T12-00-00.json"
+    odd.write_text(json.dumps(content))
+    table = _table_and_log(folder, caplog)
+    message = f"{odd} skipped: not an lm-eval results file ({problem})"
+    assert message in table and message in caplog.text
+    assert "| Non-Perso |" in table

@@ -227,3 +227,79 @@ def test_a_prompts_own_adapter_is_part_of_its_generation_key() -> None:
     assert final_key(*args) == final_key(*args, None)  # keys without adapters unchanged
     assert final_key(*args, "/cache/oppu/u1-abc") != final_key(*args, "/cache/oppu/u1-def")
     assert final_key(*args, "/cache/oppu/u1-abc") != final_key(*args)
+
+
+def _copy_with_config(source: Path, folder: Path, **changes: object) -> Path:
+    import shutil
+
+    shutil.copytree(source, folder)
+    config = json.loads((folder / "adapter_config.json").read_text())
+    config.update(changes)
+    (folder / "adapter_config.json").write_text(json.dumps(config))
+    return folder
+
+
+@pytest.mark.bad_input("peft-keys-mismatch")
+def test_an_adapter_whose_weights_are_for_other_modules_is_refused(tmp_path: Path, loras) -> None:
+    """target_modules that exist but are not the ones its weights are for: PEFT would leave
+    those LoRAs at B = 0 and the plain LLM would be scored under the adapter's name."""
+    folder = _copy_with_config(loras[0], tmp_path / "other", target_modules=["k_proj", "o_proj"])
+    lm = lm_eval_model_for(NonPerso)(peft=str(folder), device="cpu")
+    with pytest.raises(AdapterError) as caught:
+        lm.llm  # noqa: B018 - the engine loads (and merges) on first use
+    message = str(caught.value)
+    assert message.startswith(f"peft={folder}: {folder / 'adapter_model.safetensors'} does not")
+    assert "(target_modules ['k_proj', 'o_proj']): 120 adapter tensors missing" in message
+    assert "120 tensors for modules it does not adapt (e.g. base_model.model" in message
+
+
+@pytest.mark.bad_input("peft-non-finite")
+def test_non_finite_adapter_weights_or_logits_stop_the_run(
+    tmp_path: Path, llm: HFEngine, loras
+) -> None:
+    from safetensors.torch import load_file, save_file
+
+    # lora_alpha NaN: refused from the config, before the LLM loads
+    nan_alpha = _copy_with_config(loras[0], tmp_path / "alpha", lora_alpha=float("nan"))
+    with pytest.raises(AdapterError, match=r"adapter_config.json has lora_alpha = nan, not a fin"):
+        lm_eval_model_for(NonPerso)(peft=str(nan_alpha), device="cpu")
+
+    # a NaN in the weights: the merge says which module it broke
+    nan_weight = _copy_with_config(loras[0], tmp_path / "weight")
+    state = load_file(str(nan_weight / "adapter_model.safetensors"))
+    key = "base_model.model.model.layers.3.self_attn.v_proj.lora_B.weight"
+    state[key][0, 0] = float("nan")
+    save_file(state, str(nan_weight / "adapter_model.safetensors"))
+    lm = lm_eval_model_for(NonPerso)(peft=str(nan_weight), device="cpu")
+    with pytest.raises(AdapterError, match="non-finite weights .* in model.layers.3.self_attn.v_p"):
+        lm.llm  # noqa: B018
+
+    # the same adapter routed per prompt (not merged): the first step's logits stop the run
+    prompts = with_adapters([None, nan_weight, None])
+    with pytest.raises(FloatingPointError) as caught:
+        llm.generate(prompts, SEEDS, SETTINGS, batch_size=3)
+    message = str(caught.value)
+    assert message.startswith("generation step 0: the LLM's logits are NaN or infinite for 1 ")
+    assert f"(adapters: {nan_weight})" in message
+    assert not has_lora_layers(llm.model)  # the adapters came out again
+
+
+@pytest.mark.bad_input("peft-prompt-learning")
+def test_a_prompt_learning_adapter_is_refused_before_the_llm_loads(
+    tmp_path: Path, loras, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PREFIX_TUNING over a LoRA's config raised PEFT's ``TypeError: empty(): argument
+    'size'``; a real prefix-tuning adapter, and one of a type PEFT does not know, likewise."""
+    monkeypatch.setenv("DEP_EVAL_CACHE_DIR", str(tmp_path / "cache"))  # LLM loads would fill it
+    relabelled = _copy_with_config(loras[0], tmp_path / "prefix", peft_type="PREFIX_TUNING")
+    with pytest.raises(AdapterError, match="a PREFIX_TUNING adapter adds virtual tokens"):
+        lm_eval_model_for(NonPerso)(peft=str(relabelled))
+    prompt = _copy_with_config(
+        loras[0], tmp_path / "prompt", peft_type="PROMPT_TUNING", num_virtual_tokens=4
+    )
+    with pytest.raises(AdapterError, match="a PROMPT_TUNING adapter adds virtual tokens"):
+        lm_eval_model_for(NonPerso)(peft=str(prompt))
+    unknown = _copy_with_config(loras[0], tmp_path / "unknown", peft_type="LORAX")
+    with pytest.raises(AdapterError, match="peft_type 'LORAX', which this PEFT does not know"):
+        lm_eval_model_for(NonPerso)(peft=str(unknown))
+    assert not (tmp_path / "cache" / "models").exists()

@@ -29,6 +29,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import math
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -99,6 +100,64 @@ def read_adapter_config(folder: str, argument: str = "peft") -> dict[str, Any]:
         raise AdapterError(f"{what}: {config_path} is unreadable: {error}") from error
     if not isinstance(data, dict):
         raise AdapterError(f"{what}: {config_path} must hold a JSON object")
+    _check_peft_type(data, what, config_path)
+    bad = _non_finite(data)
+    if bad:
+        raise AdapterError(
+            f"{what}: {config_path} has {bad} = {_lookup(data, bad)}, not a finite number: the "
+            "adapter's weights would all be NaN once folded in"
+        )
+    return data
+
+
+# adapters that add virtual tokens or attention prompts instead of changing weights: none
+# can be folded into the LLM or routed per row
+PROMPT_TYPES = frozenset({"ADAPTION_PROMPT"})
+
+
+def _check_peft_type(data: dict[str, Any], what: str, config_path: Path) -> None:
+    """Refuse, from the config alone, an adapter that is no weight adapter (PEFT would fail
+    on it with a ``TypeError`` of its own, or merge nothing)."""
+    from peft.config import PromptLearningConfig
+    from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING
+
+    peft_type = data.get("peft_type")
+    known = {
+        str(getattr(key, "value", key)): cls for key, cls in PEFT_TYPE_TO_CONFIG_MAPPING.items()
+    }
+    if peft_type not in known:
+        raise AdapterError(
+            f"{what}: {config_path} has peft_type {peft_type!r}, which this PEFT does not know "
+            "(LORA, IA3, LOHA, ... are weight adapters dep-eval folds in)"
+        )
+    if issubclass(known[peft_type], PromptLearningConfig) or peft_type in PROMPT_TYPES:
+        raise AdapterError(
+            f"{what}: a {peft_type} adapter adds virtual tokens and cannot be folded into the "
+            "weights; dep-eval takes weight adapters (LoRA and its relatives)"
+        )
+
+
+def _non_finite(value: Any, where: str = "") -> str | None:
+    """The key path of the first NaN or infinite number in a JSON value, or None."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return where
+    items = (
+        value.items()
+        if isinstance(value, dict)
+        else enumerate(value)
+        if isinstance(value, list)
+        else ()
+    )
+    for key, inner in items:
+        found = _non_finite(inner, f"{where}.{key}" if where else str(key))
+        if found is not None:
+            return found
+    return None
+
+
+def _lookup(data: Any, path: str) -> Any:
+    for key in path.split("."):
+        data = data[int(key)] if isinstance(data, list) else data[key]
     return data
 
 
@@ -133,6 +192,10 @@ def quiet_peft() -> Iterator[None]:
         warnings.filterwarnings(
             "ignore", message=".*is_gradient_checkpointing", category=FutureWarning
         )
+        # said as an error by _check_keys, naming the folder, instead of this list of keys
+        warnings.filterwarnings(
+            "ignore", message="Found missing adapter keys", category=UserWarning
+        )
         yield
 
 
@@ -152,14 +215,53 @@ def _load(model: torch.nn.Module, folder: str, llm_name: str, argument: str, nam
 
     try:
         with quiet_peft():
-            return PeftModel.from_pretrained(
+            peft_model = PeftModel.from_pretrained(
                 model, str(Path(folder).expanduser()), adapter_name=name, is_trainable=False
             )
-    except (RuntimeError, ValueError, KeyError) as error:  # size mismatch, missing modules
+    except (RuntimeError, ValueError, KeyError, TypeError) as error:  # sizes, modules
         raise AdapterError(
             f"{argument}={folder}: the adapter does not fit the loaded LLM {llm_name!r}: "
             f"{_reason(error)}"
         ) from error
+    try:
+        _check_keys(peft_model, folder, argument, name)
+    except AdapterError:
+        peft_model.unload()  # the LLM is left as it was
+        raise
+    return peft_model
+
+
+def _check_keys(peft_model: Any, folder: str, argument: str, name: str, result: Any = None) -> None:
+    """Refuse an adapter whose weights are not for the modules its config adapts: PEFT
+    would leave those modules' LoRA at its initial value (B = 0, a no-op) with only a
+    warning, and the plain LLM would be scored under the adapter's name.
+
+    ``result``: PEFT's load result (``load_adapter`` returns one; ``from_pretrained`` does
+    not, so the weights are set again, which changes nothing, to get it)."""
+    from peft.mapping import PEFT_TYPE_TO_PREFIX_MAPPING
+    from peft.utils import load_peft_weights, set_peft_model_state_dict
+
+    config = peft_model.peft_config[name]
+    if result is None:
+        path = str(Path(folder).expanduser())
+        state = load_peft_weights(path, device=str(next(peft_model.parameters()).device))
+        result = set_peft_model_state_dict(peft_model, state, adapter_name=name)
+    prefix = PEFT_TYPE_TO_PREFIX_MAPPING.get(config.peft_type, "")
+    missing = [k for k in result.missing_keys if prefix in k and f".{name}" in k]
+    unexpected = list(result.unexpected_keys)
+    if missing or unexpected:
+        weights = Path(folder).expanduser() / ADAPTER_WEIGHTS
+        raise AdapterError(
+            f"{argument}={folder}: {weights} does not hold the weights its {ADAPTER_CONFIG} "
+            f"asks for (target_modules {sorted(config.target_modules or [])}): "
+            f"{len(missing)} adapter tensors missing{_examples(missing)}, {len(unexpected)} "
+            f"tensors for modules it does not adapt{_examples(unexpected)}. Folded in, it "
+            "would change nothing there; re-save the adapter with PEFT's save_pretrained"
+        )
+
+
+def _examples(keys: Sequence[str]) -> str:
+    return f" (e.g. {', '.join(sorted(keys)[:2])})" if keys else ""
 
 
 def merge_adapter(
@@ -174,7 +276,28 @@ def merge_adapter(
             "adds virtual tokens and cannot be folded into the weights; dep-eval takes "
             "weight adapters (LoRA and its relatives)"
         )
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    adapted = [
+        name.removeprefix("base_model.model.")
+        for name, module in peft_model.named_modules()
+        if isinstance(module, BaseTunerLayer)
+    ]
     merged = peft_model.merge_and_unload()
+    broken = [
+        name
+        for name in adapted
+        if not all(
+            torch.isfinite(p).all() for p in merged.get_submodule(name).parameters(recurse=False)
+        )
+    ]
+    if broken:
+        more = f" and {len(broken) - 1} more" if len(broken) > 1 else ""
+        raise AdapterError(
+            f"{argument}={folder}: folding the adapter in gave non-finite weights (NaN or inf) "
+            f"in {broken[0]}{more}: its weights in {ADAPTER_WEIGHTS} (or lora_alpha / r) are "
+            "not finite; every logit would be NaN"
+        )
     logger.info("merged the PEFT adapter %s into %s", folder, llm_name)
     return merged.eval().requires_grad_(False)
 
@@ -229,16 +352,17 @@ def per_row_adapters(
         for folder in distinct[1:]:
             try:
                 with quiet_peft():
-                    peft_model.load_adapter(
+                    result = peft_model.load_adapter(
                         str(Path(folder).expanduser()),
                         adapter_name=names[folder],
                         is_trainable=False,
                     )
-            except (RuntimeError, ValueError, KeyError) as error:
+            except (RuntimeError, ValueError, KeyError, TypeError) as error:
                 raise AdapterError(
                     f"adapter={folder}: the adapter does not fit the loaded LLM {llm_name!r}: "
                     f"{_reason(error)}"
                 ) from error
+            _check_keys(peft_model, folder, "adapter", names[folder], result)
         row_names = [names[folder] if folder else NO_ADAPTER for folder in folders]
 
         def route(prompts: Sequence[int]) -> contextlib.AbstractContextManager:

@@ -37,6 +37,33 @@ PREFILL_MODES = ("auto", "rows", "batched")
 Router = Callable[[Sequence[int]], contextlib.AbstractContextManager]
 
 
+class NonFiniteLogits(FloatingPointError):
+    """NaN or infinite logits: sampled, they give some fixed token (id 0 under greedy) at
+    every step, which would be scored as text. A broken adapter or weights, or float16
+    overflow, cause it."""
+
+    def __init__(self, step: int, rows: list[int], message: str = "") -> None:
+        self.step, self.rows = step, rows
+        super().__init__(message or f"generation step {step}: non-finite logits in rows {rows}")
+
+    def named(self, peft: str | None, adapters: list[str | None]) -> NonFiniteLogits:
+        used = sorted({a for a in adapters if a}) + ([f"peft={peft}"] if peft else [])
+        return NonFiniteLogits(
+            self.step,
+            self.rows,
+            f"generation step {self.step}: the LLM's logits are NaN or infinite for "
+            f"{len(self.rows)} prompt(s) of the batch (adapters: {', '.join(used) or 'none'}); "
+            "stopped rather than score text sampled from them: check those adapters' weights "
+            "and lora_alpha, or use dtype=float32 if float16 overflowed",
+        )
+
+
+def _check_finite(logits: torch.Tensor, step: int) -> None:
+    finite = torch.isfinite(logits).all(dim=-1)
+    if not bool(finite.all()):
+        raise NonFiniteLogits(step, (~finite).nonzero().flatten().tolist())
+
+
 class HFEngine(TrainableEngine):
     """A frozen Hugging Face causal LM with soft prompts and per-row seeded sampling.
 
@@ -157,14 +184,18 @@ class HFEngine(TrainableEngine):
             with adapters.per_row_adapters(
                 self.model, [prompts[i].adapter for i in batch], self.name
             ) as route:
-                texts, counts = self._generate_batch(
-                    [token_ids[i] for i in batch],
-                    [prompts[i].soft_vectors for i in batch],
-                    [seeds[i] for i in batch],
-                    [caps[i] for i in batch],
-                    settings,
-                    route,
-                )
+                try:
+                    texts, counts = self._generate_batch(
+                        [token_ids[i] for i in batch],
+                        [prompts[i].soft_vectors for i in batch],
+                        [seeds[i] for i in batch],
+                        [caps[i] for i in batch],
+                        settings,
+                        route,
+                    )
+                except NonFiniteLogits as error:  # say which adapters those rows went through
+                    used = [prompts[batch[j]].adapter for j in error.rows]
+                    raise error.named(self.peft, used) from None
             seconds = (time.perf_counter() - started) / len(batch)
             for i, text, count in zip(batch, texts, counts, strict=True):
                 results[i] = Generation(text, len(token_ids[i]), count, seconds)
@@ -208,6 +239,7 @@ class HFEngine(TrainableEngine):
                     )
                     hidden = output.last_hidden_state[:, -1, :]  # (B, H)
                 logits = self.last_logits(hidden)  # (B, vocab)
+                _check_finite(logits, step)
                 next_ids = sampling.pick_next(
                     logits, [generators[i] for i in live], settings
                 )  # (B,)

@@ -20,7 +20,13 @@ from pathlib import Path
 import torch
 
 from dep_eval.cache import cache_dir
-from dep_eval.io import FOREIGN_STALE_SECONDS, glob_escape, remove_abandoned, staging_folder
+from dep_eval.io import (
+    FOREIGN_STALE_SECONDS,
+    glob_escape,
+    plain_modes,
+    remove_abandoned,
+    staging_folder,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -109,6 +115,7 @@ def embedded_llm_path() -> Path:
     try:
         model.save_pretrained(staging, safe_serialization=True)
         tokenizer.save_pretrained(staging)
+        plain_modes(staging)  # a shared cache stays readable to colleagues
         os.replace(staging, target)  # atomic: a crash leaves no half-written model behind
     except OSError:
         shutil.rmtree(staging, ignore_errors=True)
