@@ -57,6 +57,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from dep_eval.cache import CACHE_ENV, cache_dir
+from dep_eval.io import plain_mode
 
 logger = logging.getLogger(__name__)
 
@@ -465,6 +466,7 @@ class CachedEncoder:
         os.close(handle)
         try:
             save_file({"keys": key_matrix, "embeddings": rows}, temp, metadata=header)
+            plain_mode(Path(temp), folder=False)  # mkstemp's 0600: a shared cache is read by all
             os.replace(temp, final)
         except BaseException:
             Path(temp).unlink(missing_ok=True)

@@ -145,7 +145,9 @@ def test_a_killed_conversion_leaves_no_staging_folder(
 @pytest.mark.bad_input("atomic-write-modes")
 @pytest.mark.parametrize("umask", [0o022, 0o002])
 def test_atomic_writes_get_the_modes_of_the_umask(tmp_path: Path, umask: int) -> None:
+    from dep_eval.encoder import CachedEncoder
     from dep_eval.io import atomic_folder, atomic_write, staging_folder
+    from dep_eval.metrics.wordnet import SYSTEM_WORDNET, provision_from_system
 
     previous = os.umask(umask)
     try:
@@ -155,8 +157,19 @@ def test_atomic_writes_get_the_modes_of_the_umask(tmp_path: Path, umask: int) ->
         torch.manual_seed(0)
         save_checkpoint(DEPModule(DEPConfig()), tmp_path / "best")
         converted = staging_folder(tmp_path, "SmolLM2-135M-Instruct-fp32")  # the LLM's
+        encoder = CachedEncoder(cache_dir=tmp_path / "embeddings")  # the cache's shards
+        encoder.encode(["a first review", "a second review"])
+        wordnet = None
+        if (SYSTEM_WORDNET / "lexnames").is_file() or (SYSTEM_WORDNET / "data.noun").is_file():
+            wordnet = provision_from_system(tmp_path / "nltk_data")
     finally:
         os.umask(previous)
+    shards = [p for p in encoder.cache_folder.rglob("*") if p.is_file()]
+    assert shards, "the encoder wrote no cache shard"
+    for shard in shards:
+        assert shard.stat().st_mode & 0o777 == 0o666 & ~umask, shard
+    if wordnet is not None:
+        assert wordnet.stat().st_mode & 0o777 == 0o777 & ~umask
 
     def mode(path: Path) -> int:
         return path.stat().st_mode & 0o777

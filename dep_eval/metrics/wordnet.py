@@ -32,6 +32,7 @@ import tempfile
 from pathlib import Path
 
 from dep_eval.cache import CACHE_ENV, cache_dir
+from dep_eval.io import plain_modes
 
 logger = logging.getLogger(__name__)
 
@@ -171,6 +172,7 @@ def _copy(source: Path, names: list[str], target: Path) -> None:
         for name in names:
             shutil.copyfile(source / name, staging / name)
         (staging / "lexnames").write_text(lexnames_text(), encoding="utf-8")
+        plain_modes(staging)  # mkdtemp's 0700: a shared cache is read by all
         try:
             os.rename(staging, target)
         except OSError:
