@@ -123,10 +123,12 @@ def glob_escape(name: str) -> str:
 
 
 def _remove(path: Path) -> None:
+    """Best effort: debris in a folder this process may not write (a shared install) stays."""
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path, ignore_errors=True)
     else:
-        path.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            path.unlink(missing_ok=True)
 
 
 def recover_folder(
