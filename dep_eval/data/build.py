@@ -23,6 +23,9 @@ easy to miss:
 - Step 5 stops when a round drops no user (DPL's test; as no user was dropped, the items
   kept still have their 5 profile users, so this is the fixed point).
 - Output rows are in DPL's order: users by their first review in the file, then target order.
+- Step 6's split is DPL's leave-last-out unless ``SplitSpec`` (``--split``) asks for
+  user-disjoint or temporal splits (one global cutoff); steps 1-5 are the same for all three,
+  and the manifest's ``split`` records which one and how (docs/benchmarks.md).
 
 One deviation, for the loader's sake: a review whose text is only whitespace (200 spaces,
 say) passes step 2 but is empty after step 4's normalisation; DPL would keep it, the loader
