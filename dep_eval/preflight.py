@@ -23,10 +23,11 @@ import difflib
 import functools
 import json
 import logging
+import math
 import os
 import sys
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -50,17 +51,19 @@ def check_run() -> None:
         check_writable(Path(output))
 
 
-def check_documents(documents: list[dict[str, Any]], prompt: Any) -> None:
-    """The checks that need the documents: room for the outputs (``prompt(doc)``: the
-    task's ``doc_to_text``, which lm-eval writes into the samples file)."""
+def check_documents(documents: Sequence[Mapping[str, Any]], prompt: Any) -> None:
+    """The checks that need the documents (a list, or the task's ``datasets.Dataset``): room
+    for the outputs (``prompt(doc)``: the task's ``doc_to_text``, which lm-eval writes into
+    the samples file)."""
     run = lm_eval_arguments()
     output = getattr(run.get("evaluation_tracker"), "output_path", None)
     if not output:
         return
+    count = len(documents)
     limit = run.get("limit")
-    if isinstance(limit, float) and limit < 1:  # lm-eval's fraction of the documents
-        limit = int(len(documents) * limit + 0.999999)
-    chosen = documents[: int(limit)] if limit else documents
+    if limit:  # lm-eval's --limit: a count, or a fraction of the documents below 1
+        count = min(count, math.ceil(count * limit) if limit < 1 else int(limit))
+    chosen = [documents[i] for i in range(count)]
     check_output_room(
         Path(output),
         chosen if run.get("log_samples") else [],

@@ -98,7 +98,7 @@ def load_dataset(**options: Any) -> dict[str, datasets.Dataset]:
         # One short error instead of lm-eval's chained tracebacks: nothing in them helps.
         raise SystemExit(f"dep-eval: {exc}") from None
     documents = loaded[split]
-    check_documents(list(documents), doc_to_text)  # room for the outputs
+    check_documents(documents, doc_to_text)  # room for the outputs
     log_clipped_documents(documents)
     return {EVAL_SPLIT: documents}
 

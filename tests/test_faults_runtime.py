@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import logging
+import subprocess
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -178,7 +180,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
-def small_disk(tmp_path: Path):  # noqa: ANN201 - a factory
+def small_disk(tmp_path: Path) -> Iterator[Callable[..., Path]]:
     """``small_disk(name, size, read_only=False)``: a tmpfs of ``size`` mounted at
     ``tmp_path/name`` (a real full or read-only disk); skips where mounting is not allowed."""
     import os
@@ -210,16 +212,15 @@ def small_disk(tmp_path: Path):  # noqa: ANN201 - a factory
 
 def _fill(disk: Path) -> None:
     """Fill ``disk`` to the last block, as a disk that ran full."""
-    with (disk / "filler").open("wb") as handle:
+    with (disk / "filler").open("wb", buffering=0) as handle:  # unbuffered: no flush left
         try:
-            while True:
-                handle.write(b"\0" * 4096)
-                handle.flush()
+            while handle.write(b"\0" * 4096):
+                pass
         except OSError:
             pass
 
 
-def _readme_command(tmp_path: Path, output: Path, metadata: dict[str, str] | None = None):  # noqa: ANN202
+def _readme_command(output: Path, metadata: dict[str, str] | None = None) -> list[str]:
     """The README's main command (as tests/test_readme_command.py reads it) with --limit 2,
     max_gen_toks=16 and the given output path and metadata."""
     import sys
@@ -236,7 +237,7 @@ def _readme_command(tmp_path: Path, output: Path, metadata: dict[str, str] | Non
     return command
 
 
-def _run(command: list[str], env: dict[str, str] | None = None):  # noqa: ANN202
+def _run(command: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     import os
     import subprocess
 
@@ -252,7 +253,7 @@ def test_lm_eval_refuses_an_output_disk_without_room(
 ) -> None:
     disk = small_disk("out", "64k")  # room for an empty file, not for the results
     output = disk / "dep-smollm2" / "results.json"
-    done = _run(_readme_command(tmp_path, output))
+    done = _run(_readme_command(output))
     assert done.returncode != 0
     expected = f"--output_path {output}: the run will write about "
     assert expected in done.stderr, done.stderr[-3000:]
@@ -268,7 +269,7 @@ def test_lm_eval_refuses_a_misspelled_split(shared_data_dir: Path, tmp_path: Pat
     data_dir = str(shared_data_dir / "amazon_beauty")
     metadata = {"data_dir": data_dir, "category": "All_Beauty", "spilt": "val"}
     output = tmp_path / "out" / "results.json"
-    done = _run(_readme_command(tmp_path, output, metadata))
+    done = _run(_readme_command(output, metadata))
     assert done.returncode != 0
     assert "--metadata key 'spilt' is not one this task reads; did you mean 'split'?" in (
         done.stderr
@@ -295,7 +296,7 @@ def test_lm_eval_on_a_full_cache_disk_still_writes_its_results(
             (cache / name).symlink_to(shared / name)
     _fill(cache)
     output = tmp_path / "out" / "dep-smollm2" / "results.json"
-    done = _run(_readme_command(tmp_path, output), {"DEP_EVAL_CACHE_DIR": str(cache)})
+    done = _run(_readme_command(output), {"DEP_EVAL_CACHE_DIR": str(cache)})
     assert done.returncode == 0, done.stderr[-3000:]
     warning = f"could not save to the cache {cache / 'generations'} (No space left on device)"
     assert done.stderr.count(warning) == 1, done.stderr[-3000:]
