@@ -389,3 +389,29 @@ def test_dep_eval_reproduce_refuses_before_running_anything(tmp_path: Path) -> N
     done = reproduce(data)
     assert f"{path}: it is empty (0 bytes)" in done.stderr, done.stderr[-2000:]
     assert not results.exists()
+
+
+@pytest.mark.slow
+def test_a_real_run_is_reused_by_the_same_reproduction_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, beauty_dir: Path
+) -> None:
+    """What lm_eval really records (model args, gen_kwargs, metadata) reads back as the
+    request that made it: one real nonperso run on one document, then the same reproduction
+    reuses it and one with another --max-gen-toks is refused."""
+    out, results = tmp_path / "out", tmp_path / "results"
+    options = args(
+        data_dir=str(beauty_dir),
+        output=out,
+        results=results,
+        runs=["nonperso"],
+        limit=1,
+        batch_size=1,
+        max_gen_toks=4,
+    )
+    run_reproduce(options)
+    [made] = sorted(out.rglob("results_*.json"))
+    _no_runs(monkeypatch)
+    run_reproduce(options)  # reused: nothing run
+    assert sorted(out.rglob("results_*.json")) == [made]
+    with pytest.raises(SystemExit, match=re.escape(f"{made}: generation settings")):
+        run_reproduce(args(**{**vars(options), "max_gen_toks": 8}))
