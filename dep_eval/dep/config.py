@@ -8,12 +8,19 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import dataclass, field
 
-from dep_eval.encoder import DEFAULT_ENCODER_DIM, DEFAULT_ENCODER_NAME
-from dep_eval.engine.loading import EMBEDDED_LLM_HIDDEN_SIZE, EMBEDDED_LLM_ID
-from dep_eval.methods.base import MethodConfig
+from dep_eval.checkpoint import (
+    MAX_K,
+    MAX_WIDTH,
+    mapping,
+    real_number,
+    text,
+    true_or_false,
+    whole_number,
+)
+from dep_eval.methods.base import CheckpointArgs, MethodConfig
+from dep_eval.module_config import ModuleConfig
 
 
 def default_soft_tokens(k: int) -> dict[str, list[str]]:
@@ -30,13 +37,19 @@ def default_soft_tokens(k: int) -> dict[str, list[str]]:
     }
 
 
+COLD_STARTS = ("his_only", "empty")  # see dep_eval.dep.embeddings
+WEIGHTINGS = ("reference", "uniform")
+TRAINED_PROMPT_KEYS = ("k", "with_text", "with_items", "align_slots", "system")
+
+
 @dataclass
-class DEPConfig:
-    encoder_name: str = DEFAULT_ENCODER_NAME
-    encoder_dim: int = DEFAULT_ENCODER_DIM  # d (reference: bge-m3, 1024)
+class DEPConfig(ModuleConfig):
+    """The module's shapes and slot tokens, beside ``ModuleConfig``'s encoder, LLM and
+    training prompt (k, with_text, with_items, align_slots, system text version)."""
+
+    TRAINED_PROMPT_KEYS = TRAINED_PROMPT_KEYS
+
     sae_dim: int = 512  # h
-    llm_name: str = EMBEDDED_LLM_ID
-    llm_hidden_size: int = EMBEDDED_LLM_HIDDEN_SIZE  # H
     k: int = 8  # history slots
     rho: float = 0.05  # SAE sparsity target
     recon_weight: float = 100.0  # step 9: 100 * (recon + 1e-3 * KL)
@@ -45,52 +58,56 @@ class DEPConfig:
     cold_start: str = "his_only"
     weighting: str = "reference"
     soft_tokens: dict[str, list[str]] = field(default_factory=dict)
-    # the prompt the module was trained with (k, with_text, align_slots, system text version):
-    # inference takes it as its defaults. Empty for checkpoints of format version 1.
-    trained_prompt: dict[str, Any] = field(default_factory=dict)
 
-    def __post_init__(self) -> None:
+    def check(self) -> None:
+        # Types and bounds first, before anything is sized by them (k=10**9 would build
+        # two billion token names, sae_dim=10**9 a matrix of gigabytes).
+        self.k = whole_number("k", self.k, 0, MAX_K)
+        whole_number("sae_dim", self.sae_dim, 1, MAX_WIDTH)
+        if not 0.0 < real_number("rho", self.rho, 0.0, 1.0) < 1.0:
+            raise ValueError(f"field 'rho' must be in (0, 1), got {self.rho}")
+        real_number("recon_weight", self.recon_weight, 0.0)
+        real_number("kl_weight", self.kl_weight, 0.0)
+        true_or_false("align_slots", self.align_slots)
+        text("cold_start", self.cold_start, COLD_STARTS)
+        text("weighting", self.weighting, WEIGHTINGS)
         if not self.soft_tokens:
             self.soft_tokens = default_soft_tokens(self.k)
-        for name, value in (
-            ("encoder_dim", self.encoder_dim),
-            ("sae_dim", self.sae_dim),
-            ("llm_hidden_size", self.llm_hidden_size),
-        ):
-            if int(value) <= 0:
-                raise ValueError(f"DEPConfig.{name} must be positive, got {value}")
-        if not 0.0 < self.rho < 1.0:
-            raise ValueError(f"DEPConfig.rho must be in (0, 1), got {self.rho}")
-        if (
-            len(self.soft_tokens.get("his", ())) != self.k
-            or len(self.soft_tokens.get("diff", ())) != self.k
-        ):
-            raise ValueError(
-                f"DEPConfig.soft_tokens must name {self.k} his and {self.k} diff tokens"
-            )
+        self._check_soft_tokens()
+        self._check_trained_prompt()
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+    def _check_soft_tokens(self) -> None:
+        tokens = mapping("soft_tokens", self.soft_tokens, ("his", "diff", "markers"))
+        for name, count in (("his", self.k), ("diff", self.k), ("markers", 4)):
+            names = tokens.get(name)
+            if (
+                not isinstance(names, list)
+                or len(names) != count
+                or not all(isinstance(n, str) and n for n in names)
+            ):
+                raise ValueError(
+                    f"field 'soft_tokens.{name}' must list {count} token names (k={self.k}: "
+                    f"the soft_tokens must name {self.k} his and {self.k} diff tokens and 4 "
+                    f"markers), got {names!r}"
+                )
 
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> DEPConfig:
-        known = {name for name in cls.__dataclass_fields__}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown DEPConfig fields {unknown}")
-        return cls(**data)
+    def _check_trained_prompt(self) -> None:
+        prompt = mapping("trained_prompt", self.trained_prompt, TRAINED_PROMPT_KEYS)
+        if "k" in prompt:
+            whole_number("trained_prompt.k", prompt["k"], 0, self.k)
+        for name in ("with_text", "with_items", "align_slots"):
+            if name in prompt:
+                true_or_false(f"trained_prompt.{name}", prompt[name])
 
 
 @dataclass
-class DEPArgs(MethodConfig):
+class DEPArgs(CheckpointArgs):
     """``--model_args`` of ``--model dep`` (the checkpoint's own config holds the rest).
 
     ``k``, ``with_text``, ``with_items`` and ``align_slots`` left at None take the values the
     checkpoint was trained with (``DEPConfig.trained_prompt``), else K, true, true and true.
     """
 
-    checkpoint: str | None = None
-    encoder: str | None = None  # default: the one the checkpoint was trained with
     k: int | None = None  # past reviews with slots, 0..K of the checkpoint; 0 = non-personalized
     use_his: bool = True
     use_diff: bool = True
