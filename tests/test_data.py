@@ -58,6 +58,7 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
 # --------------------------------------------------------------------------- real data
 
 
+@pytest.mark.real_data
 def test_counts_on_real_data(beauty: str) -> None:
     # (no time bound here: speed claims live in benchmarks/, and this machine is shared)
     splits = {split: load_split(beauty, CATEGORY, split) for split in loaders.SPLITS}
@@ -90,6 +91,7 @@ def test_samples_are_well_formed(beauty: str) -> None:
             }
 
 
+@pytest.mark.real_data
 def test_pool_never_contains_a_target_text(beauty: str) -> None:
     pool = load_pool(beauty, CATEGORY)
     pool_texts = {review.text for reviews in pool.reviews.values() for review in reviews}
@@ -147,6 +149,7 @@ def test_task_dataset_round_trips_through_arrow(beauty_root: Path, beauty: str) 
     assert load_pool(doc["source"], doc["category"]) is load_pool(beauty, CATEGORY)
 
 
+@pytest.mark.real_data
 def test_task_dataset_dict_argument_split_subset_and_env(
     beauty_root: Path, beauty: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -686,6 +689,7 @@ def _mock_hub(
     return calls
 
 
+@pytest.mark.real_data
 def test_hub_loader_matches_local(
     beauty_root: Path, beauty: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -712,6 +716,7 @@ def test_hub_loader_matches_local(
     assert hub_pool.reviewers == local_pool.reviewers
 
 
+@pytest.mark.real_data
 @pytest.mark.bad_input("hub-unknown-asins")
 def test_hub_skips_unknown_asins_with_a_warning(
     beauty_root: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
