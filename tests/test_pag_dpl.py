@@ -141,6 +141,7 @@ def runner(
     lm.batch_size = 1  # auxiliary calls are saved every 4 prompts: resume granularity
     lm._pools = {(SOURCE, CATEGORY): pool}
     lm.call_cache = CallCache(llm.name, folder=tmp)
+    lm.backend, lm._engine_options = "hf", {}  # part of the auxiliary calls' key
     lm.cache_generations = False  # these tests are about the auxiliary calls' cache
     lm.auto_batch = False
     if isinstance(lm.method, Dpl):
