@@ -312,6 +312,7 @@ def main() -> None:
     parser.add_argument("--dtypes", nargs="+", default=["auto"], help="e.g. auto bfloat16")
     parser.add_argument("--slot-tokens", type=int, default=32, help="0: skip the slot check")
     parser.add_argument("--decode-steps", type=int, default=32)
+    parser.add_argument("--out", default=str(RESULTS), help="folder of bench_generation.*")
     parser.add_argument("--one", nargs=4, metavar=("METHOD", "BATCH", "RUNNER", "DTYPE"))
     parser.add_argument("--physics", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -353,8 +354,9 @@ def main() -> None:
         else None
     )
     print(slots, flush=True)
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "bench_generation.json").write_text(
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "bench_generation.json").write_text(
         json.dumps(
             {
                 "command": command,
@@ -366,7 +368,7 @@ def main() -> None:
         )
         + "\n"
     )
-    (RESULTS / "bench_generation.md").write_text(report(command, args, rows, measured, slots))
+    (out / "bench_generation.md").write_text(report(command, args, rows, measured, slots))
 
 
 def _row(rows: list[dict], method: str, batch: int, runner: str = "engine", dtype: str = "auto"):  # noqa: ANN202
