@@ -120,8 +120,11 @@ def test_a_second_method_cannot_take_a_registered_name() -> None:
         register_method(Impostor)
 
 
-def test_the_registry_records_and_returns_the_class_unchanged() -> None:
+def test_the_registry_records_and_returns_the_class_unchanged(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     from dep_eval import registry
+    from dep_eval.api import PersonalizationMethod
     from dep_eval.dep.config import DEPArgs
     from dep_eval.dep.method import DEP
 
@@ -132,7 +135,12 @@ def test_the_registry_records_and_returns_the_class_unchanged() -> None:
         "DEP",
         50,
     )
-    assert registry.register_method(DEP, label="DEP", order=50) is DEP  # nothing lm-eval
+
+    class Probe(PersonalizationMethod):
+        name = "registry_probe"
+
+    monkeypatch.setattr(registry, "_METHODS", dict(registry._METHODS))  # undone afterwards
+    assert registry.register_method(Probe, label="Probe") is Probe  # nothing lm-eval
     assert [v.name for v in spec.variants if v.ablation] == [
         "dep_his_only",
         "dep_diff_only",
@@ -161,12 +169,18 @@ LOADED = "import sys\nprint(sorted({m.split('.')[0] for m in sys.modules} & {'lm
 
 
 def test_methods_and_tables_do_not_import_lm_eval(tmp_path: Path) -> None:
-    code = "".join(f"import {module}\n" for module in NO_LM_EVAL) + (
-        "from dep_eval import registry\n"
-        "from dep_eval.leaderboard import leaderboard_text\n"
-        "assert len(registry.methods()) >= 7\n"
-        f"text = leaderboard_text([{str(TABLE)!r}])\n"
-        "assert '| DEP' in text, text\n"
+    code = (
+        "import sys\n"
+        + "".join(f"import {module}\n" for module in NO_LM_EVAL)
+        + (
+            "from dep_eval import registry\n"
+            "from dep_eval.leaderboard import leaderboard_text\n"
+            "assert len(registry.methods()) >= 7\n"
+            f"text = leaderboard_text([{str(TABLE)!r}])\n"
+            "assert '| DEP' in text, text\n"
+            # no method imports the trainer (OPPU's task LoRA takes its rows from train.common)
+            "assert 'dep_eval.train.trainer' not in sys.modules\n"
+        )
     )
     assert python(code + LOADED, tmp_path) == "['torch']"
     assert python("import dep_eval.registry\n" + LOADED, tmp_path) == "[]"
