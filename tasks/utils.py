@@ -34,11 +34,12 @@ from typing import Any
 import datasets
 
 from dep_eval.data.loaders import HubUnreachable, load_task_dataset
+from dep_eval.data.parsing import LONG_TEXT_CHARS
 from dep_eval.data.records import Sample
 from dep_eval.metrics import harness
 from dep_eval.metrics.harness import AGGREGATIONS
 from dep_eval.preflight import check_documents, check_metadata_keys, check_run
-from dep_eval.prompts import MAX_DESCRIPTION_CHARS, MAX_TITLE_CHARS, clip_title, clipped_fields
+from dep_eval.prompts import MAX_DESCRIPTION_CHARS, clip_title, clipped_fields
 from dep_eval.report import slices
 
 # rouge1, rouge1_stderr, rouge1_ci_low, ..., length_ratio: the aggregations the YAMLs name
@@ -104,24 +105,35 @@ def load_dataset(**options: Any) -> dict[str, datasets.Dataset]:
 
 
 def log_clipped_documents(documents: datasets.Dataset) -> None:
-    """Say once how many documents hold a text longer than prompts show (a pasted title,
-    a long description): each is clipped to its head, never left to push the instructions
-    out of the context."""
+    """Say once how many documents hold a text longer than prompts show, each clipped to its
+    head, never left to push the instructions out of the context. Routine (Amazon item
+    titles run past 100 characters) at info level; a warning when a field is beyond any real
+    review's length (``LONG_TEXT_CHARS``), such as a pasted megabyte."""
     counts: dict[str, int] = {}
-    clipped = 0
+    clipped = huge = 0
     for doc in documents:
-        fields = clipped_fields(Sample.from_doc(doc))
+        sample = Sample.from_doc(doc)
+        fields = clipped_fields(sample)
         clipped += bool(fields)
+        huge += bool(fields) and _longest_field(sample) > LONG_TEXT_CHARS
         for name in fields:
             counts[name] = counts.get(name, 0) + 1
     if clipped:
-        logger.warning(
+        logger.log(
+            logging.WARNING if huge else logging.INFO,
             "%d of %d documents have a text longer than prompts show, clipped to its head "
             "(%s; caps in dep_eval/prompts.py)",
             clipped,
             len(documents),
             ", ".join(f"{name}: {count}" for name, count in sorted(counts.items())),
         )
+
+
+def _longest_field(sample: Sample) -> int:
+    reviews = (sample.target, *sample.profile)
+    texts = [sample.item.title, sample.item.description]
+    texts += [review.title for review in reviews] + [review.text for review in sample.profile]
+    return max(map(len, texts))
 
 
 def process_results(doc: dict[str, Any], results: Any) -> dict[str, Any]:
@@ -137,7 +149,7 @@ def doc_to_text(doc: dict[str, Any]) -> str:
     and ignore this text; it makes the task usable with lm-eval's built-in models.
     """
     item, target = doc["item"], doc["target"]
-    title = item["title"][:MAX_TITLE_CHARS]
+    title = item["title"][:MAX_DESCRIPTION_CHARS]  # whole for real titles (<= 255 here)
     lines = ["Write the text of a product review.", f"Product: {title or '(untitled)'}"]
     if item.get("description"):
         lines.append(f"Description: {item['description'][:MAX_DESCRIPTION_CHARS]}")
