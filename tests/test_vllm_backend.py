@@ -44,7 +44,7 @@ def test_without_vllm_the_error_says_what_to_install() -> None:
 
 
 @pytest.fixture(scope="module")
-def engine():  # noqa: ANN201
+def engine():
     if not HAVE_VLLM:
         pytest.skip("vLLM is not installed (bash .ci/setup-vllm; .venv-vllm/bin/pytest)")
     # prefix caching named (the prefix-cache test needs it on whatever vLLM's default) and
@@ -229,16 +229,25 @@ def test_prefix_caching_never_serves_one_users_soft_vectors_to_another(engine, b
     from dep_eval.dep.config import DEPArgs
     from dep_eval.dep.method import DEP
 
-    samples = load_split(local_source(str(beauty_dir)), "All_Beauty", "test")[:2]
+    samples = load_split(local_source(str(beauty_dir)), "All_Beauty", "test")[:8]
     pool = load_pool(samples[0].source, samples[0].category)
     engine.start()
     for method in (DEP(DEPArgs(with_text=False), engine), PPlug(PPlugConfig(), engine)):
         method.setup(pool)
-        a, b = (method.build_prompt(sample, pool) for sample in samples)
+        prompts = [method.build_prompt(sample, pool) for sample in samples]
+        # two users with as many slots (DEP: one per past review, up to k)
+        a, b = next(
+            (p, q)
+            for i, p in enumerate(prompts)
+            for q in prompts[i + 1 :]
+            if len(p.soft_vectors) == len(q.soft_vectors)
+        )
         b_on_a = Prompt(a.messages, b.soft_vectors)  # A's token ids, B's vectors
         assert not torch.equal(a.soft_vectors, b.soft_vectors)
         ids = engine.tokenize(a)
-        first_slot = min(i for i, t in enumerate(ids) if t >= engine.tokens.vocab_size)
+        rows = [engine.request(ids, p.soft_vectors)["prompt_embeds"] for p in (a, b_on_a)]
+        differ = (rows[0] != rows[1]).any(dim=1)  # (T,): positions whose vectors differ
+        first_slot = int(differ.nonzero()[0])  # fixed markers before it are shared
         engine.llm.reset_prefix_cache()
         ((fresh, _),) = _one_by_one(engine, [b_on_a])
         engine.llm.reset_prefix_cache()

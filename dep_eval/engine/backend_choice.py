@@ -26,6 +26,6 @@ def choose_backend(requested: str, supported: Sequence[str]) -> tuple[str, str]:
         return "hf", "backend=auto: no CUDA device, so the transformers engine"
     try:
         import vllm  # noqa: F401 - only whether it imports
-    except Exception as error:  # noqa: BLE001 - a broken install is as good as none here
+    except Exception as error:
         return "hf", f"backend=auto: vLLM does not import ({type(error).__name__}: {error})"
     return "vllm", "backend=auto: vLLM imports and a CUDA device is present"

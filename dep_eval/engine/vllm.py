@@ -86,7 +86,7 @@ BATCH_INVARIANT_ENV = "VLLM_BATCH_INVARIANT"
 AUTO_BATCH = 256  # prompts per LLM.generate call with batch_size=auto
 
 
-def _import_vllm():  # noqa: ANN202 - the vllm module
+def _import_vllm():
     try:
         import vllm
     except ImportError as error:
@@ -431,7 +431,7 @@ def generate_ids(
     return [list(output.outputs[0].token_ids) for output in outputs]
 
 
-def _generation_config(path: str):  # noqa: ANN202 - a transformers GenerationConfig or None
+def _generation_config(path: str):
     from transformers import GenerationConfig
 
     try:

@@ -124,7 +124,7 @@ def _serve(
         llm.llm_engine.engine_core.shutdown()  # its processes, before this one exits
     except EOFError:  # the parent is gone
         return
-    except Exception:  # noqa: BLE001 - sent to the parent, which raises it
+    except Exception:
         connection.send(traceback.format_exc())
 
 
