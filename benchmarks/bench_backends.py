@@ -290,6 +290,24 @@ def projection(rows: list[dict]) -> list[str]:
         "GPU), so the time is more likely an upper bound; DEP's encoder and module, and "
         "DPL's clustering, run outside vLLM and are not included. Nothing of this was run on "
         "a GPU here.",
+        *embeds_cost(),
+    ]
+
+
+def embeds_cost() -> list[str]:
+    """The measured CPU cost of vLLM's prompt_embeds path (DEP's, PPlug's) against token ids."""
+    path = RESULTS / "bench_embeds_vs_ids.json"
+    if not path.exists():
+        return []
+    measured = json.loads(path.read_text())
+    return [
+        "",
+        f"DEP and PPlug prompts go to vLLM as prompt embeddings, the others as token ids. "
+        f"Measured on this CPU (results/bench_embeds_vs_ids.md, {measured['samples']} RAG "
+        f"prompts sent both ways): prompt_embeds run at {measured['embeds_over_ids']:.2f}x the "
+        f"samples/s of token ids, with {measured['identical_texts']} of "
+        f"{measured['samples']} greedy texts identical; the projection above takes them as "
+        "equal. Not measured on a GPU.",
     ]
 
 
