@@ -418,20 +418,7 @@ def _parse_rows(
     samples: list[Sample] = []
     for where, raw in rows:
         row = require_dict(raw, where, None)
-        user_id = as_str(get_field(row, "user_id", where), where, "user_id", non_empty=True)
-        if strict or "category" in row:
-            row_category = as_str(get_field(row, "category", where), where, "category")
-            if row_category != category:
-                raise where.error(
-                    "category",
-                    f"row says {row_category!r} but was loaded as category {category!r}; "
-                    "fix the field or move the row to its category's folder",
-                )
-        raw_profile = get_field(row, "profile", where)
-        if not isinstance(raw_profile, list):
-            raise where.error(
-                "profile", f"expected a list of review objects, got {type(raw_profile).__name__}"
-            )
+        user_id, raw_profile = _row_user_and_profile(row, where, category, strict)
         target = parse_review(get_field(row, "data", where), where, "data.")
         if is_blank(target.text):  # whitespace or zero-width characters only
             raise where.error("data.text", "the target review text is empty: nothing to score")
@@ -444,29 +431,9 @@ def _parse_rows(
                 )
             skipped_rows.skip(where, f"target item {target.asin!r} is not in {meta_name}")
             continue
-        profile: list[Review] = []
-        for index, raw_review in enumerate(raw_profile):
-            prefix = f"profile[{index}]."
-            review = parse_review(raw_review, where, prefix)
-            if review.asin not in items:
-                if strict:
-                    raise where.error(
-                        prefix + "asin",
-                        f"asin {review.asin!r} is not in {meta_name}; add the item there "
-                        "or remove the review",
-                    )
-                dropped_reviews.skip(where, f"{prefix}asin {review.asin!r} not in {meta_name}")
-                continue
-            if review.asin == target.asin and review.timestamp == target.timestamp:
-                if strict:
-                    raise where.error(
-                        prefix + "asin",
-                        "this profile review is the target review itself (same asin and "
-                        "timestamp), which would leak the reference; remove it from the profile",
-                    )
-                dropped_reviews.skip(where, f"{prefix[:-1]} is the target itself")
-                continue
-            profile.append(interned.setdefault(review, review))
+        profile = _parse_profile(
+            raw_profile, target, where, items, strict, dropped_reviews, interned
+        )
         if not profile:
             skipped_rows.skip(where, f"user {user_id!r} has an empty profile")
             continue
@@ -494,6 +461,65 @@ def _parse_rows(
     _log_skips(label, "profile reviews dropped", dropped_reviews)
     _log_skips(label, "rows skipped", skipped_rows)
     return samples, skipped_rows.skipped
+
+
+def _row_user_and_profile(
+    row: dict[str, Any], where: Where, category: str, strict: bool
+) -> tuple[str, list[Any]]:
+    """A row's checked ``user_id`` and its raw profile list (the category checked too)."""
+    user_id = as_str(get_field(row, "user_id", where), where, "user_id", non_empty=True)
+    if strict or "category" in row:
+        row_category = as_str(get_field(row, "category", where), where, "category")
+        if row_category != category:
+            raise where.error(
+                "category",
+                f"row says {row_category!r} but was loaded as category {category!r}; "
+                "fix the field or move the row to its category's folder",
+            )
+    raw_profile = get_field(row, "profile", where)
+    if not isinstance(raw_profile, list):
+        raise where.error(
+            "profile", f"expected a list of review objects, got {type(raw_profile).__name__}"
+        )
+    return user_id, raw_profile
+
+
+def _parse_profile(
+    raw_profile: list[Any],
+    target: Review,
+    where: Where,
+    items: Mapping[str, Item],
+    strict: bool,
+    dropped_reviews: Lenient,
+    interned: dict[Review, Review],
+) -> list[Review]:
+    """A row's profile reviews: an unknown item or the target itself is an error on local
+    files (``strict``) and a logged drop on the hub."""
+    meta_name = "meta.jsonl" if strict else "the meta data set"
+    profile: list[Review] = []
+    for index, raw_review in enumerate(raw_profile):
+        prefix = f"profile[{index}]."
+        review = parse_review(raw_review, where, prefix)
+        if review.asin not in items:
+            if strict:
+                raise where.error(
+                    prefix + "asin",
+                    f"asin {review.asin!r} is not in {meta_name}; add the item there "
+                    "or remove the review",
+                )
+            dropped_reviews.skip(where, f"{prefix}asin {review.asin!r} not in {meta_name}")
+            continue
+        if review.asin == target.asin and review.timestamp == target.timestamp:
+            if strict:
+                raise where.error(
+                    prefix + "asin",
+                    "this profile review is the target review itself (same asin and "
+                    "timestamp), which would leak the reference; remove it from the profile",
+                )
+            dropped_reviews.skip(where, f"{prefix[:-1]} is the target itself")
+            continue
+        profile.append(interned.setdefault(review, review))
+    return profile
 
 
 def _log_skips(label: str, what: str, lenient: Lenient) -> None:
