@@ -50,12 +50,12 @@ class BuildPyWithPth(build_py):
 class EditableWheelWithPth(editable_wheel):
     """``pip install -e .`` gets the same start-up hook as a normal install."""
 
-    def _select_strategy(self, name, tag, build_lib):  # noqa: ANN001 - setuptools' signature
+    def _select_strategy(self, name, tag, build_lib):
         strategy = super()._select_strategy(name, tag, build_lib)
         original_call = strategy.__call__
 
         class WithPth(type(strategy)):
-            def __call__(self, wheel, files, mapping):  # noqa: ANN001
+            def __call__(self, wheel, files, mapping):
                 original_call(wheel, files, mapping)
                 wheel.writestr(PTH, Path(PTH).read_bytes())
 

@@ -37,7 +37,7 @@ from pathlib import Path
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 
 
-def make_lm(method: str, batch_size: int, dtype: str = "auto"):  # noqa: ANN201
+def make_lm(method: str, batch_size: int, dtype: str = "auto"):
     try:
         from dep_eval.lm_eval_models import DEPLM, NonPersoLM, RagLM
     except ImportError:  # the registry before it stopped building lm-eval classes (issue 29)
@@ -99,7 +99,7 @@ def one_configuration(
     }
 
 
-def hf_generate(llm, prompts: list, seeds: list[int], settings, batch_size: int) -> list[str]:  # noqa: ANN001
+def hf_generate(llm, prompts: list, seeds: list[int], settings, batch_size: int) -> list[str]:
     """transformers' ``model.generate()`` on the engine's own inputs (left-padded, longest
     first, soft vectors filled in), EOS disabled, the same temperature and top-p."""
     import torch
@@ -128,7 +128,7 @@ def hf_generate(llm, prompts: list, seeds: list[int], settings, batch_size: int)
     return texts
 
 
-def forward(llm, ids: list[list[int]], cache, mask=None, positions=None):  # noqa: ANN001, ANN201
+def forward(llm, ids: list[list[int]], cache, mask=None, positions=None):
     """One engine forward (no LM head) of ``ids``, left-padded unless ``mask`` is given."""
     import torch
 
@@ -148,7 +148,7 @@ def forward(llm, ids: list[list[int]], cache, mask=None, positions=None):  # noq
     return mask, positions
 
 
-def decode_step_seconds(llm, prompt: list[int], batch: int, steps: int) -> float:  # noqa: ANN001
+def decode_step_seconds(llm, prompt: list[int], batch: int, steps: int) -> float:
     """Median time of a decode step of ``prompt`` repeated ``batch`` times, after its prefill."""
     import torch
 
@@ -174,7 +174,7 @@ def physics(data_dir: str, n: int, batch_size: int, steps: int) -> dict:
 
     from dep_eval.engine.kv_cache import PreallocatedCache
 
-    def best(fn, repeat: int = 5) -> float:  # noqa: ANN001
+    def best(fn, repeat: int = 5) -> float:
         times = []
         for _ in range(repeat):
             started = time.perf_counter()
@@ -371,7 +371,7 @@ def main() -> None:
     (out / "bench_generation.md").write_text(report(command, args, rows, measured, slots))
 
 
-def _row(rows: list[dict], method: str, batch: int, runner: str = "engine", dtype: str = "auto"):  # noqa: ANN202
+def _row(rows: list[dict], method: str, batch: int, runner: str = "engine", dtype: str = "auto"):
     return next(
         (
             r
@@ -383,7 +383,7 @@ def _row(rows: list[dict], method: str, batch: int, runner: str = "engine", dtyp
     )
 
 
-def report(command: str, args: argparse.Namespace, rows: list[dict], measured: dict, slots) -> str:  # noqa: ANN001
+def report(command: str, args: argparse.Namespace, rows: list[dict], measured: dict, slots) -> str:
     b = args.batch_size
     lines = [
         "# Generation cost per method (CPU, embedded SmolLM2-135M-Instruct)",

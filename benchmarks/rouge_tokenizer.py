@@ -42,7 +42,7 @@ SCRIPTS = [
 ]
 
 
-def _old_scorer():  # noqa: ANN202
+def _old_scorer():
     from rouge_score import rouge_scorer
 
     return rouge_scorer.RougeScorer(list(TYPES), use_stemmer=False)

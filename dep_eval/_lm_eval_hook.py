@@ -106,7 +106,7 @@ def patch_task_manager(manager_module: object) -> None:
     ):
         return
 
-    def __init__(self, *args, include_path=None, **kwargs):  # noqa: ANN001, N807
+    def __init__(self, *args, include_path=None, **kwargs):
         paths = (
             []
             if include_path is None
@@ -125,7 +125,7 @@ class _AfterImport(importlib.abc.MetaPathFinder):
     def __init__(self, callbacks: dict[str, Callable[[object], object]]) -> None:
         self.callbacks = callbacks
 
-    def find_spec(self, fullname, path, target=None):  # noqa: ANN001
+    def find_spec(self, fullname, path, target=None):
         callback = self.callbacks.get(fullname)
         if callback is None:
             return None
@@ -134,7 +134,7 @@ class _AfterImport(importlib.abc.MetaPathFinder):
             return None
         original_exec = spec.loader.exec_module
 
-        def exec_module(module):  # noqa: ANN001
+        def exec_module(module):
             original_exec(module)
             try:
                 callback(module)

@@ -32,7 +32,7 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -112,6 +112,17 @@ def mapping(name: str, value: Any, known: tuple[str, ...]) -> dict[str, Any]:
     return value
 
 
+class CheckpointModule(Protocol):
+    """What a trainable module (DEP's, PPlug's) offers this module: a format name, a config
+    class with ``from_dict``/``to_dict``, and its weights."""
+
+    checkpoint_format: ClassVar[str]
+    config_class: ClassVar[Any]
+    config: Any
+
+    def state_dict(self) -> Any: ...
+
+
 @dataclass(frozen=True)
 class Checkpoint:
     """One checkpoint folder, read once: its config.json (format-checked, ``meta``), the
@@ -122,7 +133,7 @@ class Checkpoint:
     the weights all come from this one reading.
     """
 
-    module_class: type
+    module_class: type[Any]
     folder: Path
     meta: dict[str, Any]
     config: Any
@@ -143,7 +154,7 @@ class Checkpoint:
 
 
 def save_checkpoint(
-    module: torch.nn.Module,
+    module: CheckpointModule,
     folder: str | os.PathLike[str],
     *,
     extra: dict[str, Any] | None = None,
@@ -220,7 +231,7 @@ def save_checkpoint(
     return folder
 
 
-def read_checkpoint(module_class: type, folder: str | os.PathLike[str]) -> Checkpoint:
+def read_checkpoint(module_class: type[Any], folder: str | os.PathLike[str]) -> Checkpoint:
     """A checkpoint folder's config.json, read and checked once (format, version, config)."""
     folder = Path(folder)
     meta = _read_meta(module_class, folder)
@@ -231,12 +242,12 @@ def read_checkpoint(module_class: type, folder: str | os.PathLike[str]) -> Check
     return Checkpoint(module_class, folder, meta, config)
 
 
-def read_config(module_class: type, folder: str | os.PathLike[str]) -> Any:
+def read_config(module_class: type[Any], folder: str | os.PathLike[str]) -> Any:
     """The config of a checkpoint folder (a ``module_class.config_class``), after format checks."""
     return read_checkpoint(module_class, folder).config
 
 
-def adapter_folder(module_class: type, folder: str | os.PathLike[str]) -> str | None:
+def adapter_folder(module_class: type[Any], folder: str | os.PathLike[str]) -> str | None:
     """The PEFT adapter folder of the LoRA a checkpoint was trained with, or None."""
     return read_checkpoint(module_class, folder).adapter
 
@@ -251,7 +262,7 @@ def _is_complete(folder: Path) -> bool:
         return False
 
 
-def _read_meta(module_class: type, folder: Path) -> dict[str, Any]:
+def _read_meta(module_class: type[Any], folder: Path) -> dict[str, Any]:
     path = folder / CONFIG_FILE
     expected = module_class.checkpoint_format
     # a save killed between its two renames left the folder's copies hidden beside it
@@ -349,7 +360,7 @@ def check_compatible(
 
 
 def load_checkpoint(
-    module_class: type,
+    module_class: type[Any],
     folder: str | os.PathLike[str],
     *,
     encoder_name: str | None = None,
@@ -408,7 +419,7 @@ def load_module(
     return module.to(device)
 
 
-def _check_shapes(module_class: type, config: Any, weights: Path) -> None:
+def _check_shapes(module_class: type[Any], config: Any, weights: Path) -> None:
     """The tensors in ``weights`` (its header only) against those ``config`` implies (a
     module built on the meta device: no memory), before anything real is built or read."""
     from safetensors import safe_open
@@ -450,7 +461,7 @@ def checkpoint_for_run(checkpoint: str | None, shipped: str, llm_name: str) -> s
 
 
 def open_checkpoint(
-    module_class: type, checkpoint: str | None, shipped: str, llm_name: str
+    module_class: type[Any], checkpoint: str | None, shipped: str, llm_name: str
 ) -> Checkpoint | None:
     """A run's ``checkpoint=`` (else the shipped one, ``checkpoint_for_run``), read once;
     None when the run has none."""
@@ -507,7 +518,7 @@ def load_module_for_run(
 
 
 def load_for_run(
-    module_class: type,
+    module_class: type[Any],
     checkpoint: str | None,
     *,
     method: str,

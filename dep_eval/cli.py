@@ -43,6 +43,7 @@ TRAIN_EPILOG = """examples:
       --category All_Beauty --output runs/oppu-base --max-rows 128
 """
 
+
 def add_dataclass_arguments(group: Any, config_class: type, **argparse_options: Any) -> list[str]:
     """One ``--option`` per field of ``config_class``, typed and documented from the field.
 

@@ -196,7 +196,7 @@ def test_a_checkpoint_that_cannot_fit_is_refused_from_its_config(tmp_path: Path)
 # ------------------------------------------------- engine arguments and the LLM's files
 
 
-def _nonperso_lm(**args: Any):  # noqa: ANN202
+def _nonperso_lm(**args: Any):
     from dep_eval.lm_eval_models import NonPersoLM
 
     return NonPersoLM(device="cpu", **args)

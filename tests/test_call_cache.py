@@ -148,7 +148,7 @@ def test_auxiliary_calls_of_two_adapters_are_cached_apart(
     second = _lora(llm.model, tmp_path / "b", seed=2)  # type: ignore[attr-defined]
     question = [Prompt([{"role": "user", "content": "Summarize: I love soft lipsticks."}])]
     settings = GenerationSettings(max_new_tokens=8)
-    PagLM = lm_eval_model_for(Pag)  # noqa: N806 - a class
+    PagLM = lm_eval_model_for(Pag)
 
     def ask(adapter: str, dtype: str = "float32") -> tuple[str, int]:
         lm = PagLM(peft=adapter, device="cpu", dtype=dtype)

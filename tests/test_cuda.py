@@ -75,7 +75,7 @@ def _model_folder(tmp: Path) -> str | None:
 
 
 @pytest.fixture(scope="module")
-def gpu_llm(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201 - an HFEngine
+def gpu_llm(tmp_path_factory: pytest.TempPathFactory):
     from dep_eval.engine.hf import HFEngine
 
     folder = _model_folder(tmp_path_factory.mktemp("cuda-model"))
@@ -84,7 +84,7 @@ def gpu_llm(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201 - an HFEn
     return HFEngine(pretrained=folder, device="cuda", dtype="float32")
 
 
-def test_dep_prompts_with_vectors_built_on_the_cpu(gpu_llm) -> None:  # noqa: ANN001
+def test_dep_prompts_with_vectors_built_on_the_cpu(gpu_llm) -> None:
     """The failure of issue 31: vectors built on the CPU reach a model on the GPU."""
     ids = gpu_llm.add_placeholder_tokens(["<|cuda_a|>", "<|cuda_b|>"])
     gpu_llm.add_fixed_tokens({"<|cuda_mark|>": torch.randn(gpu_llm.hidden_size)})  # CPU too
@@ -101,7 +101,7 @@ def test_dep_prompts_with_vectors_built_on_the_cpu(gpu_llm) -> None:  # noqa: AN
     assert out.generated_tokens >= 1
 
 
-def test_training_through_vectors_built_on_the_cpu(gpu_llm) -> None:  # noqa: ANN001
+def test_training_through_vectors_built_on_the_cpu(gpu_llm) -> None:
     gpu_llm.add_placeholder_tokens(["<|cuda_c|>"])
     vectors = torch.randn(1, gpu_llm.hidden_size, requires_grad=True)  # a CPU leaf
     prompt = Prompt(chat("Topic <|cuda_c|>. Write a review.").messages, soft_vectors=vectors)
@@ -113,7 +113,7 @@ def test_training_through_vectors_built_on_the_cpu(gpu_llm) -> None:  # noqa: AN
     assert vectors.grad.abs().sum() > 0
 
 
-def test_auto_batch_size_counts_the_gpus_free_memory(gpu_llm, caplog) -> None:  # noqa: ANN001
+def test_auto_batch_size_counts_the_gpus_free_memory(gpu_llm, caplog) -> None:
     free, _total = torch.cuda.mem_get_info()
     with caplog.at_level("INFO", logger="dep_eval"):
         size = gpu_llm.auto_batch_size(500, 64, rows=10_000)
@@ -125,7 +125,7 @@ def test_auto_batch_size_counts_the_gpus_free_memory(gpu_llm, caplog) -> None:  
         assert size > memory.MAX_AUTO_BATCH
 
 
-def test_greedy_texts_match_model_generate_for_most_documents(gpu_llm) -> None:  # noqa: ANN001
+def test_greedy_texts_match_model_generate_for_most_documents(gpu_llm) -> None:
     """fp32 on the GPU: the engine's batched greedy texts against ``generate()`` one by one.
     Kernels differ between the two paths, so a near-tie may flip a token: most, not all."""
     prompts = [chat(f"Write a review of {product}.") for product in PRODUCTS]

@@ -58,8 +58,8 @@ def test_a_run_resolves_and_reads_its_checkpoint_once(monkeypatch: pytest.Monkey
     calls = {"resolve": 0, "read": 0}
     resolve, read = checkpoint.checkpoint_for_run, checkpoint._read_meta
 
-    def counted(name, function):  # noqa: ANN001, ANN202
-        def wrapper(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+    def counted(name, function):
+        def wrapper(*args, **kwargs):
             calls[name] += 1
             return function(*args, **kwargs)
 

@@ -20,7 +20,7 @@ def generations(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     calls: list[int] = []
     original = HFEngine.generate
 
-    def counting(self, prompts, *args, **kwargs):  # noqa: ANN001, ANN202
+    def counting(self, prompts, *args, **kwargs):
         calls.append(len(prompts))
         return original(self, prompts, *args, **kwargs)
 
@@ -30,7 +30,7 @@ def generations(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     preflight._check_metrics.cache_clear()
 
 
-def evaluate(data_dir: Path, **options):  # noqa: ANN003, ANN201
+def evaluate(data_dir: Path, **options):
     import lm_eval
 
     return lm_eval.simple_evaluate(

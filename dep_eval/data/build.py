@@ -323,7 +323,19 @@ def _run_recipe(
     """Steps 1-7 on an open DuckDB connection; returns the manifest's per-step counts."""
     steps: dict[str, Any] = {}
     q = _Query(con)
+    _step1_items(q, meta, recipe, steps)
+    _step2_reviews(q, reviews, recipe, steps)
+    _step3_core(q, recipe, steps)
+    n = recipe.inputs_per_user
+    _step4_normalise_split(q, n, steps)
+    _step5_profile_core(q, recipe, steps)
+    splits = _step6_final(q, split, n, steps)
+    _step7_write(q, splits, category, out, n, steps)
+    return steps
 
+
+def _step1_items(q: _Query, meta: Path, recipe: Recipe, steps: dict[str, Any]) -> None:
+    """Step 1: the items kept from the meta file."""
     # ---- Step 1: items. Meta rows whose description (joined with spaces, a leading
     # "Product Description" element dropped) has 100-2,000 characters and that have a title,
     # categories and a rating_number; the item id is parent_asin.
@@ -373,6 +385,9 @@ def _run_recipe(
     _log_step(q, "step 1 (items)", steps["step1_items"])
     _require(n_items, "step 1 (items)", steps)
 
+
+def _step2_reviews(q: _Query, reviews: Path, recipe: Recipe, steps: dict[str, Any]) -> None:
+    """Step 2: the reviews kept from the reviews file."""
     # ---- Step 2: reviews. Text of at least 200 characters, and a rating, a title and a
     # timestamp (non-zero, non-empty: DPL tests truthiness); asin := parent_asin; only items
     # kept in step 1. ``line`` is the row's position in the raw file: the tie-breaker.
@@ -423,6 +438,9 @@ def _run_recipe(
     _log_step(q, "step 2 (reviews)", steps["step2_reviews"])
     _require(steps["step2_reviews"]["rows"], "step 2 (reviews)", steps)
 
+
+def _step3_core(q: _Query, recipe: Recipe, steps: dict[str, Any]) -> None:
+    """Step 3: the item/user core, round by round."""
     # ---- Step 3: until nothing changes: per user, greedy de-duplication newest first by
     # asin and by text (it decides the user's review count; the rows stay, as in DPL); keep
     # items with >= 8 users (on all current rows) and users with 18-500 de-duplicated reviews.
@@ -458,6 +476,9 @@ def _run_recipe(
     steps["step3_core"] = {"rounds": rounds, **rounds[-1]}
     _require(rounds[-1]["rows"], "step 3 (item/user filters)", steps)
 
+
+def _step4_normalise_split(q: _Query, n: int, steps: dict[str, Any]) -> None:
+    """Step 4: normalised texts, duplicates dropped, each user's last ``n`` reviews the inputs."""
     # ---- Step 4: normalise whitespace (strip, then runs of whitespace -> one space), the
     # greedy de-duplication again on the normalised text, this time dropping rows; sort each
     # user's reviews by time (file order on ties); the last 10 are the inputs, the rest the
@@ -483,7 +504,6 @@ def _run_recipe(
     empty = q.one(
         "SELECT count(*) FROM norm WHERE text = '' AND line NOT IN (SELECT line FROM dropped)"
     )
-    n = recipe.inputs_per_user
     q.run(f"""
         CREATE TABLE step4 AS
         WITH kept AS (
@@ -507,6 +527,9 @@ def _run_recipe(
     }
     _log_step(q, "step 4 (normalise, de-duplicate, split)", steps["step4_normalise_split"])
 
+
+def _step5_profile_core(q: _Query, recipe: Recipe, steps: dict[str, Any]) -> None:
+    """Step 5: the profile core, round by round."""
     # ---- Step 5: until no user is dropped: drop profile reviews of items with fewer than
     # 5 profile users, then users with fewer than 8 profile reviews. Input reviews are
     # never dropped here (their items stay in meta.jsonl: it holds every step-3 item).
@@ -542,6 +565,11 @@ def _run_recipe(
     }
     _require(rounds[-1]["users"], "step 5 (profile filters)", steps)
 
+
+def _step6_final(
+    q: _Query, split: SplitSpec | None, n: int, steps: dict[str, Any]
+) -> dict[str, str]:
+    """Step 6: every user's final history, and each split's row filter."""
     # ---- Step 6: splits (``SplitSpec``; DPL's leave-last-out by default). The final
     # history of a user is the kept profile then the N inputs; the target input[i] has
     # everything before it as its profile. Leave-last-out: train i = 0..N-3, val i = N-2,
@@ -557,7 +585,13 @@ def _run_recipe(
     q.run("DROP TABLE prof")
     q.run("DROP TABLE step4")
     splits, steps["split"] = _split_conditions(q, split or SplitSpec(), n)
+    return splits
 
+
+def _step7_write(
+    q: _Query, splits: dict[str, str], category: str, out: Path, n: int, steps: dict[str, Any]
+) -> None:
+    """Step 7: the split files and meta.jsonl in the layout loaders.py reads."""
     # ---- Step 7: the DPL-main / DPL-meta layout loaders.py reads. Users in the order of
     # their first review in the file, targets in time order; meta in file order. A row
     # repeats its user's history, so the rows are built a slice of users at a time (about
@@ -572,8 +606,8 @@ def _run_recipe(
               FROM final JOIN user_order USING (user_id) GROUP BY user_id, first_line)""")
     n_slices = q.one("SELECT coalesce(max(slice), -1) + 1 FROM slices")
     part = out / ".part.jsonl"
-    for split, condition in splits.items():
-        with (out / f"{split}.jsonl").open("wb") as target:
+    for name, condition in splits.items():
+        with (out / f"{name}.jsonl").open("wb") as target:
             for index in range(n_slices):
                 q.run(f"""
                     COPY (
@@ -605,7 +639,6 @@ def _run_recipe(
         if not written[name]:
             logger.warning("%s: the %s split has no rows (see the manifest's split)", out, name)
     _log_step(q, "steps 6-7 (splits written)", steps["step6_splits"])
-    return steps
 
 
 def _split_conditions(q: _Query, spec: SplitSpec, n: int) -> tuple[dict[str, str], dict]:

@@ -268,7 +268,7 @@ def _iter_jsonl(path: Path) -> Iterator[tuple[Where, Any]]:
 
     def counted(handle: Iterable[bytes]) -> Iterator[bytes]:
         nonlocal line_number
-        for line_number, raw in enumerate(handle, start=1):  # noqa: B007
+        for line_number, raw in enumerate(handle, start=1):
             # jsonlines drops a byte-order mark silently; the data contract says plain UTF-8
             if line_number == 1 and raw.startswith(codecs.BOM_UTF8):
                 raise Where(str(path), 1).error(

@@ -33,13 +33,16 @@ import math
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from dep_eval.cache import cache_dir
 from dep_eval.engine.loading import EMBEDDED_LLM, EMBEDDED_LLM_ID
 from dep_eval.io import atomic_folder
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 logger = logging.getLogger(__name__)
 
@@ -265,8 +268,8 @@ def _examples(keys: Sequence[str]) -> str:
 
 
 def merge_adapter(
-    model: torch.nn.Module, folder: str, llm_name: str, argument: str = "peft"
-) -> torch.nn.Module:
+    model: PreTrainedModel, folder: str, llm_name: str, argument: str = "peft"
+) -> PreTrainedModel:
     """``model`` with the adapter in ``folder`` folded into its weights, frozen, eval mode."""
     check_adapter(folder, llm_name, argument)
     peft_model = _load(model, folder, llm_name, argument, "default")

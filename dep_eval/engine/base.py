@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, ClassVar
 import torch
 
 if TYPE_CHECKING:
-    from transformers import PreTrainedTokenizerBase
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
     from dep_eval.engine.soft_prompts import SoftPromptTable
 
@@ -217,7 +217,7 @@ class TrainableEngine(Engine):
     """
 
     trainable: ClassVar[bool] = True
-    model: torch.nn.Module
+    model: PreTrainedModel
     peft: str | None
 
     @abstractmethod

@@ -96,7 +96,8 @@ class HFEngine(TrainableEngine):
             self.model = adapters.merge_adapter(self.model, peft, self.name)
         self.tokens = SoftPromptTable(tokenizer, self.model.get_input_embeddings())
         self._cache_arg = loading.kv_cache_argument(self.model)
-        self.max_length = max_length or getattr(self.model.config, "max_position_embeddings", 8192)
+        context: int = getattr(self.model.config, "max_position_embeddings", 8192)
+        self.max_length = int(max_length) if max_length else context
         self.stop_ids = sampling.stop_token_ids(tokenizer, self.model.generation_config)
         on_gpu = self.device.type == "cuda"
         self.prefill = prefill if prefill != "auto" else ("batched" if on_gpu else "rows")

@@ -16,6 +16,7 @@ import os
 import shutil
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -27,6 +28,9 @@ from dep_eval.io import (
     remove_abandoned,
     staging_folder,
 )
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 logger = logging.getLogger(__name__)
 
@@ -210,7 +214,7 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torc
     return resolved
 
 
-def load_tokenizer(path: str, trust_remote_code: bool = False):  # noqa: ANN201
+def load_tokenizer(path: str, trust_remote_code: bool = False):
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
@@ -228,7 +232,7 @@ def load_causal_lm(
     return model.eval().requires_grad_(False)
 
 
-def kv_cache_argument(model: torch.nn.Module) -> str:
+def kv_cache_argument(model: PreTrainedModel) -> str:
     """transformers 5 renamed the KV-cache argument (and output field) to ``cache`` and warns
     on the old name; 4.x knows only ``past_key_values``."""
     forward_params = inspect.signature(model.base_model.forward).parameters

@@ -31,7 +31,7 @@ def pick_next(
     return sorted_ids.gather(-1, picks).squeeze(-1)
 
 
-def stop_token_ids(tokenizer, generation_config) -> set[int]:  # noqa: ANN001
+def stop_token_ids(tokenizer, generation_config) -> set[int]:
     """EOS of the tokenizer and of the model's generation config (which may list several)."""
     ids = {tokenizer.eos_token_id}
     eos = getattr(generation_config, "eos_token_id", None)
@@ -39,12 +39,12 @@ def stop_token_ids(tokenizer, generation_config) -> set[int]:  # noqa: ANN001
     return {i for i in ids if i is not None}
 
 
-def hits_stop_string(tokenizer, ids: list[int], until: tuple[str, ...]) -> bool:  # noqa: ANN001
+def hits_stop_string(tokenizer, ids: list[int], until: tuple[str, ...]) -> bool:
     tail = tokenizer.decode(ids[-STOP_TAIL_TOKENS:], skip_special_tokens=True)
     return any(stop in tail for stop in until)
 
 
-def finish_text(tokenizer, ids: list[int], stop_ids: set[int], until: tuple[str, ...]) -> str:  # noqa: ANN001
+def finish_text(tokenizer, ids: list[int], stop_ids: set[int], until: tuple[str, ...]) -> str:
     """The generated text: stop tokens dropped, cut at the first stop string, stripped."""
     text = tokenizer.decode([i for i in ids if i not in stop_ids], skip_special_tokens=True)
     for stop in until:

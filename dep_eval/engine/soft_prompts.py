@@ -101,6 +101,6 @@ class SoftPromptTable:
                     f"Prompt {row} has {count} placeholder tokens but {given} soft vectors; "
                     "each placeholder needs exactly one vector"
                 )
-            if count:
+            if vectors is not None and count:
                 embeds[row, slots] = vectors.to(embeds.device, embeds.dtype)
         return embeds

@@ -113,7 +113,7 @@ class PersonalizationMethod:
     def plan(self, sample: Sample, pool: DataPool) -> Plan:
         """The calls this method makes for ``sample``; by default one, ``build_prompt``'s."""
         return self.build_prompt(sample, pool)
-        yield  # noqa: B901 - makes this a generator with no auxiliary calls
+        yield
 
     def end_run(self) -> None:
         """Called once after every document of a run has its final prompt.

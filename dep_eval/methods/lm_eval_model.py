@@ -319,8 +319,8 @@ class PersonalizedLM(LM):
         firsts: dict[str, int] = {}
         todo = [
             i
-            for i, result in enumerate(results)
-            if result is None and (keys[i] is None or firsts.setdefault(keys[i], i) == i)
+            for i, (key, result) in enumerate(zip(keys, results, strict=True))
+            if result is None and (key is None or firsts.setdefault(key, i) == i)
         ]
         batch = self._batch_for([prompts[i] for i in todo], settings)
         chunk = batch * 4
@@ -335,9 +335,13 @@ class PersonalizedLM(LM):
             generations = self.llm.generate(
                 [prompts[i] for i in part], [seeds[i] for i in part], settings, batch
             )
+            fresh: list[tuple[str, Generation]] = []
             for i, generation in zip(part, generations, strict=True):
                 results[i] = generation
-            self.call_cache.put_many([(keys[i], results[i]) for i in part if keys[i]])
+                key = keys[i]
+                if key:
+                    fresh.append((key, generation))
+            self.call_cache.put_many(fresh)
             bar.update(len(part))
         bar.close()
         for i, key in enumerate(keys):

@@ -215,7 +215,7 @@ AGGREGATIONS: dict[str, Callable[[Sequence[Any]], Any]] = {
 }
 AGGREGATIONS["length_ratio"] = _length_ratio
 rouge1 = AGGREGATIONS["rouge1"]
-rougeL = AGGREGATIONS["rougeL"]  # noqa: N816 - named after the metric
+rougeL = AGGREGATIONS["rougeL"]
 meteor = AGGREGATIONS["meteor"]
 bleu = AGGREGATIONS["bleu"]
 bertscore_f1 = AGGREGATIONS["bertscore_f1"]

@@ -42,7 +42,7 @@ def _check(predictions: Sequence[str], references: Sequence[str]) -> None:
 
 
 @functools.lru_cache(maxsize=1)
-def _rouge_scorer():  # noqa: ANN202 - rouge_score has no type hints
+def _rouge_scorer():
     from rouge_score import rouge_scorer
 
     from dep_eval.metrics.tokenize import RougeTokenizer
@@ -74,7 +74,7 @@ BLEU_STATISTICS = 2 + 2 * BLEU_ORDER  # sys_len, ref_len, correct[1..4], total[1
 
 
 @functools.lru_cache(maxsize=1)
-def _sentence_bleu():  # noqa: ANN202
+def _sentence_bleu():
     from sacrebleu.metrics import BLEU
 
     # effective_order only changes a sentence's own score, not its statistics; it silences
