@@ -1,10 +1,9 @@
 #!/usr/bin/env bash
 # Rebuilds results/ (leaderboard, figures, REPRODUCE.md) from the repository root, on the
 # shared All_Beauty test split, 128 new tokens, batch 8.
-# Generation runs on the vLLM backend (.venv-vllm: bash .ci/setup-vllm), which agrees with the
-# HF backend within the intervals (results/backend_agreement.md) and is several times faster
-# here; OPPU (one LoRA per user) has no vLLM path, and DEP + LoRA (dep_lora) runs on the HF backend
-# as its row in results/ did (backend=vllm takes its LoRA too now, through a merged copy).
+# Generation runs on the vLLM backend (.venv-vllm: bash .ci/setup-vllm), several times faster
+# here than the HF backend; OPPU and DEP + LoRA (dep_lora) run on the HF backend as their rows
+# in results/ did (OPPU's per-user LoRAs now also run on vLLM, as LoRA requests).
 # PAG and DPL issue 2 and 5.7 LLM calls per user: on all 100 users they took 34 and 77 min
 # here (2026-12-03, sharing the cores with other jobs); QUICK=1 runs them on 10 users.
 # Runs already in OUT are skipped, so an interrupted reproduction resumes. oppu_task_lora first trains OPPU's task LoRA into
