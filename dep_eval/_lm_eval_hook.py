@@ -64,6 +64,15 @@ class AdaptedEntryPoint(importlib.metadata.EntryPoint):
 
         return model_class(super().load())
 
+    def __eq__(self, other: object) -> bool:
+        # EntryPoint.__eq__ calls other._key(): comparing against a model class lm-eval has
+        # already loaded under this name would raise AttributeError instead of "not equal"
+        if not isinstance(other, importlib.metadata.EntryPoint):
+            return NotImplemented
+        return super().__eq__(other)
+
+    __hash__ = importlib.metadata.EntryPoint.__hash__
+
 
 def register_models(models_module: object) -> list[str]:
     """Add every ``lm_eval.models`` entry point to lm-eval's model registry, adapted.

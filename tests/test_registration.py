@@ -201,3 +201,18 @@ def test_lm_eval_gets_one_model_class_per_method_and_plugins_pass_through(
         " model_class(get_model('hf')) is get_model('hf'))\n"
     )
     assert python(code, tmp_path) == "True True True True True"
+
+
+def test_the_hook_registers_again_after_lm_eval_loaded_a_model() -> None:
+    """A second register_models (dep-eval heldout-nll calls it whether or not the start-up
+    hook ran) must skip a name whose class lm-eval has already loaded, not crash comparing
+    an entry point with that class (CI failure order-dependent before the fix)."""
+    import lm_eval.models
+    from lm_eval.api import registry
+
+    from dep_eval import _lm_eval_hook
+
+    loaded = registry.get_model("nonperso")  # the lazy entry becomes the class
+    added = _lm_eval_hook.register_models(lm_eval.models)
+    assert "nonperso" not in added
+    assert registry.get_model("nonperso") is loaded
