@@ -130,6 +130,7 @@ def _lm_eval(
     )
 
 
+@pytest.mark.slow
 @pytest.mark.bad_input("lm-eval-rating-out-of-range")
 def test_lm_eval_names_a_bad_rating(tmp_path: Path) -> None:
     bad = _row("u2", "AB", "C")
@@ -143,6 +144,7 @@ def test_lm_eval_names_a_bad_rating(tmp_path: Path) -> None:
     assert expected in done.stderr, done.stderr[-3000:]
 
 
+@pytest.mark.slow
 @pytest.mark.bad_input("lm-eval-no-usable-rows")
 def test_lm_eval_names_an_empty_split(tmp_path: Path) -> None:
     data_dir = _data_dir(tmp_path / "data", "\n\n")
@@ -256,6 +258,7 @@ def test_the_engine_refuses_what_would_generate_nothing(
         llm.generate(prompts, [1], settings)
 
 
+@pytest.mark.slow
 @pytest.mark.bad_input("damaged-llm-copy")
 def test_a_damaged_converted_llm_is_rebuilt_from_the_gguf(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
@@ -300,6 +303,7 @@ def _dep_checkpoint(folder: Path) -> Path:
     return save_checkpoint(DEPModule(DEPConfig()), folder)
 
 
+@pytest.mark.slow
 @pytest.mark.bad_input("lm-eval-checks-before-llm")
 @pytest.mark.parametrize("case", ["bad data", "k out of range", "wrong checkpoint"])
 def test_lm_eval_refuses_before_the_llm_loads(

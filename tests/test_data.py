@@ -498,6 +498,7 @@ def _task_error(tmp_path: Path, split: str = "test") -> DataError:
     return caught.value
 
 
+@pytest.mark.slow
 @pytest.mark.bad_input("not-utf8")
 def test_bytes_that_are_not_utf8(toy: Callable[..., str], tmp_path: Path) -> None:
     toy([_row("u1", ["A"], "B"), _row("u2", ["A"], "C")])
@@ -597,6 +598,7 @@ def test_data_dir_that_is_a_file(tmp_path: Path) -> None:
         load_dataset(data_dir=str(not_a_folder), category="Toys")
 
 
+@pytest.mark.slow
 @pytest.mark.bad_input("long-review-text")
 def test_very_long_review_text_is_logged_and_clipped(
     toy: Callable[..., str], tmp_path: Path, caplog: pytest.LogCaptureFixture

@@ -129,6 +129,7 @@ def test_the_checkpoint_holds_dep_and_a_peft_adapter_both_trained(trained: dict)
     assert len(state["optimizer"]["state"]) == trained["n_module"] + len(b_init) * 2
 
 
+@pytest.mark.slow
 def test_checkpoint_merges_the_lora_into_the_llm_and_changes_the_output(
     trained: dict, llm: HFEngine, beauty_dir: Path, tmp_path: Path
 ) -> None:
@@ -347,6 +348,7 @@ def test_a_base_adapter_with_lora_r_is_refused_before_the_llm_loads(
         Trainer(lora_config(beauty_dir, tmp_path / "run", base_adapter=str(tmp_path)))
 
 
+@pytest.mark.slow
 def test_a_pplug_checkpoint_trained_on_a_base_adapter_folds_it_in(
     base_adapter_run: tuple, beauty_dir: Path, tmp_path: Path
 ) -> None:

@@ -64,6 +64,7 @@ def run_lm_eval(model: str, model_args: str, data_dir: Path, out: Path) -> dict:
     return json.loads(results_file.read_text())["results"]["amazon_review_personalized_custom"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", ["nonperso", "rag", "dep"])
 def test_lm_eval_runs_each_method(model: str, beauty_dir: Path, tmp_path: Path) -> None:
     args = ""

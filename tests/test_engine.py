@@ -52,6 +52,7 @@ def test_progress_bar_counts_documents(llm: HFEngine, capsys: pytest.CaptureFixt
     assert "/2 [" not in bar  # never a count of the two batches
 
 
+@pytest.mark.slow
 def test_output_does_not_depend_on_batch_size_or_order(llm: HFEngine) -> None:
     seeds = [seed_for(1234, i) for i in range(len(PROMPTS))]
     one = [g.text for g in llm.generate(PROMPTS, seeds, SETTINGS, batch_size=1)]
@@ -61,11 +62,13 @@ def test_output_does_not_depend_on_batch_size_or_order(llm: HFEngine) -> None:
     assert len(set(one)) == len(one)  # and the prompts really produced different texts
 
 
+@pytest.mark.slow
 def test_the_seed_changes_a_sampled_output(llm: HFEngine) -> None:
     texts = {llm.generate(PROMPTS[:1], [seed], SETTINGS)[0].text for seed in range(4)}
     assert len(texts) > 1
 
 
+@pytest.mark.slow
 def test_greedy_ignores_the_seed(llm: HFEngine) -> None:
     greedy = GenerationSettings(max_new_tokens=8, do_sample=False)
     texts = {llm.generate(PROMPTS[:1], [seed], greedy)[0].text for seed in range(3)}
@@ -87,6 +90,7 @@ def test_soft_vectors_fill_placeholders_in_order(llm: HFEngine) -> None:
     assert torch.equal(embeds[0, others], plain)
 
 
+@pytest.mark.slow
 def test_soft_vectors_reach_the_output(llm: HFEngine) -> None:
     llm.add_placeholder_tokens(["<|test_c|>"])
     greedy = GenerationSettings(max_new_tokens=10, do_sample=False)
@@ -148,6 +152,7 @@ def test_generation_settings_from_lm_eval_gen_kwargs() -> None:
     assert settings.greedy
 
 
+@pytest.mark.slow
 def test_batched_prefill_gives_the_texts_of_the_row_by_row_prefill(
     llm: HFEngine, monkeypatch: pytest.MonkeyPatch
 ) -> None:

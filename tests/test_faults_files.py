@@ -58,6 +58,7 @@ def _crash_between_renames(folder: Path) -> None:
     assert hidden == [".best.new", ".best.old"], hidden
 
 
+@pytest.mark.slow
 @pytest.mark.bad_input("checkpoint-crash-between-renames")
 def test_a_save_killed_between_its_two_renames_is_recovered(
     tmp_path: Path, caplog: pytest.LogCaptureFixture

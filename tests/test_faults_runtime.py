@@ -142,6 +142,7 @@ def test_visible_text_with_zero_width_characters_is_kept(tmp_path: Path) -> None
 # ------------------------------------------------------------- row 10: every field capped
 
 
+@pytest.mark.slow
 @pytest.mark.bad_input("long-title-field")
 def test_a_megabyte_title_is_clipped_and_history_kept(
     tmp_path: Path, llm: Any, caplog: pytest.LogCaptureFixture
@@ -330,6 +331,7 @@ def _evaluate(data_dir: Path) -> Any:
     )
 
 
+@pytest.mark.slow
 @pytest.mark.bad_input("cache-folder-unusable")
 @pytest.mark.parametrize("case", ["a file", "read-only", "too small for WordNet"])
 def test_an_unusable_cache_folder_is_one_error_before_the_llm_loads(

@@ -14,6 +14,7 @@ from dep_eval import cli
 from dep_eval.train import heldout
 
 
+@pytest.mark.slow
 def test_target_nll_matches_the_models_own_loss(beauty_dir: Path) -> None:
     from dep_eval.data.loaders import load_split, resolve_source
 

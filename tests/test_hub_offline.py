@@ -68,6 +68,7 @@ def run_task_loader(tmp_path: Path, verbosity: str, **env: str) -> subprocess.Co
     [{"HF_HUB_OFFLINE": "1"}, {"HF_ENDPOINT": DEAD_ENDPOINT, "HF_HUB_OFFLINE": "0"}],
     ids=["HF_HUB_OFFLINE", "dead-endpoint"],
 )
+@pytest.mark.slow
 def test_task_loader_fails_with_one_short_message(tmp_path: Path, env: dict[str, str]) -> None:
     result = run_task_loader(tmp_path, "info", **env)
     assert result.returncode == 1
@@ -76,6 +77,7 @@ def test_task_loader_fails_with_one_short_message(tmp_path: Path, env: dict[str,
     assert last.startswith("dep-eval: ") and "data_dir" in last, result.stderr
 
 
+@pytest.mark.slow
 def test_task_loader_shows_the_traceback_at_debug(tmp_path: Path) -> None:
     result = run_task_loader(tmp_path, "debug", HF_HUB_OFFLINE="1")
     assert result.returncode == 1

@@ -104,6 +104,16 @@ def test_model_args_parsing() -> None:
         "use_diff": "false",
     }
     assert parse_args({"k": 4.0, "use_diff": False}) == {"k": "4", "use_diff": "false"}
+    # the text form is read as lm-eval read it on the command line: the same run written
+    # "k=4.0,peft=None" or "k=4,peft=none" is one row
+    assert (
+        parse_args("k=4.0,peft=None")
+        == parse_args("k=4,peft=none")
+        == {
+            "k": "4",
+            "peft": "none",
+        }
+    )
     # --gen_kwargs text compares equal to the YAML's typed values
     assert parse_typed_args("temperature=0.8,do_sample=true") == {
         "temperature": 0.8,
@@ -332,6 +342,7 @@ def test_dep_eval_main_has_both_commands(capsys: pytest.CaptureFixture) -> None:
 # --------------------------------------------------------------------------- plots
 
 
+@pytest.mark.slow
 def test_plots_write_png_and_svg(tmp_path: Path) -> None:
     written = plot_all([MAIN, K_ABLATION], tmp_path)
     names = {p.name for p in written}
@@ -346,6 +357,7 @@ def test_plots_write_png_and_svg(tmp_path: Path) -> None:
             assert b"<svg" in data[:1000]
 
 
+@pytest.mark.slow
 def test_plots_skip_what_the_results_cannot_show(tmp_path: Path) -> None:
     # no DEP k=... runs and no costs: only the bars
     written = plot_all([CUSTOM], tmp_path, formats=["svg"])
@@ -471,6 +483,7 @@ def test_against_an_absent_method_is_an_error() -> None:
         leaderboard_from_paths([PAIRED], against="dpl")
 
 
+@pytest.mark.slow
 def test_latex_and_plots_carry_intervals_and_marks(
     paired_board: Leaderboard, tmp_path: Path
 ) -> None:

@@ -124,6 +124,7 @@ def test_lexnames_is_the_wordnet_30_list() -> None:
     assert lines[44] == "44\tadj.ppl\t3"
 
 
+@pytest.mark.slow
 @needs_system_wordnet
 @pytest.mark.filterwarnings("ignore:The multilingual functions:UserWarning")  # no OMW: fine
 def test_provisioning_copies_files_and_nltk_reads_them(
@@ -171,6 +172,7 @@ def test_data_root_follows_the_environment(monkeypatch: pytest.MonkeyPatch) -> N
     assert wordnet.data_root() == Path("/mine/nltk_data")
 
 
+@pytest.mark.slow
 @pytest.mark.bad_input("wordnet-cache-root")
 @needs_system_wordnet
 def test_wordnet_copy_goes_to_the_cache_root(tmp_path: Path) -> None:

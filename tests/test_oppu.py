@@ -121,6 +121,7 @@ def test_no_target_text_reaches_a_users_training_rows(llm: HFEngine, beauty_dir:
                 assert not any(text[:300] in rendered for text in targets)
 
 
+@pytest.mark.slow
 def test_training_rows_are_each_review_after_the_earlier_ones(llm: HFEngine, cache: Path) -> None:
     rows = toy_rows()
     pool = toy_pool(rows)
@@ -137,6 +138,7 @@ def test_training_rows_are_each_review_after_the_earlier_ones(llm: HFEngine, cac
     assert "u1 liked A a lot" in method.build_prompt(test_row, pool).messages[-1]["content"]
 
 
+@pytest.mark.slow
 def test_each_user_is_trained_once_and_a_rerun_trains_none(
     llm: HFEngine, cache: Path, trained: list
 ) -> None:
@@ -171,6 +173,7 @@ def test_each_user_is_trained_once_and_a_rerun_trains_none(
     assert len(trained) == 1 and len(list(cache.iterdir())) == 3
 
 
+@pytest.mark.slow
 def test_a_crash_while_saving_leaves_no_adapter_and_the_rerun_trains_the_rest(
     llm: HFEngine, cache: Path, trained: list, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -201,6 +204,7 @@ def test_a_crash_while_saving_leaves_no_adapter_and_the_rerun_trains_the_rest(
     assert sorted(p.name.split("-")[0] for p in cache.iterdir()) == ["u1", "u2"]
 
 
+@pytest.mark.slow
 @pytest.mark.bad_input("oppu-one-review-profile")
 def test_a_user_with_a_one_review_profile_trains_on_it(
     llm: HFEngine, cache: Path, trained: list, caplog: pytest.LogCaptureFixture
@@ -260,6 +264,7 @@ def test_a_base_adapter_is_folded_in_and_keys_the_cache(
 # -- the shared task LoRA: dep-eval train --method oppu-base ----------------------------------
 
 
+@pytest.mark.slow
 def test_the_task_lora_trains_on_train_rows_and_oppu_folds_it_in(
     llm: HFEngine, beauty_dir: Path, tmp_path: Path
 ) -> None:

@@ -11,6 +11,8 @@ import sys
 import zipfile
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 CHECKPOINTS = ("dep-smollm2-minilm", "pplug-smollm2-minilm", "dep-lora-smollm2-minilm")
 # what a developer's tree holds beside the sources; a clean clone has none of it
@@ -19,6 +21,7 @@ NOT_SOURCES = shutil.ignore_patterns(
 )
 
 
+@pytest.mark.slow
 def test_wheel_contains_checkpoints_and_tasks_without_warnings(tmp_path: Path) -> None:
     source = tmp_path / "src"
     shutil.copytree(ROOT, source, ignore=NOT_SOURCES)  # a build writes build/ beside them

@@ -403,6 +403,7 @@ def test_models_registered() -> None:
 # -- the real encoder on the shared data --------------------------------------------------
 
 
+@pytest.mark.slow
 def test_dpl_on_shared_data_with_real_encoder(
     shared_data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

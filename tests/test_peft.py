@@ -65,6 +65,7 @@ def with_adapters(adapters: list[Path | None]) -> list[Prompt]:
     ]
 
 
+@pytest.mark.slow
 def test_mixed_adapter_batches_give_the_texts_of_one_row_batches(llm: HFEngine, loras) -> None:
     first, second = loras
     plain = [g.text for g in llm.generate(PROMPTS, SEEDS, SETTINGS, batch_size=3)]
@@ -79,6 +80,7 @@ def test_mixed_adapter_batches_give_the_texts_of_one_row_batches(llm: HFEngine, 
     assert again == plain
 
 
+@pytest.mark.slow
 def test_per_row_adapters_route_each_row_through_its_own(llm: HFEngine, loras) -> None:
     first, second = loras
     ids, mask, positions = llm.left_pad([llm.tokenize(p) for p in PROMPTS[:2]])
@@ -191,6 +193,7 @@ def test_an_adapter_whose_shapes_do_not_fit_is_refused(tmp_path: Path) -> None:
         lm.llm  # noqa: B018 - the engine loads (and merges) on first use
 
 
+@pytest.mark.slow
 def test_vllm_gets_a_cached_folder_with_the_adapter_folded_in(
     llm: HFEngine, loras, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -253,6 +256,7 @@ def test_an_adapter_whose_weights_are_for_other_modules_is_refused(tmp_path: Pat
     assert "120 tensors for modules it does not adapt (e.g. base_model.model" in message
 
 
+@pytest.mark.slow
 @pytest.mark.bad_input("peft-non-finite")
 def test_non_finite_adapter_weights_or_logits_stop_the_run(
     tmp_path: Path, llm: HFEngine, loras

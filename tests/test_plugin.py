@@ -42,6 +42,7 @@ def env_with(path: Path) -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in parts if p)}
 
 
+@pytest.mark.slow
 def test_plugin_model_is_registered_in_lm_eval(plugin_path: Path, tmp_path: Path) -> None:
     probe = (
         "import lm_eval.models\n"

@@ -28,6 +28,7 @@ def test_persona_is_the_similarity_weighted_sum_of_projected_history() -> None:
     assert torch.equal(instruction[0], module.instruction) and instruction.shape == (2, 4)
 
 
+@pytest.mark.slow
 def test_pplug_trains_with_the_shared_trainer_and_runs(beauty_dir: Path, tmp_path: Path) -> None:
     from dep_eval.data.loaders import load_pool, load_split, local_source
 

@@ -44,6 +44,7 @@ def evaluate(data_dir: Path, **options):
     )
 
 
+@pytest.mark.slow
 def test_missing_wordnet_fails_before_generation(
     beauty_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, generations: list[int]
 ) -> None:
@@ -59,6 +60,7 @@ def test_missing_wordnet_fails_before_generation(
     assert generations == []
 
 
+@pytest.mark.slow
 def test_unwritable_output_folder_fails_before_generation(
     beauty_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, generations: list[int]
 ) -> None:

@@ -60,6 +60,7 @@ def test_packaged_without_generic_top_level_names(tmp_path: Path) -> None:
     assert python(code, tmp_path) == "None None True True"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("hook", ["1", "0"])
 def test_tasks_listed_by_lm_eval_ls(tmp_path: Path, hook: str) -> None:
     # with the hook off, the dep-eval wrapper is the route that always works
@@ -168,6 +169,7 @@ TABLE = Path(__file__).parent / "fixtures" / "leaderboard" / "main"
 LOADED = "import sys\nprint(sorted({m.split('.')[0] for m in sys.modules} & {'lm_eval', 'torch'}))"
 
 
+@pytest.mark.slow
 def test_methods_and_tables_do_not_import_lm_eval(tmp_path: Path) -> None:
     code = (
         "import sys\n"
@@ -186,6 +188,7 @@ def test_methods_and_tables_do_not_import_lm_eval(tmp_path: Path) -> None:
     assert python("import dep_eval.registry\n" + LOADED, tmp_path) == "[]"
 
 
+@pytest.mark.slow
 def test_lm_eval_gets_one_model_class_per_method_and_plugins_pass_through(
     tmp_path: Path,
 ) -> None:

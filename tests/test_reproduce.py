@@ -130,6 +130,7 @@ def test_an_unknown_run_name_is_refused_with_the_known_names() -> None:
         select_runs(args(output=Path("o"), runs=["rag", "rga", "dep_k9"], k_ablation=False))
 
 
+@pytest.mark.slow
 def test_k_ablation_gets_its_own_table_and_never_enters_the_main_one(tmp_path: Path) -> None:
     out, results = tmp_path / "out", tmp_path / "results"
     options = args(data_dir=str(toy_data(tmp_path / "data")), output=out, results=results)
@@ -210,6 +211,7 @@ def test_reproduce_tables_merge_seeds_and_mark_against_nonperso(
     assert "seed=1236" in (results / "REPRODUCE.md").read_text()
 
 
+@pytest.mark.slow
 def test_the_oppu_task_lora_run_trains_its_base_adapter_first_and_only_once(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

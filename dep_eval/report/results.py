@@ -120,6 +120,8 @@ def canonical(value: Any) -> str:
 
 
 def _arg_text(value: Any) -> str:
+    if value is None:
+        return "none"
     if isinstance(value, bool):
         return str(value).lower()
     if isinstance(value, float) and value.is_integer():
@@ -128,32 +130,26 @@ def _arg_text(value: Any) -> str:
     return text.lower() if text.lower() in {"true", "false"} else text
 
 
-def parse_args(raw: Any) -> dict[str, str]:
-    """``model_args``/``gen_kwargs`` as lm-eval stores them (a dict, or ``"a=1,b=x"``)."""
+def parse_typed_args(raw: Any) -> dict[str, Any]:
+    """``model_args``/``gen_kwargs`` as lm-eval stores them (a dict, or ``"a=1,b=x"``), typed.
+
+    A string is read by lm-eval's own ``simple_parse_args_string`` (numbers, ``true``/``false``,
+    ``none``), the function that read it on the command line, so ``--gen_kwargs
+    temperature=0.8`` compares equal to a YAML ``temperature: 0.8``. Imported here, not at the
+    top: rendering a table must not import lm-eval (tests/test_registration.py).
+    """
     if not raw:
         return {}
     if isinstance(raw, Mapping):
-        return {str(k): _arg_text(v) for k, v in raw.items()}
-    out = {}
-    for part in str(raw).split(","):
-        key, sep, value = part.partition("=")
-        if sep and key.strip():
-            out[key.strip()] = _arg_text(value.strip())
-    return out
-
-
-def parse_typed_args(raw: Any) -> dict[str, Any]:
-    """Like ``parse_args`` but keeps numbers and booleans typed, so that
-    ``--gen_kwargs temperature=0.8`` compares equal to a YAML ``temperature: 0.8``."""
-    if isinstance(raw, Mapping):
         return {str(k): v for k, v in raw.items()}
-    out: dict[str, Any] = {}
-    for key, text in parse_args(raw).items():
-        try:
-            out[key] = json.loads(text)
-        except json.JSONDecodeError:
-            out[key] = text
-    return out
+    from lm_eval.utils import simple_parse_args_string
+
+    return simple_parse_args_string(str(raw))
+
+
+def parse_args(raw: Any) -> dict[str, str]:
+    """Like ``parse_typed_args``, each value as the text a table shows and a row key compares."""
+    return {key: _arg_text(value) for key, value in parse_typed_args(raw).items()}
 
 
 def category_of(task: str, task_config: Mapping[str, Any]) -> tuple[str, str] | None:
