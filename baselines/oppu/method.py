@@ -106,15 +106,12 @@ class Oppu(PersonalizationMethod):
         self.base_fingerprint = None
         if config.base_adapter:
             self.base_fingerprint = fingerprint(config.base_adapter)
-            if self._trainer is not None:
-                self._trainer.model = merge_adapter(
-                    self._trainer.model, config.base_adapter, llm.name, "base_adapter"
-                )
-            else:  # vLLM: served as a merged folder (see the module docstring)
-                llm.fold_adapter(config.base_adapter, "base_adapter")  # type: ignore[attr-defined]
+            # HF: merged into the model it trains and generates with; vLLM: served as a
+            # merged folder (see the module docstring)
+            llm.fold_adapter(config.base_adapter, "base_adapter")
         self.llm_identity = {
             "llm": llm.name,
-            "peft": fingerprint(llm.peft) if llm.peft else None,  # type: ignore[attr-defined]
+            "peft": fingerprint(llm.peft) if llm.peft else None,
             "base_adapter": self.base_fingerprint,
         }
         self.trained: dict[str, float] = {}  # adapter folder -> training seconds, this run
@@ -126,7 +123,7 @@ class Oppu(PersonalizationMethod):
     def hf(self) -> TrainableEngine:
         """The engine LoRAs are trained with (on vLLM: an HF copy, loaded on first use)."""
         if self._trainer is None:
-            options = self.llm.same_llm_options()  # type: ignore[attr-defined]
+            options = self.llm.same_llm_options()
             logger.info("oppu: loading %s with transformers to train users' LoRAs", self.llm.name)
             trainer = load_trainable_engine(**options)
             if self.config.base_adapter:

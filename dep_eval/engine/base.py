@@ -13,7 +13,7 @@ import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 
@@ -123,6 +123,7 @@ class Engine(ABC):
     max_length: int  # tokens of context: a prompt plus its new tokens (``truncate_prompt``)
     per_prompt_adapters: ClassVar[bool] = False  # generates each prompt with its own adapter
     trainable: ClassVar[bool] = False  # has ``target_loss``: see ``TrainableEngine``
+    peft: str | None = None  # the PEFT adapter folded into the LLM's weights (``peft=``)
 
     @property
     def hidden_size(self) -> int:
@@ -174,6 +175,26 @@ class Engine(ABC):
             "batch_size=auto: %s has no memory estimate, using %d", self.name, DEFAULT_BATCH_SIZE
         )
         return DEFAULT_BATCH_SIZE
+
+    def fold_adapter(self, folder: str, argument: str = "peft") -> None:
+        """Fold the PEFT adapter in ``folder`` into the LLM's weights for all later
+        generation (a shared task LoRA under per-user ones, e.g. OPPU's ``base_adapter``).
+
+        Args:
+            folder: a PEFT adapter folder made for this LLM.
+            argument: the option that named it, for error messages.
+
+        Raises:
+            AdapterError: the folder is not an adapter of this LLM.
+            RuntimeError: the engine cannot fold one in now (vLLM: once started).
+        """
+        raise NotImplementedError(f"{type(self).__name__} cannot fold an adapter in")
+
+    def same_llm_options(self) -> dict[str, Any]:
+        """``HFEngine`` keyword arguments that load the LLM this engine serves, for an
+        engine that cannot train to get a ``TrainableEngine`` twin (OPPU trains users'
+        LoRAs with it). A ``TrainableEngine`` trains on itself and needs none."""
+        raise NotImplementedError(f"{type(self).__name__} names no HF twin of its LLM")
 
     def close(self) -> None:
         """Frees what the engine holds beyond this process's memory (worker processes, a

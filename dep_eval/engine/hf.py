@@ -103,6 +103,9 @@ class HFEngine(TrainableEngine):
         self.prefill = prefill if prefill != "auto" else ("batched" if on_gpu else "rows")
         self.logit_block: int | None = None if on_gpu else LOGIT_BLOCK  # None: the whole batch
 
+    def fold_adapter(self, folder: str, argument: str = "peft") -> None:
+        self.model = adapters.merge_adapter(self.model, folder, self.name, argument)
+
     # -- batching -----------------------------------------------------------------------
 
     def auto_batch_size(self, prompt_tokens: int, new_tokens: int, rows: int) -> int:
