@@ -10,6 +10,7 @@ import argparse
 import csv
 import importlib.util
 import io
+import json
 import logging
 import re
 from pathlib import Path
@@ -507,6 +508,20 @@ def test_engine_args_are_labelled_only_where_rows_differ_in_them() -> None:
     assert row_labels(shared) == ["Non-Perso", "DEP", "DEP (use_diff=false)"]
     mixed = [("nonperso", (vllm,)), ("oppu", (("backend", "hf"),))]
     assert row_labels(mixed) == ["Non-Perso (backend=vllm)", "OPPU (backend=hf)"]
+
+
+def test_a_row_names_the_engine_that_ran_it_not_only_the_one_asked_for(tmp_path: Path) -> None:
+    """backend=auto (the default) records the engine it chose in the results' config; the
+    row is keyed by it, as if the user had named it."""
+    folder = _custom_copy(tmp_path)
+    path = sorted(folder.rglob("results_*.json"))[0]
+    data = json.loads(path.read_text())
+    before = {r.path: r.model_args for r in load_results([folder])[0]}[path]
+    assert "backend" not in before
+    data["config"]["engine"] = "vllm"
+    path.write_text(json.dumps(data))
+    after = {r.path: r.model_args for r in load_results([folder])[0]}[path]
+    assert after == {**before, "backend": "vllm"}
 
 
 # ------------------------------------------------ files a failed or odd run left (issue 32)

@@ -330,6 +330,9 @@ def _task_results(path: Path, data: dict[str, Any], notes: list[str]) -> list[Ta
     run = data["config"]
     method = str(run.get("model") or data.get("model_source") or "unknown")
     args = {k: v for k, v in parse_args(run.get("model_args")).items() if k not in RUNTIME_ARGS}
+    engine = run.get("engine")  # the engine that ran (get_model_info), e.g. what backend=auto chose
+    if isinstance(engine, str) and engine:
+        args["backend"] = engine
     date = data.get("date")
     if not isinstance(date, (int, float)) or isinstance(date, bool):
         date = path.stat().st_mtime
