@@ -158,6 +158,14 @@ def test_rating_as_string_and_description_as_list_are_read(tmp_path: Path) -> No
         (lambda r: r.update(profile="none"), "profile", "list"),
     ],
 )
+@pytest.mark.bad_input(
+    "longlamp-input-template",
+    "longlamp-missing-field",
+    "longlamp-empty-target",
+    "longlamp-rating-range",
+    "longlamp-target-in-profile",
+    "longlamp-profile-not-a-list",
+)
 def test_local_errors_name_file_line_and_field(
     tmp_path: Path, change: Any, field: str, words: str
 ) -> None:
@@ -169,6 +177,7 @@ def test_local_errors_name_file_line_and_field(
     assert (caught.value.file, caught.value.line, caught.value.field) == (str(path), 2, field)
 
 
+@pytest.mark.bad_input("longlamp-missing-config-folder", "longlamp-unknown-config")
 def test_missing_folder_and_unknown_config_say_what_exists(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="config folder .* not found"):
         longlamp.load_split(longlamp.local_source(tmp_path), USER, "test")
@@ -176,6 +185,7 @@ def test_missing_folder_and_unknown_config_say_what_exists(tmp_path: Path) -> No
         longlamp.load_split(longlamp.local_source(FIXTURE), "topic_writing_user", "test")
 
 
+@pytest.mark.bad_input("longlamp-empty-profile")
 def test_empty_profile_row_is_skipped_with_a_warning(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -235,6 +245,7 @@ def test_hub_path_matches_the_local_folder(monkeypatch: pytest.MonkeyPatch) -> N
     assert pool.reviews == loaders.load_pool(longlamp.local_source(FIXTURE), TEMPORAL).reviews
 
 
+@pytest.mark.bad_input("longlamp-hub-bad-rows")
 def test_hub_skips_what_the_user_cannot_fix(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -253,6 +264,7 @@ def test_hub_skips_what_the_user_cannot_fix(
     assert "1 profile entries dropped" in caplog.text and "outside" in caplog.text
 
 
+@pytest.mark.bad_input("longlamp-hub-unreachable")
 def test_unreachable_hub_says_how_to_work_offline(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(loaders, "_hub_unreachable_reason", lambda: "no network")
     with pytest.raises(loaders.HubUnreachable, match="to_json"):
@@ -284,6 +296,7 @@ def test_task_yamls_exist_for_both_settings_and_splits() -> None:
 # --------------------------------------------------------------------------- methods
 
 
+@pytest.mark.bad_input("dpl-without-item-ids")
 def test_dpl_refuses_data_without_item_ids() -> None:
     from dep_eval.baselines.dpl import Dpl, DplConfig
 
