@@ -107,7 +107,8 @@ def add_view_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--against",
         metavar="METHOD",
-        help="mark cells significantly better/worse than METHOD's row (e.g. nonperso)",
+        help="mark cells significantly better/worse than METHOD's row (e.g. nonperso); "
+        "METHOD,ARG=VALUE picks one of a method's rows (e.g. oppu,backend=hf)",
     )
     parser.add_argument(
         "--length-controlled",

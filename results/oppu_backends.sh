@@ -22,7 +22,7 @@ for backend in hf vllm; do
         --output_path "$OUT/$backend" --log_samples
 done
 table=$(mktemp)
-"$BIN/dep-eval" leaderboard "$OUT" --output "$table.md"
+"$BIN/dep-eval" leaderboard "$OUT" --against "oppu,backend=hf" --output "$table.md"
 texts=$("$BIN/dep-eval" compare-texts "$OUT/hf" "$OUT/vllm" || true)
 {
     echo "# OPPU on the HF engine and on vLLM (LoRA requests)"

@@ -484,6 +484,26 @@ def test_against_an_absent_method_is_an_error() -> None:
         leaderboard_from_paths([PAIRED], against="dpl")
 
 
+def test_against_picks_one_of_a_methods_rows_by_its_args(tmp_path: Path) -> None:
+    """``--against oppu,backend=hf``: two rows of one method, one of them the reference."""
+    import shutil
+
+    folder = tmp_path / "paired"
+    shutil.copytree(PAIRED, folder)
+    for path in folder.rglob("results_*.json"):  # RAG's run becomes Non-Perso on vLLM
+        data = json.loads(path.read_text())
+        if data["config"]["model"] == "rag":
+            data["config"]["model"] = "nonperso"
+            data["config"]["model_args"]["backend"] = "vllm"
+            path.write_text(json.dumps(data))
+    plain = leaderboard_from_paths([folder], against="nonperso")
+    on_vllm = leaderboard_from_paths([folder], against="nonperso,backend=vllm")
+    assert [r.label for r in plain.rows if r.reference] == ["Non-Perso"]
+    assert [r.label for r in on_vllm.rows if r.reference] == ["Non-Perso (backend=vllm)"]
+    with pytest.raises(ValueError, match="no row of that method with those args"):
+        leaderboard_from_paths([folder], against="nonperso,backend=hf")
+
+
 @pytest.mark.slow
 def test_latex_and_plots_carry_intervals_and_marks(
     paired_board: Leaderboard, tmp_path: Path

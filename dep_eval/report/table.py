@@ -44,6 +44,7 @@ from dep_eval.report.results import (
     canonical,
     document_scores,
     load_results,
+    parse_args,
 )
 
 logger = logging.getLogger(__name__)
@@ -503,11 +504,19 @@ def _test_against(
     columns: Sequence[Column],
     notes: list[str],
 ) -> str:
-    """Fill every row's ``tests`` against the (plainest) row of method ``against``."""
-    candidates = [k for k in keys if k[0].lower() == against.lower()]
+    """Fill every row's ``tests`` against the (plainest) row of method ``against``.
+
+    ``against`` is a method, optionally with model args that pick one of its rows:
+    ``oppu,backend=hf`` (the row of ``oppu`` whose args include ``backend=hf``)."""
+    method, _, arg_text = against.partition(",")
+    wanted = set(parse_args(arg_text).items())
+    candidates = [k for k in keys if k[0].lower() == method.lower() and wanted <= set(k[1])]
     if not candidates:
         methods = ", ".join(sorted({k[0] for k in keys}))
-        raise ValueError(f"--against {against}: no row of that method here (methods: {methods})")
+        raise ValueError(
+            f"--against {against}: no row of that method{' with those args' if wanted else ''} "
+            f"here (methods: {methods})"
+        )
     reference_key = min(candidates, key=lambda k: len(k[1]))  # fewest model args
     index = list(keys).index(reference_key)
     rows[index].reference = True
