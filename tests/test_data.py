@@ -498,7 +498,6 @@ def _task_error(tmp_path: Path, split: str = "test") -> DataError:
     return caught.value
 
 
-@pytest.mark.slow
 @pytest.mark.bad_input("not-utf8")
 def test_bytes_that_are_not_utf8(toy: Callable[..., str], tmp_path: Path) -> None:
     toy([_row("u1", ["A"], "B"), _row("u2", ["A"], "C")])

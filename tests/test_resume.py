@@ -14,6 +14,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from dep_eval.call_cache import final_key
 from dep_eval.engine import GenerationSettings
 
@@ -57,6 +59,7 @@ def cache_lines(cache: Path) -> list[str]:
     return files[0].read_text().splitlines() if files else []
 
 
+@pytest.mark.slow
 def test_a_killed_run_resumes_where_it_stopped(beauty_dir: Path, tmp_path: Path) -> None:
     from dep_eval.cache import cache_dir
 

@@ -117,6 +117,7 @@ def test_gain_is_the_paired_difference_with_its_interval() -> None:
     assert cell.low == pytest.approx(0.1) and cell.high == pytest.approx(0.1)  # no spread
 
 
+@pytest.mark.slow
 def test_slices_show_where_dep_gains(maker: Any) -> None:
     folder = write_runs(maker)
     columns, notes = slices.load_runs([folder])
@@ -137,6 +138,7 @@ def test_slices_show_where_dep_gains(maker: Any) -> None:
     assert cold_cell.n == sum(1 for i in range(DOCUMENTS) if 2 + i % 20 <= 8)
 
 
+@pytest.mark.slow
 def test_leaderboard_slices_command_writes_report_and_plot(maker: Any, tmp_path: Path) -> None:
     from dep_eval.cli import main
 

@@ -39,6 +39,7 @@ def weights(folder: Path) -> dict[str, torch.Tensor]:
     return load_file(str(folder / "model.safetensors"))
 
 
+@pytest.mark.slow
 def test_training_writes_checkpoints_logs_and_best(beauty_dir: Path, tmp_path: Path) -> None:
     best = Trainer(tiny_config(beauty_dir, tmp_path / "run")).run()
     run = tmp_path / "run"
@@ -72,6 +73,7 @@ def test_training_writes_checkpoints_logs_and_best(beauty_dir: Path, tmp_path: P
     assert any(not torch.equal(first[name], second[name]) for name in first)  # it learned
 
 
+@pytest.mark.slow
 def test_resume_continues_an_interrupted_run_exactly(
     beauty_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
