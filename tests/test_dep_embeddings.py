@@ -78,6 +78,7 @@ def real(shared_data_dir: Path):
     return samples, pool, encoder, pool_matrix, profile_matrix
 
 
+@pytest.mark.real_data  # the 100 users and their 500+ diff slots are the real split's
 def test_vectorized_matches_loop_on_all_test_users(real) -> None:
     samples, pool, _, pool_matrix, profile_matrix = real
     assert len(samples) == 100
