@@ -21,15 +21,15 @@ for backend in hf vllm; do
         --metadata "$metadata" --batch_size 8 --gen_kwargs max_gen_toks=128 \
         --output_path "$OUT/$backend" --log_samples
 done
-table=$(mktemp)
-"$BIN/dep-eval" leaderboard "$OUT" --against "oppu,backend=hf" --output "$table.md"
+table=$(mktemp --suffix=.md)
+"$BIN/dep-eval" leaderboard "$OUT" --against "oppu,backend=hf" --output "$table"
 texts=$("$BIN/dep-eval" compare-texts "$OUT/hf" "$OUT/vllm" || true)
 {
     echo "# OPPU on the HF engine and on vLLM (LoRA requests)"
     echo
     echo "Command: \`bash results/oppu_backends.sh\` ($(date -u '+%Y-%m-%d %H:%M UTC'))."
     echo
-    cat "$table.md"
+    cat "$table"
     echo
     echo "## Same text on both engines?"
     echo
@@ -42,4 +42,4 @@ texts=$("$BIN/dep-eval" compare-texts "$OUT/hf" "$OUT/vllm" || true)
     echo '```'
 } > results/oppu_backends.md.tmp
 mv results/oppu_backends.md.tmp results/oppu_backends.md
-rm -f "$table" "$table.md"
+rm -f "$table"

@@ -49,7 +49,6 @@ from dep_eval.engine.adapters import (
     ADAPTER_WEIGHTS,
     check_adapter,
     fingerprint,
-    merge_adapter,
 )
 from dep_eval.engine.base import TrainableEngine
 from dep_eval.methods.base import PersonalizationMethod
@@ -127,9 +126,7 @@ class Oppu(PersonalizationMethod):
             logger.info("oppu: loading %s with transformers to train users' LoRAs", self.llm.name)
             trainer = load_trainable_engine(**options)
             if self.config.base_adapter:
-                trainer.model = merge_adapter(
-                    trainer.model, self.config.base_adapter, trainer.name, "base_adapter"
-                )
+                trainer.fold_adapter(self.config.base_adapter, "base_adapter")
             self._trainer = trainer
         return self._trainer
 
