@@ -11,6 +11,9 @@ then never depend on its batch). On a GPU the prompts are prefilled in left-padd
 (``prefill="batched"``: one forward per group of up to ``PREFILL_TOKENS`` tokens, as a GPU
 gains from wide matrix products) and the head runs on the whole batch at once; GPU kernels
 differ with the row count anyway, so a GPU text may depend on its batch (README).
+On a GPU the decode step is also captured once per batch as a CUDA graph and replayed
+(``decode="graph"``, ``fixed_decode.py``): a step of a 7B model is ~1,300 kernel launches,
+which otherwise cost more time than the GPU's work at small batches.
 Every tensor the model reads is built on the engine's ``device``.
 """
 
@@ -23,9 +26,11 @@ from collections.abc import Callable, Sequence
 
 import torch
 from tqdm.auto import tqdm
+from transformers.cache_utils import Cache
 
 from dep_eval.engine import adapters, loading, memory, sampling
 from dep_eval.engine.base import Generation, GenerationSettings, Prompt, TrainableEngine
+from dep_eval.engine.fixed_decode import FixedShapeDecoder
 from dep_eval.engine.kv_cache import PreallocatedCache, left_padded
 from dep_eval.engine.soft_prompts import SoftPromptTable
 
@@ -34,6 +39,8 @@ logger = logging.getLogger(__name__)
 LOGIT_BLOCK = 8  # rows per LM-head call on a CPU; see HFEngine.last_logits
 PREFILL_TOKENS = 16384  # padded tokens per batched prefill forward (bounds its activations)
 PREFILL_MODES = ("auto", "rows", "batched")
+DECODE_MODES = ("auto", "dynamic", "fixed", "graph")
+CACHE_ALIGN = 16  # cache capacity rounded up to this: aligned rows for the fused attention kernels
 Router = Callable[[Sequence[int]], contextlib.AbstractContextManager]
 
 
@@ -69,6 +76,11 @@ class HFEngine(TrainableEngine):
 
     ``prefill``: ``rows`` (each prompt alone), ``batched`` (left-padded groups) or ``auto``
     (``batched`` on CUDA, ``rows`` elsewhere); see the module docstring.
+    ``decode``: ``dynamic`` (the attention spans the filled cache, the mask grows each step),
+    ``fixed`` (fixed-shape steps, ``fixed_decode.py``), ``graph`` (those steps replayed as a
+    CUDA graph; CUDA only) or ``auto`` (``graph`` on CUDA, ``dynamic`` elsewhere). Batches
+    with per-prompt adapters decode ``fixed`` rather than ``graph``: PEFT routes their rows in
+    Python at every step.
     """
 
     per_prompt_adapters = True  # Prompt.adapter: PEFT's mixed-adapter batches
@@ -82,9 +94,12 @@ class HFEngine(TrainableEngine):
         max_length: int | None = None,
         peft: str | None = None,
         prefill: str = "auto",
+        decode: str = "auto",
     ) -> None:
         if prefill not in PREFILL_MODES:
             raise ValueError(f"prefill={prefill!r}: expected one of {', '.join(PREFILL_MODES)}")
+        if decode not in DECODE_MODES:
+            raise ValueError(f"decode={decode!r}: expected one of {', '.join(DECODE_MODES)}")
         self.name = pretrained or loading.EMBEDDED_LLM
         path = loading.model_path(pretrained)
         self.device = loading.resolve_device(device)
@@ -102,6 +117,25 @@ class HFEngine(TrainableEngine):
         on_gpu = self.device.type == "cuda"
         self.prefill = prefill if prefill != "auto" else ("batched" if on_gpu else "rows")
         self.logit_block: int | None = None if on_gpu else LOGIT_BLOCK  # None: the whole batch
+        self.decode = self._decode_mode(decode)
+
+    def _decode_mode(self, asked: str) -> str:
+        """``decode`` resolved for this device and attention implementation."""
+        on_gpu = self.device.type == "cuda"
+        if asked == "auto":
+            asked = "graph" if on_gpu else "dynamic"
+        if asked == "graph" and not on_gpu:
+            raise ValueError(
+                f"decode=graph needs CUDA, and this engine runs on {self.device}: use "
+                "decode=fixed (the same fixed-shape steps, run eagerly) or decode=auto"
+            )
+        attention = getattr(self.model.config, "_attn_implementation", "sdpa")
+        if asked != "dynamic" and attention not in ("sdpa", "eager"):
+            # fixed-shape steps pass a 4D additive mask, which only these two read as given
+            logger.info("decode=%s needs sdpa or eager attention, not %s: decode=dynamic",
+                        asked, attention)  # fmt: skip
+            return "dynamic"
+        return asked
 
     def fold_adapter(self, folder: str, argument: str = "peft") -> None:
         self.model = adapters.merge_adapter(self.model, folder, self.name, argument)
@@ -185,9 +219,8 @@ class HFEngine(TrainableEngine):
         bar = tqdm(total=len(prompts), desc=progress, unit="doc", disable=progress is None)
         for batch in batches:
             started = time.perf_counter()
-            with adapters.per_row_adapters(
-                self.model, [prompts[i].adapter for i in batch], self.name
-            ) as route:
+            names = [prompts[i].adapter for i in batch]
+            with adapters.per_row_adapters(self.model, names, self.name) as route:
                 try:
                     texts, counts = self._generate_batch(
                         [token_ids[i] for i in batch],
@@ -196,6 +229,7 @@ class HFEngine(TrainableEngine):
                         [caps[i] for i in batch],
                         settings,
                         route,
+                        routed=any(names),
                     )
                 except NonFiniteLogits as error:  # say which adapters those rows went through
                     used = [prompts[batch[j]].adapter for j in error.rows]
@@ -218,8 +252,10 @@ class HFEngine(TrainableEngine):
         max_new_tokens: list[int],
         settings: GenerationSettings,
         route: Router,
+        routed: bool = False,
     ) -> tuple[list[str], list[int]]:
-        """One batch, its prompts already fitted to ``max_length`` (``fit_prompt``)."""
+        """One batch, its prompts already fitted to ``max_length`` (``fit_prompt``);
+        ``routed``: some rows go through their own adapters (``route``)."""
         budget = max(max_new_tokens)
         input_ids, mask, positions = self.left_pad(token_ids)  # (B, T) each
         embeds = self.tokens.embed(input_ids, soft_vectors)  # (B, T, H)
@@ -228,21 +264,17 @@ class HFEngine(TrainableEngine):
         live = list(range(len(token_ids)))  # the prompt each row of the running batch is for
         done: set[int] = set()
         lengths = [len(ids) for ids in token_ids]
+        width = input_ids.shape[1]
+        room = -(-(width + budget) // CACHE_ALIGN) * CACHE_ALIGN - width  # >= budget
         prefill = self.prefill_batched if self.prefill == "batched" else self.prefill_rows
-        cache, hidden = prefill(embeds, lengths, budget, route)  # hidden: (B, H)
+        cache, hidden = prefill(embeds, lengths, room, route)  # hidden: (B, H)
+        decoder, graph = None, self.decode == "graph" and not routed
+        if self.decode != "dynamic":
+            decoder = FixedShapeDecoder(self.step_logits, cache, mask, self.dtype, graph)
+        logits = self.last_logits(hidden)  # (B, vocab)
         # Every row at once from here on, each through its own adapter (if any).
         with route(live):
             for step in range(budget):
-                if step:
-                    output = self.model.base_model(
-                        inputs_embeds=embeds,
-                        attention_mask=mask,
-                        position_ids=positions,
-                        use_cache=True,
-                        **{self._cache_arg: cache},
-                    )
-                    hidden = output.last_hidden_state[:, -1, :]  # (B, H)
-                logits = self.last_logits(hidden)  # (B, vocab)
                 _check_finite(logits, step)
                 next_ids = sampling.pick_next(
                     logits, [generators[i] for i in live], settings
@@ -265,14 +297,35 @@ class HFEngine(TrainableEngine):
                 next_ids = next_ids.masked_fill(
                     torch.tensor([i in done for i in live], device=self.device), self.tokens.pad_id
                 )
-                embeds = self.tokens.embedding(next_ids)[:, None]
-                mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
                 # a finished row's position may pass the context; a live row's never does
-                positions = (positions[:, -1:] + 1).clamp(max=self.max_length - 1)
+                positions = (positions[:, -1:] + 1).clamp(max=self.max_length - 1)  # (B, 1)
+                if decoder is not None:
+                    logits = decoder.step(next_ids, positions)
+                else:
+                    mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+                    logits = self.step_logits(next_ids[:, None], positions, mask, cache)
+        if decoder is not None:
+            if graph and not decoder.use_graph:  # its capture failed: eager from now on
+                self.decode = "fixed"
+            decoder.release()
         texts = [
             sampling.finish_text(self.tokenizer, ids, self.stop_ids, settings.until) for ids in out
         ]
         return texts, [len(ids) for ids in out]
+
+    def step_logits(
+        self, ids: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor, cache: Cache
+    ) -> torch.Tensor:
+        """One decode step: token ``ids`` (B, 1) at ``positions`` (B, 1), attending where
+        ``mask`` says (B, T) 0/1, or (B, 1, 1, capacity) additive), -> logits (B, vocab)."""
+        output = self.model.base_model(
+            inputs_embeds=self.tokens.embedding(ids),  # (B, 1, H)
+            attention_mask=mask,
+            position_ids=positions,
+            use_cache=True,
+            **{self._cache_arg: cache},
+        )
+        return self.last_logits(output.last_hidden_state[:, -1])
 
     def prefill_rows(
         self,

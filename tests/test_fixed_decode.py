@@ -1,0 +1,171 @@
+"""Fixed-shape decode steps (``engine/fixed_decode.py``), the GPU's CUDA-graph route, checked
+on the CPU: the same texts as the dynamic path, the mode's resolution and its fallbacks.
+
+The CUDA graph itself runs only on a GPU (``tests/test_cuda.py``); here the same steps run
+eagerly (``decode=fixed``), which is everything the graph replays.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+import torch
+
+from dep_eval.engine import GenerationSettings, Prompt
+from dep_eval.engine.fixed_decode import FixedShapeDecoder, SlotCache
+from dep_eval.engine.hf import HFEngine
+from dep_eval.engine.kv_cache import PreallocatedCache, left_padded
+
+GREEDY = GenerationSettings(max_new_tokens=20, do_sample=False)
+SAMPLED = GenerationSettings(max_new_tokens=20, temperature=0.9, top_p=0.95)
+
+
+def chat(text: str, cap: int | None = None) -> Prompt:
+    messages = [
+        {"role": "system", "content": "You write product reviews."},
+        {"role": "user", "content": text},
+    ]
+    return Prompt(messages, max_new_tokens=cap)
+
+
+# rows of different lengths and different caps: rows finish at different steps
+PROMPTS = [
+    chat("Write a review of a red lipstick. " + "It is bright and lasts all day. " * 6),
+    chat("Write a review of nail files.", cap=7),
+    chat("Write a review of a shampoo for curly hair that smells of coconut.", cap=13),
+    chat("Review a rose face mist."),
+]
+
+
+@pytest.fixture(scope="module")
+def tiny_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 2-layer Llama with random weights, grouped KV heads and the embedded tokenizer."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from dep_eval.engine import loading
+
+    folder = tmp_path_factory.mktemp("tiny-llama")
+    tokenizer = loading.load_tokenizer(loading.model_path(None))
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=1024,
+    )
+    LlamaForCausalLM(config).save_pretrained(folder, safe_serialization=True)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def texts(engine: HFEngine, settings: GenerationSettings, batch_size: int = 4) -> list[str]:
+    seeds = list(range(len(PROMPTS)))
+    return [g.text for g in engine.generate(PROMPTS, seeds, settings, batch_size=batch_size)]
+
+
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+def test_fixed_steps_give_the_dynamic_paths_texts(tiny_folder: Path, attention: str) -> None:
+    """float32 on a CPU: the texts are identical, greedy and sampled, at batch 4 and 1."""
+    engine = HFEngine(pretrained=str(tiny_folder), device="cpu", dtype="float32", decode="fixed")
+    engine.model.set_attn_implementation(attention)
+    assert engine.decode == "fixed"
+    fixed = [texts(engine, GREEDY), texts(engine, SAMPLED), texts(engine, SAMPLED, 1)]
+    engine.decode = "dynamic"
+    dynamic = [texts(engine, GREEDY), texts(engine, SAMPLED), texts(engine, SAMPLED, 1)]
+    assert fixed == dynamic
+    assert len(set(dynamic[1])) == len(PROMPTS)  # the rows really differ
+
+
+def test_the_mode_resolves_by_device_and_attention(tiny_folder: Path) -> None:
+    engine = HFEngine(pretrained=str(tiny_folder), device="cpu", dtype="float32")
+    assert engine.decode == "dynamic"  # auto on a CPU
+    with pytest.raises(ValueError, match="decode=graph needs CUDA.*decode=fixed"):
+        HFEngine(pretrained=str(tiny_folder), device="cpu", decode="graph")
+    with pytest.raises(ValueError, match="decode='static': expected one of"):
+        HFEngine(pretrained=str(tiny_folder), device="cpu", decode="static")
+    # attention that ignores a 4D additive mask (flash-attention takes 2D masks only)
+    engine.model.config._attn_implementation = "flash_attention_2"
+    assert engine._decode_mode("fixed") == "dynamic"
+
+
+def test_a_failed_capture_decodes_eagerly_with_the_same_texts(
+    tiny_folder: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An op that a CUDA graph cannot hold (simulated: capturing raises) costs speed, not the
+    run: one warning, the batch finishes eagerly, and the engine stops trying."""
+    engine = HFEngine(pretrained=str(tiny_folder), device="cpu", dtype="float32", decode="fixed")
+    expected = texts(engine, SAMPLED)
+    tries = []
+
+    def failing_capture(self: FixedShapeDecoder) -> torch.Tensor:
+        tries.append(1)
+        raise RuntimeError("operation not permitted when stream is capturing")
+
+    monkeypatch.setattr(FixedShapeDecoder, "_capture", failing_capture)
+    engine.decode = "graph"  # as on CUDA
+    with caplog.at_level(logging.WARNING, logger="dep_eval"):
+        assert texts(engine, SAMPLED, batch_size=2) == expected
+    assert len(tries) == 1 and engine.decode == "fixed"
+    assert "capturing the decode step failed" in caplog.text
+
+
+def test_per_prompt_adapters_decode_without_a_graph(
+    tiny_folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PEFT routes a mixed-adapter batch's rows in Python at every step, which a replayed
+    graph would skip: such batches take the fixed steps eagerly."""
+    engine = HFEngine(pretrained=str(tiny_folder), device="cpu", dtype="float32", decode="fixed")
+    graphs: list[bool] = []
+    real_init = FixedShapeDecoder.__init__
+
+    def spy(self: FixedShapeDecoder, *args, **kwargs) -> None:
+        real_init(self, *args, **kwargs)
+        graphs.append(self.use_graph)
+
+    monkeypatch.setattr(FixedShapeDecoder, "__init__", spy)
+    engine.decode = "graph"
+    ids = [len(engine.tokenize(p)) for p in PROMPTS[:2]]
+    engine._generate_batch(
+        [engine.tokenize(p) for p in PROMPTS[:2]], [None, None], [0, 1], [3, 3], GREEDY,
+        route=lambda rows: torch.no_grad(), routed=True,
+    )  # fmt: skip
+    assert graphs == [False] and min(ids) > 0
+
+
+def test_a_step_writes_its_slot_and_opens_its_mask_column() -> None:
+    """The cache keeps its shape and address; the step's keys land at width + step."""
+    rows = PreallocatedCache(1, 3)
+    keys = torch.ones(2, 1, 3, 4)
+    rows.layers[0].update(keys, keys)  # 3 prompt positions
+    prefilled = left_padded([rows], width=3, capacity=8)
+    buffer = prefilled.layers[0]._keys
+    calls = []
+
+    def step_fn(ids, positions, mask, cache: SlotCache) -> torch.Tensor:
+        cache.layers[0].update(torch.full((2, 1, 1, 4), 5.0), torch.full((2, 1, 1, 4), 6.0))
+        calls.append(((mask[:, 0, 0] == 0).sum(-1).tolist(), ids[:, 0].tolist()))
+        return torch.zeros(2, 10)
+
+    mask = torch.tensor([[0, 1, 1], [1, 1, 1]])
+    decoder = FixedShapeDecoder(step_fn, prefilled, mask, torch.float32, graph=False)
+    decoder.step(torch.tensor([7, 8]), torch.tensor([[2], [3]]))
+    decoder.step(torch.tensor([9, 9]), torch.tensor([[3], [4]]))
+    assert calls == [([3, 4], [7, 8]), ([4, 5], [9, 9])]
+    layer = decoder.cache.layers[0]
+    assert layer.keys.data_ptr() == buffer.data_ptr() and layer.keys.shape == (2, 1, 8, 4)
+    assert layer.keys[:, 0, 3:5, 0].tolist() == [[5.0, 5.0], [5.0, 5.0]]
+    assert layer.keys[:, 0, 5:, 0].abs().sum() == 0  # later slots untouched
+    assert decoder.mask[0, 0, 0, 0] == torch.finfo(torch.float32).min  # padding stays shut
+
+
+@pytest.mark.slow
+def test_fixed_steps_on_the_embedded_llm(llm: HFEngine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The embedded SmolLM2 (float32): the fixed steps' texts are the dynamic path's."""
+    dynamic = [texts(llm, GREEDY), texts(llm, SAMPLED)]
+    monkeypatch.setattr(llm, "decode", "fixed")
+    assert [texts(llm, GREEDY), texts(llm, SAMPLED)] == dynamic
