@@ -19,12 +19,15 @@ LLM's width, built on the CPU (what a method does before the engine moves them).
 
 Sections, each with its own time guard (a measurement that would start after its section's
 budget is skipped and says so): ``load``, ``throughput`` (engine vs ``model.generate()``
-new tokens/s at batch 1, 8, 32, RAG and DEP), ``decode`` (one engine decode step vs the bound
-of reading the weights and KV cache once from HBM), ``auto`` (``batch_size=auto``'s choice vs
+new tokens/s at batch 1, 8, 32, RAG and DEP; on RAG also the engine's dynamic decode, to
+show what the CUDA-graph decode of ``decode=auto`` adds), ``decode`` (one engine decode step,
+dynamic and in the engine's mode, vs the bound of reading the weights and KV cache once from
+HBM), ``auto`` (``batch_size=auto``'s choice vs
 the GPU's memory, then that batch run for a few tokens), ``train`` (a DEP training step's
 time and peak memory). Figures are written as they are measured (``OUT/bench_gpu.json`` and
 ``.md``); a rerun with the same settings keeps the measurements already there (``--fresh``:
-start over). ``--tiny``: a tiny config on the CPU, to test the benchmark itself.
+start over). ``--tiny``: a tiny config on the CPU, to test the benchmark itself (with
+``--decode fixed``: the graph's fixed-shape steps, run eagerly).
 """
 
 from __future__ import annotations
@@ -74,7 +77,7 @@ TINY = {
 BUNDLE_FORMAT = 1
 SECTIONS = ("load", "throughput", "decode", "auto", "train")
 # seconds per section on an H200 (about 6 minutes in all); --tiny scales nothing: it is quick
-BUDGETS = {"load": 100, "throughput": 170, "decode": 30, "auto": 40, "train": 30}
+BUDGETS = {"load": 100, "throughput": 170, "decode": 40, "auto": 40, "train": 30}
 
 
 # -- the prompt bundle ------------------------------------------------------------------------
@@ -203,7 +206,18 @@ def sync() -> None:
         torch.cuda.synchronize()
 
 
-def engine_tokens_per_second(llm: Any, prompts: list[Prompt], batch: int, tokens: int) -> dict:
+def engine_tokens_per_second(
+    llm: Any, prompts: list[Prompt], batch: int, tokens: int, decode: str | None = None
+) -> dict:
+    """The engine's new tokens/s; ``decode``: run with that decode mode instead of its own."""
+    own, llm.decode = llm.decode, decode or llm.decode
+    try:
+        return _engine_tokens_per_second(llm, prompts, batch, tokens)
+    finally:
+        llm.decode = own
+
+
+def _engine_tokens_per_second(llm: Any, prompts: list[Prompt], batch: int, tokens: int) -> dict:
     settings = GenerationSettings(max_new_tokens=tokens, temperature=0.8, top_p=0.95)
     sync()
     started = time.perf_counter()
@@ -248,33 +262,37 @@ def generate_tokens_per_second(llm: Any, prompts: list[Prompt], batch: int, toke
     }
 
 
-def decode_step_ms(llm: Any, prompt: list[int], batch: int, steps: int) -> float:
+def decode_step_ms(llm: Any, prompt: list[int], batch: int, steps: int, decode: str) -> float:
     """Median time of one engine decode step (forward, LM head, next tokens to the host) of
-    ``prompt`` repeated ``batch`` times, after its prefill."""
-    from dep_eval.engine.kv_cache import PreallocatedCache
+    ``prompt`` repeated ``batch`` times, after the engine's prefill, in ``decode`` mode
+    (``dynamic``, ``fixed`` or ``graph``: the engine's own step functions)."""
+    from dep_eval.engine.fixed_decode import FixedShapeDecoder
 
-    cache = PreallocatedCache(llm.model.config.num_hidden_layers, len(prompt) + steps + 1)
     input_ids, mask, positions = llm.left_pad([prompt] * batch)
+    prefill = llm.prefill_batched if llm.prefill == "batched" else llm.prefill_rows
     times = []
     with torch.no_grad():
         embeds = llm.tokens.embedding(input_ids)
+        cache, hidden = prefill(embeds, [len(prompt)] * batch, steps + 16)
+        next_ids = llm.last_logits(hidden).argmax(-1)
+        decoder = None
+        if decode != "dynamic":
+            decoder = FixedShapeDecoder(llm.step_logits, cache, mask, llm.dtype, decode == "graph")
         for step in range(steps + 1):
             sync()
             started = time.perf_counter()
-            output = llm.model.base_model(
-                inputs_embeds=embeds,
-                attention_mask=mask,
-                position_ids=positions,
-                use_cache=True,
-                **{llm._cache_arg: cache},
-            )
-            next_ids = llm.last_logits(output.last_hidden_state[:, -1]).argmax(-1)
-            next_ids.tolist()  # the engine reads the tokens on the host every step
-            if step:  # step 0 is the prefill
-                times.append(time.perf_counter() - started)
-            embeds = llm.tokens.embedding(next_ids)[:, None]
-            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
             positions = positions[:, -1:] + 1
+            if decoder is not None:
+                logits = decoder.step(next_ids, positions)
+            else:
+                mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+                logits = llm.step_logits(next_ids[:, None], positions, mask, cache)
+            next_ids = logits.argmax(-1)
+            next_ids.tolist()  # the engine reads the tokens on the host every step
+            if step:  # step 0 may capture the graph
+                times.append(time.perf_counter() - started)
+        if decoder is not None:
+            assert decoder.use_graph == (decode == "graph"), "the capture failed (see the log)"
     return statistics.median(times) * 1000
 
 
@@ -291,6 +309,12 @@ def copy_bandwidth_gb_s(device: torch.device) -> float:
         sync()
         best = min(best, time.perf_counter() - started)
     return 2 * size / best / 1e9
+
+
+def _transformers_version() -> str:
+    import transformers
+
+    return transformers.__version__
 
 
 def gib(value: float) -> float:
@@ -367,6 +391,7 @@ def section_load(run: Run, args: argparse.Namespace, shape: dict, dtype: torch.d
         device=args.device,
         dtype=str(dtype).split(".")[-1],
         prefill=args.prefill,
+        decode=args.decode,
     )
     sync()
     seconds = time.perf_counter() - started
@@ -381,6 +406,8 @@ def section_load(run: Run, args: argparse.Namespace, shape: dict, dtype: torch.d
             "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else "none",
             "torch": torch.__version__,
             "prefill_route": llm.prefill,
+            "decode_route": llm.decode,
+            "transformers": _transformers_version(),
         },
     )
     llm.stop_ids = set()  # every row generates exactly --tokens tokens
@@ -394,10 +421,13 @@ def section_throughput(run: Run, args: argparse.Namespace, llm: Any, prompts: di
     for batch in args.batches:
         for kind in ("rag", "dep"):
             rows = prompts[kind][: max(batch, 2)]  # at batch 1: two documents
-            for runner, fn in (
+            runners: list[tuple[str, Callable[..., dict]]] = [
                 ("engine", engine_tokens_per_second),
                 ("generate", generate_tokens_per_second),
-            ):
+            ]
+            if kind == "rag" and llm.decode != "dynamic":  # what the fixed/graph decode adds
+                runners.append(("engine-dynamic", dynamic_tokens_per_second))
+            for runner, fn in runners:
                 key = f"throughput/{kind}/{runner}/{batch}"
                 measure(
                     run,
@@ -405,6 +435,10 @@ def section_throughput(run: Run, args: argparse.Namespace, llm: Any, prompts: di
                     deadline,
                     lambda fn=fn, rows=rows, batch=batch: fn(llm, rows, batch, args.tokens),
                 )
+
+
+def dynamic_tokens_per_second(llm: Any, prompts: list[Prompt], batch: int, tokens: int) -> dict:
+    return engine_tokens_per_second(llm, prompts, batch, tokens, decode="dynamic")
 
 
 def section_decode(run: Run, args: argparse.Namespace, llm: Any, rag: list[Prompt]) -> None:
@@ -422,17 +456,21 @@ def section_decode(run: Run, args: argparse.Namespace, llm: Any, rag: list[Promp
     copy = measure(
         run, "decode/copy_bandwidth_gb_s", deadline, lambda: round(copy_bandwidth_gb_s(llm.device))
     )
+    modes = ["dynamic"] + ([llm.decode] if llm.decode != "dynamic" else [])
     for batch in args.batches:
 
         def step(batch: int = batch) -> dict:
-            ms = decode_step_ms(llm, prompt, batch, args.decode_steps)
+            steps = args.decode_steps
+            ms = {mode: decode_step_ms(llm, prompt, batch, steps, mode) for mode in modes}
             moved = weight_bytes + batch * kv_row
             return {
                 "context": context,
-                "step_ms": round(ms, 2),
+                "mode": modes[-1],
+                "step_ms": round(ms[modes[-1]], 2),
+                "dynamic_step_ms": round(ms["dynamic"], 2),
                 "bound_ms_nominal": round(moved / (args.hbm_tb_s * 1e12) * 1000, 2),
                 "bound_ms_measured_copy": round(moved / (copy * 1e9) * 1000, 2) if copy else None,
-                "tokens_per_second": round(batch / ms * 1000, 1),
+                "tokens_per_second": round(batch / ms[modes[-1]] * 1000, 1),
             }
 
         measure(run, f"decode/{batch}", deadline, step)
@@ -523,7 +561,9 @@ def report(data: dict) -> str:
         "",
         f"Device: {load.get('gpu', '?')} ({load.get('device', '?')}, {load.get('dtype', '?')}, "
         f"torch {load.get('torch', '?')}); {load.get('parameters_b', '?')} B parameters; "
-        f"prefill route: {load.get('prefill_route', '?')}. Prompts: the first {s['samples']} "
+        f"transformers {load.get('transformers', '?')}; "
+        f"prefill route: {load.get('prefill_route', '?')}, decode route: "
+        f"{load.get('decode_route', '?')}. Prompts: the first {s['samples']} "
         f"test documents' RAG and DEP prompts; {s['tokens']} new tokens per row (EOS off), "
         "sampling at temperature 0.8, top-p 0.95.",
         "",
@@ -532,19 +572,25 @@ def report(data: dict) -> str:
         "",
         "## New tokens/s: engine vs `model.generate()`",
         "",
-        "| prompts | batch | engine | generate() | engine / generate() |",
-        "|---|---|---|---|---|",
+        f"`engine`: the engine's own decode route ({load.get('decode_route', '?')}); "
+        "`dynamic`: the same engine with `decode=dynamic` (RAG only), for what the route adds.",
+        "",
+        "| prompts | batch | engine | dynamic | generate() | engine / generate() |",
+        "|---|---|---|---|---|---|",
     ]
     for kind in ("rag", "dep"):
         for batch in s["batches"]:
             ours = r.get(f"throughput/{kind}/engine/{batch}")
+            dynamic = r.get(f"throughput/{kind}/engine-dynamic/{batch}")
             theirs = r.get(f"throughput/{kind}/generate/{batch}")
             ratio = (
                 f"{ours['tokens_per_second'] / theirs['tokens_per_second']:.2f}x"
                 if ours and theirs
                 else "n/a"
             )
-            lines.append(f"| {kind} | {batch} | {_tps(ours)} | {_tps(theirs)} | {ratio} |")
+            lines.append(
+                f"| {kind} | {batch} | {_tps(ours)} | {_tps(dynamic)} | {_tps(theirs)} | {ratio} |"
+            )
     lines += _decode_lines(s, r) + _auto_train_lines(r)
     if data["skipped"]:
         lines += ["", f"Skipped (time guard or memory): {', '.join(data['skipped'])}"]
@@ -563,14 +609,16 @@ def _decode_lines(s: dict, r: dict) -> list[str]:
         "",
         "The bound: the weights plus every row's KV cache read once per step.",
         "",
-        "| batch | context | step (ms) | bound, nominal (ms) | bound, copy (ms) | tokens/s |",
-        "|---|---|---|---|---|---|",
+        "| batch | context | step, engine's route (ms) | step, dynamic (ms) | "
+        "bound, nominal (ms) | bound, copy (ms) | tokens/s |",
+        "|---|---|---|---|---|---|---|",
     ]
     for batch in s["batches"]:
         d = r.get(f"decode/{batch}")
         if d:
             lines.append(
-                f"| {batch} | {d['context']} | {d['step_ms']} | {d['bound_ms_nominal']} | "
+                f"| {batch} | {d['context']} | {d['step_ms']} ({d['mode']}) | "
+                f"{d['dynamic_step_ms']} | {d['bound_ms_nominal']} | "
                 f"{d['bound_ms_measured_copy']} | {d['tokens_per_second']} |"
             )
     return lines
@@ -639,6 +687,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--prefill", default="auto", choices=("auto", "rows", "batched"), help="HFEngine's route"
     )
+    parser.add_argument(
+        "--decode",
+        default="auto",
+        choices=("auto", "dynamic", "fixed", "graph"),
+        help="HFEngine's decode route (auto: graph on CUDA)",
+    )
     parser.add_argument("--fresh", action="store_true", help="ignore earlier measurements")
     args = parser.parse_args(argv)
     if args.device is None:
@@ -664,7 +718,7 @@ def main(argv: list[str] | None = None) -> None:
     settings = {
         "shape": shape, "samples": len(bundle["rag"]), "tokens": args.tokens,
         "batches": args.batches, "hbm_tb_s": args.hbm_tb_s, "device": args.device,
-        "prefill": args.prefill,
+        "prefill": args.prefill, "decode": args.decode,
     }  # fmt: skip
     run = Run(Path(args.out), settings, command, args.fresh)
     llm = section_load(run, args, shape, dtype)

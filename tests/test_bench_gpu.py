@@ -28,6 +28,7 @@ def test_tiny_run_writes_every_section_and_resumes(beauty_dir: Path, tmp_path: P
     bundle, out = tmp_path / "bundle", tmp_path / "out"
     common = ["--prompts", str(bundle), "--out", str(out), "--model-dir", str(tmp_path / "m")]
     sizes = ["--tokens", "4", "--batches", "1", "2", "--decode-steps", "2", "--auto-rows", "2"]
+    sizes += ["--decode", "fixed"]  # the GPU's graph route, its steps run eagerly
     first = bench("--data-dir", str(beauty_dir), "--samples", "3", *common, *sizes)
     assert first.returncode == 0, first.stderr[-3000:]
     tokenizer = json.loads((bundle / "tokenizer" / "tokenizer_config.json").read_text())
@@ -38,7 +39,12 @@ def test_tiny_run_writes_every_section_and_resumes(beauty_dir: Path, tmp_path: P
         for runner in ("engine", "generate"):
             for batch in (1, 2):
                 assert results[f"throughput/{kind}/{runner}/{batch}"]["tokens_per_second"] > 0
-    assert results["decode/2"]["step_ms"] > 0 and results["auto/choice"]["batch"] >= 1
+    assert results["throughput/rag/engine-dynamic/2"]["tokens_per_second"] > 0
+    assert "throughput/dep/engine-dynamic/2" not in results  # RAG only
+    assert results["load/engine"]["decode_route"] == "fixed"
+    decode = results["decode/2"]
+    assert decode["mode"] == "fixed" and decode["step_ms"] > 0 and decode["dynamic_step_ms"] > 0
+    assert results["auto/choice"]["batch"] >= 1
     assert results["auto/generate"]["rows"] == 2
     assert results["train/dep_step"]["rows"] >= 1 and data["skipped"] == []
     report = (out / "bench_gpu.md").read_text()

@@ -154,3 +154,31 @@ def test_greedy_texts_match_model_generate_for_most_documents(gpu_llm) -> None:
         )
     same = sum(a == b for a, b in zip(ours, theirs, strict=True))
     assert same >= 6, list(zip(ours, theirs, strict=True))
+
+
+def test_graph_decode_replays_the_eager_steps(gpu_llm, monkeypatch, caplog) -> None:
+    """decode=auto is the CUDA graph on a GPU. Its replays run the kernels that the eager
+    fixed-shape steps launch, so their sampled texts agree; against the dynamic path (attention
+    over the filled cache only) kernels differ, so greedy texts agree for most documents."""
+    assert gpu_llm.decode == "graph"
+    prompts = [chat(f"Write a review of {product}.") for product in PRODUCTS]
+    sampled = GenerationSettings(max_new_tokens=24, temperature=0.9, top_p=0.95)
+    greedy = GenerationSettings(max_new_tokens=24, do_sample=False)
+    seeds = list(range(len(prompts)))
+
+    def texts(settings: GenerationSettings) -> list[str]:
+        return [g.text for g in gpu_llm.generate(prompts, seeds, settings, batch_size=4)]
+
+    with caplog.at_level("WARNING", logger="dep_eval"):
+        graph_sampled, graph_greedy = texts(sampled), texts(greedy)
+    assert "capturing the decode step failed" not in caplog.text
+    assert gpu_llm.decode == "graph"  # no fallback happened
+    monkeypatch.setattr(gpu_llm, "decode", "fixed")
+    fixed_sampled = texts(sampled)
+    monkeypatch.setattr(gpu_llm, "decode", "dynamic")
+    dynamic_greedy = texts(greedy)
+    same_sampled = sum(a == b for a, b in zip(graph_sampled, fixed_sampled, strict=True))
+    same_greedy = sum(a == b for a, b in zip(graph_greedy, dynamic_greedy, strict=True))
+    assert same_sampled >= 7, list(zip(graph_sampled, fixed_sampled, strict=True))
+    assert same_greedy >= 6, list(zip(graph_greedy, dynamic_greedy, strict=True))
+    assert len(set(graph_sampled)) >= 4  # the rows really produced different texts

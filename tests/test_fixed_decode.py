@@ -169,3 +169,21 @@ def test_fixed_steps_on_the_embedded_llm(llm: HFEngine, monkeypatch: pytest.Monk
     dynamic = [texts(llm, GREEDY), texts(llm, SAMPLED)]
     monkeypatch.setattr(llm, "decode", "fixed")
     assert [texts(llm, GREEDY), texts(llm, SAMPLED)] == dynamic
+
+
+def test_decode_and_prefill_are_model_args_of_the_hf_engine(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """``--model_args decode=dynamic`` reaches HFEngine; with backend=auto on vLLM it is
+    dropped with a warning, as vLLM's own arguments are on the HF engine."""
+    from dep_eval.methods.lm_eval_model import _engine_args
+
+    args = {"decode": "dynamic", "prefill": "rows", "k": 4}
+    assert _engine_args("hf", "hf", args) == {"decode": "dynamic", "prefill": "rows"}
+    assert args == {"k": 4}  # the method keeps its own
+    args = {"decode": "graph", "k": 4}
+    with caplog.at_level(logging.WARNING, logger="dep_eval"):
+        assert _engine_args("vllm", "auto", args) == {}
+    assert args == {"k": 4} and "ignoring the other engine's ['decode']" in caplog.text
+    args = {"decode": "graph"}
+    assert _engine_args("vllm", "vllm", args) == {} and args == {"decode": "graph"}

@@ -23,6 +23,7 @@ from dep_eval.engine.base import (
 from dep_eval.engine.loading import EMBEDDED_LLM
 
 BACKENDS = ("hf", "vllm")
+HF_MODEL_ARGS = ("prefill", "decode")  # HFEngine's own --model_args (engine/hf.py)
 
 
 def load_engine(backend: str = "hf", **options: Any) -> Engine:
@@ -48,6 +49,7 @@ def load_trainable_engine(**options: Any) -> TrainableEngine:
 
 __all__ = [
     "BACKENDS",
+    "HF_MODEL_ARGS",
     "EMBEDDED_LLM",
     "Engine",
     "Generation",

@@ -418,17 +418,30 @@ def _positive_int(name: str, value: Any) -> int:
 
 
 def _engine_args(backend: str, requested: str, method_args: dict[str, Any]) -> dict[str, Any]:
-    """vLLM's own ``--model_args`` (``tensor_parallel_size``, ...), taken out of the method's
-    (with backend=auto also when the HF engine was chosen: then they are dropped, said so)."""
-    if backend != "vllm" and requested != AUTO:
-        return {}
+    """The engine's own ``--model_args`` taken out of the method's: vLLM's
+    (``tensor_parallel_size``, ...) or the HF engine's (``prefill``, ``decode``). With
+    backend=auto, the other engine's are dropped, said so; with a named backend they stay
+    with the method's, whose check names them as unknown."""
+    from dep_eval.engine import HF_MODEL_ARGS
+
+    names = _vllm_model_args() if backend == "vllm" else HF_MODEL_ARGS
+    taken = {name: method_args.pop(name) for name in names if name in method_args}
+    if requested == AUTO:
+        other = HF_MODEL_ARGS if backend == "vllm" else _vllm_model_args()
+        dropped = sorted(name for name in other if method_args.pop(name, None) is not None)
+        if dropped:
+            logger.warning(
+                "backend=auto chose the %s engine: ignoring the other engine's %s",
+                "vLLM" if backend == "vllm" else "HF",
+                dropped,
+            )
+    return taken
+
+
+def _vllm_model_args() -> tuple[str, ...]:
     from dep_eval.engine.vllm import MODEL_ARGS  # no vllm import: that waits for the engine
 
-    taken = {name: method_args.pop(name) for name in MODEL_ARGS if name in method_args}
-    if backend != "vllm" and taken:
-        logger.warning("backend=auto chose the HF engine: ignoring vLLM's %s", sorted(taken))
-        return {}
-    return taken
+    return MODEL_ARGS
 
 
 def generation_settings(gen_kwargs: dict[str, Any]) -> GenerationSettings:
