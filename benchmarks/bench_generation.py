@@ -10,7 +10,9 @@ Comparisons, each in one run on the same machine (report ratios; machines are no
    tokens): samples per second, and peak resident memory of a fresh process per
    configuration (so one configuration's peak cannot hide another's).
 2. The same prompts, batch size and sampling through transformers' own ``model.generate()``
-   (the path lm-eval's ``hf`` model takes; DEP's soft prompts as ``inputs_embeds``).
+   (the path lm-eval's ``hf`` model takes; DEP's soft prompts as ``inputs_embeds``), and
+   through the engine with ``decode=fixed`` (``engine-fixed``: the fixed-shape steps that a
+   GPU replays as a CUDA graph, run eagerly) against its CPU default ``decode=dynamic``.
 3. The physics of this machine: fp32 matmul GFLOPS and memory bandwidth; the engine's
    prefill tokens/s and decode step time at batch 1 and batched, at the same context length
    (the RAG prompts' median); and the batched speed-up these imply for a decode that reads
@@ -78,7 +80,8 @@ def one_configuration(
     pool = lm.pool_for(samples[0])  # one-off set-up (pool, encodings) is not per-sample cost
     settings = GenerationSettings(max_new_tokens=tokens)
     started = time.perf_counter()
-    if runner == "engine":
+    if runner in ("engine", "engine-fixed"):
+        lm.llm.decode = "fixed" if runner == "engine-fixed" else lm.llm.decode
         lm.run(samples, settings, progress=False)
     else:
         prompts = [lm.method.build_prompt(sample, pool) for sample in samples]
@@ -309,6 +312,9 @@ def main() -> None:
     parser.add_argument(
         "--generate-methods", nargs="*", default=["rag", "dep"], help="also via model.generate()"
     )
+    parser.add_argument(
+        "--fixed-methods", nargs="*", default=["rag", "dep"], help="also with decode=fixed"
+    )
     parser.add_argument("--dtypes", nargs="+", default=["auto"], help="e.g. auto bfloat16")
     parser.add_argument("--slot-tokens", type=int, default=32, help="0: skip the slot check")
     parser.add_argument("--decode-steps", type=int, default=32)
@@ -336,6 +342,7 @@ def main() -> None:
         for method in args.methods
         for batch in (1, args.batch_size)
     ] + [(method, args.batch_size, "generate", "auto") for method in args.generate_methods]
+    plan += [(method, args.batch_size, "engine-fixed", "auto") for method in args.fixed_methods]
     for method, batch, runner, dtype in plan:
         rows.append(in_subprocess(*common, "--one", method, str(batch), runner, dtype))
         print(rows[-1], flush=True)
@@ -418,6 +425,12 @@ def report(command: str, args: argparse.Namespace, rows: list[dict], measured: d
     for method in args.generate_methods:
         engine, hf = _row(rows, method, b), _row(rows, method, b, "generate")
         lines.append(f"- {method}: {engine['samples_per_second'] / hf['samples_per_second']:.2f}x")
+    if args.fixed_methods:
+        lines += ["", f"## `decode=fixed` vs the CPU default `decode=dynamic` at batch {b}", ""]
+    for method in args.fixed_methods:
+        engine, fixed = _row(rows, method, b), _row(rows, method, b, "engine-fixed")
+        ratio = fixed["samples_per_second"] / engine["samples_per_second"]
+        lines.append(f"- {method}: {ratio:.2f}x the samples/s")
     p = measured
     lines += [
         "",
