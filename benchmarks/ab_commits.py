@@ -35,6 +35,15 @@ def git(*args: str) -> str:
     ).stdout.strip()
 
 
+def link_mapped_folders(tree: Path) -> None:
+    """``baselines/`` and ``tasks/`` are installed as ``dep_eval.baselines`` and
+    ``dep_eval.tasks`` (pyproject's package-dir); a worktree on the path is not installed, so
+    its ``dep_eval`` gets links to them, else those imports would reach the installed tree's."""
+    for name in ("baselines", "tasks"):
+        if (tree / name).is_dir() and not (tree / "dep_eval" / name).exists():
+            (tree / "dep_eval" / name).symlink_to(Path("..") / name)
+
+
 def one_run(tree: Path, cache: Path, args: argparse.Namespace, config: str) -> dict:
     """One ``bench_generation.py --one`` configuration (``METHOD:BATCH``) from ``tree``."""
     method, batch = config.split(":")
@@ -111,6 +120,7 @@ def main() -> None:
         trees = {side: Path(tmp) / side for side in commits}
         for side, commit in commits.items():
             git("worktree", "add", "--detach", str(trees[side]), commit)
+            link_mapped_folders(trees[side])
         try:
             for rep in range(args.reps):
                 for config in args.configs:
