@@ -1,5 +1,6 @@
 """The HF engine on CUDA: soft vectors built on the CPU, batch_size=auto sized by the GPU,
-greedy texts as ``model.generate()``'s, training through CPU-built vectors.
+greedy texts as ``model.generate()``'s, the CUDA-graph decode against the eager steps,
+training through CPU-built vectors.
 
 Runs only where CUDA is present (``benchmarks/gpu_session.sh`` runs it on a GPU machine).
 The LLM: ``DEP_EVAL_CUDA_MODEL`` (a model folder) if set, else the embedded SmolLM2 where it

@@ -96,8 +96,8 @@ class FixedShapeDecoder:
         self.ids = torch.zeros(batch, 1, dtype=torch.long, device=device)
         self.positions = torch.zeros(batch, 1, dtype=torch.long, device=device)
         # additive, in the model's dtype: sdpa and eager attention both take it as is
-        self.blocked = torch.finfo(dtype).min
-        self.mask = torch.full((batch, 1, 1, capacity), self.blocked, dtype=dtype, device=device)
+        blocked = torch.finfo(dtype).min
+        self.mask = torch.full((batch, 1, 1, capacity), blocked, dtype=dtype, device=device)
         self.mask[:, 0, 0, :width].masked_fill_(mask.bool(), 0.0)
         self.logits: torch.Tensor | None = None  # the graph's output buffer
         self.graph: torch.cuda.CUDAGraph | None = None
