@@ -187,3 +187,33 @@ def test_decode_and_prefill_are_model_args_of_the_hf_engine(
     assert args == {"k": 4} and "ignoring the other engine's ['decode']" in caplog.text
     args = {"decode": "graph"}
     assert _engine_args("vllm", "vllm", args) == {} and args == {"decode": "graph"}
+
+
+@pytest.mark.parametrize("decode", ["dynamic", "fixed"])
+def test_an_adapter_on_the_lm_head_reaches_the_first_token(
+    tiny_folder: Path, tmp_path: Path, decode: str
+) -> None:
+    """A per-prompt LoRA on ``lm_head`` (OPPU's ``target_modules`` may name it) acts on every
+    token, the first (computed from the prefill) included: a mixed batch's rows give the
+    texts of the adapter folded in (``peft=``) and of no adapter."""
+    from peft import LoraConfig, get_peft_model
+
+    from dep_eval.engine.adapters import quiet_peft
+
+    engine = HFEngine(pretrained=str(tiny_folder), device="cpu", dtype="float32", decode=decode)
+    torch.manual_seed(3)  # a strong adapter: the LM head's LoRA term decides every token
+    config = LoraConfig(r=4, lora_alpha=512, target_modules=["lm_head"], init_lora_weights=False)
+    with quiet_peft():
+        peft_model = get_peft_model(engine.model, config)
+    peft_model.save_pretrained(str(tmp_path / "head"), save_embedding_layers=False)
+    engine.model = peft_model.unload()
+    greedy = GenerationSettings(max_new_tokens=4, do_sample=False)
+    rows = [Prompt(PROMPTS[0].messages, adapter=str(tmp_path / "head")), PROMPTS[1]]
+    mixed = [g.text for g in engine.generate(rows, [0, 0], greedy, batch_size=2)]
+    plain = [g.text for g in engine.generate(PROMPTS[:2], [0, 0], greedy, batch_size=2)]
+    folded = HFEngine(
+        pretrained=str(tiny_folder), device="cpu", dtype="float32", peft=str(tmp_path / "head")
+    )
+    (with_adapter,) = [g.text for g in folded.generate(PROMPTS[:1], [0], greedy)]
+    assert mixed == [with_adapter, plain[1]]
+    assert with_adapter[:4] != plain[0][:4]  # the adapter changes the very first token

@@ -30,6 +30,7 @@ import hashlib
 import json
 import logging
 import math
+import sys
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -334,6 +335,13 @@ def merged_model_folder(
 def no_adapters(prompts: Sequence[int]) -> contextlib.AbstractContextManager:
     """The router of a batch in which no prompt names an adapter: nothing to route."""
     return contextlib.nullcontext()
+
+
+def is_adapter_layer(module: torch.nn.Module) -> bool:
+    """Whether PEFT has put an adapter layer in ``module``'s place. Without PEFT imported
+    none can exist, so PEFT (seconds to import) is not imported to ask."""
+    tuners = sys.modules.get("peft.tuners.tuners_utils")
+    return tuners is not None and isinstance(module, tuners.BaseTunerLayer)
 
 
 @contextlib.contextmanager

@@ -190,6 +190,10 @@ class HFEngine(TrainableEngine):
         head = self.model.get_output_embeddings()
         if self.logit_block is None:  # a GPU: one product for the batch (module docstring)
             return head(hidden)
+        if adapters.is_adapter_layer(head):
+            # a per-row adapter on the head (OPPU's target_modules may name lm_head): PEFT
+            # routes exactly the batch's rows, so the head sees them unpadded, in one product
+            return head(hidden)
         rows, block = hidden.shape[0], self.logit_block
         padded = -(-rows // block) * block
         hidden = torch.cat([hidden, hidden.new_zeros(padded - rows, hidden.shape[1])])
@@ -271,9 +275,9 @@ class HFEngine(TrainableEngine):
         decoder, graph = None, self.decode == "graph" and not routed
         if self.decode != "dynamic":
             decoder = FixedShapeDecoder(self.step_logits, cache, mask, self.dtype, graph)
-        logits = self.last_logits(hidden)  # (B, vocab)
         # Every row at once from here on, each through its own adapter (if any).
         with route(live):
+            logits = self.last_logits(hidden)  # (B, vocab); an adapter may hold the LM head
             for step in range(budget):
                 _check_finite(logits, step)
                 next_ids = sampling.pick_next(
