@@ -266,8 +266,6 @@ def decode_step_ms(llm: Any, prompt: list[int], batch: int, steps: int, decode: 
     """Median time of one engine decode step (forward, LM head, next tokens to the host) of
     ``prompt`` repeated ``batch`` times, after the engine's prefill, in ``decode`` mode
     (``dynamic``, ``fixed`` or ``graph``: the engine's own step functions)."""
-    from dep_eval.engine.fixed_decode import FixedShapeDecoder
-
     input_ids, mask, positions = llm.left_pad([prompt] * batch)
     prefill = llm.prefill_batched if llm.prefill == "batched" else llm.prefill_rows
     times = []
@@ -275,24 +273,16 @@ def decode_step_ms(llm: Any, prompt: list[int], batch: int, steps: int, decode: 
         embeds = llm.tokens.embedding(input_ids)
         cache, hidden = prefill(embeds, [len(prompt)] * batch, steps + 16)
         next_ids = llm.last_logits(hidden).argmax(-1)
-        decoder = None
-        if decode != "dynamic":
-            decoder = FixedShapeDecoder(llm.step_logits, cache, mask, llm.dtype, decode == "graph")
+        decoder = llm.decoder(cache, mask, decode)
         for step in range(steps + 1):
             sync()
             started = time.perf_counter()
             positions = positions[:, -1:] + 1
-            if decoder is not None:
-                logits = decoder.step(next_ids, positions)
-            else:
-                mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
-                logits = llm.step_logits(next_ids[:, None], positions, mask, cache)
-            next_ids = logits.argmax(-1)
+            next_ids = decoder.step(next_ids, positions).argmax(-1)
             next_ids.tolist()  # the engine reads the tokens on the host every step
             if step:  # step 0 may capture the graph
                 times.append(time.perf_counter() - started)
-        if decoder is not None:
-            assert decoder.use_graph == (decode == "graph"), "the capture failed (see the log)"
+        assert decoder.use_graph == (decode == "graph"), "the capture failed (see the log)"
     return statistics.median(times) * 1000
 
 

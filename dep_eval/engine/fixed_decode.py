@@ -17,7 +17,9 @@ touches to keep its shape and its address, which the dynamic path breaks three w
 Attention then spans the whole capacity, the unwritten slots masked. On a CPU (or with
 ``graph=False``) the same fixed-shape step runs eagerly: that is how the CPU tests check that
 it gives the dynamic path's texts. Sampling and stop checks stay outside the graph, in the
-engine's loop, so per-row seeded sampling is unchanged.
+engine's loop, so per-row seeded sampling is unchanged. ``DynamicDecoder`` is the CPU's
+route (attention over the filled cache only) behind the same interface, so the engine's loop
+and the benchmarks call one ``step`` whatever the route.
 """
 
 from __future__ import annotations
@@ -66,6 +68,25 @@ class SlotCache(Cache):
     def __init__(self, prefilled: PreallocatedCache, slot: torch.Tensor) -> None:
         layers = [SlotLayer(layer._keys, layer._values, slot) for layer in prefilled.layers]
         super().__init__(layers=layers)
+
+
+class DynamicDecoder:
+    """The decode steps of one batch over the filled part of the cache only: the mask
+    (B, T) grows by one column per step (the CPU's route, ``decode=dynamic``). The same
+    interface as ``FixedShapeDecoder``."""
+
+    use_graph = False
+
+    def __init__(self, step_fn: StepFunction, cache: PreallocatedCache, mask: torch.Tensor) -> None:
+        self.step_fn, self.cache, self.mask = step_fn, cache, mask
+
+    def step(self, next_ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """Logits (B, vocab) after feeding ``next_ids`` (B,) at ``positions`` (B, 1)."""
+        self.mask = torch.cat([self.mask, torch.ones_like(self.mask[:, :1])], dim=1)
+        return self.step_fn(next_ids[:, None], positions, self.mask, self.cache)
+
+    def release(self) -> None:
+        """Nothing to drop: the cache goes with the batch."""
 
 
 class FixedShapeDecoder:

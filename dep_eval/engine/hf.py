@@ -30,7 +30,7 @@ from transformers.cache_utils import Cache
 
 from dep_eval.engine import adapters, loading, memory, sampling
 from dep_eval.engine.base import Generation, GenerationSettings, Prompt, TrainableEngine
-from dep_eval.engine.fixed_decode import FixedShapeDecoder
+from dep_eval.engine.fixed_decode import DynamicDecoder, FixedShapeDecoder
 from dep_eval.engine.kv_cache import PreallocatedCache, left_padded
 from dep_eval.engine.soft_prompts import SoftPromptTable
 
@@ -272,9 +272,8 @@ class HFEngine(TrainableEngine):
         room = -(-(width + budget) // CACHE_ALIGN) * CACHE_ALIGN - width  # >= budget
         prefill = self.prefill_batched if self.prefill == "batched" else self.prefill_rows
         cache, hidden = prefill(embeds, lengths, room, route)  # hidden: (B, H)
-        decoder, graph = None, self.decode == "graph" and not routed
-        if self.decode != "dynamic":
-            decoder = FixedShapeDecoder(self.step_logits, cache, mask, self.dtype, graph)
+        mode = "fixed" if self.decode == "graph" and routed else self.decode
+        decoder = self.decoder(cache, mask, mode)
         # Every row at once from here on, each through its own adapter (if any).
         with route(live):
             logits = self.last_logits(hidden)  # (B, vocab); an adapter may hold the LM head
@@ -303,19 +302,23 @@ class HFEngine(TrainableEngine):
                 )
                 # a finished row's position may pass the context; a live row's never does
                 positions = (positions[:, -1:] + 1).clamp(max=self.max_length - 1)  # (B, 1)
-                if decoder is not None:
-                    logits = decoder.step(next_ids, positions)
-                else:
-                    mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
-                    logits = self.step_logits(next_ids[:, None], positions, mask, cache)
-        if decoder is not None:
-            if graph and not decoder.use_graph:  # its capture failed: eager from now on
-                self.decode = "fixed"
-            decoder.release()
+                logits = decoder.step(next_ids, positions)
+        if mode == "graph" and not decoder.use_graph:  # its capture failed: eager from now on
+            self.decode = "fixed"
+        decoder.release()
         texts = [
             sampling.finish_text(self.tokenizer, ids, self.stop_ids, settings.until) for ids in out
         ]
         return texts, [len(ids) for ids in out]
+
+    def decoder(
+        self, cache: PreallocatedCache, mask: torch.Tensor, mode: str
+    ) -> DynamicDecoder | FixedShapeDecoder:
+        """The decode steps of one prefilled batch (``mask``: its (B, T) 0/1 mask) in
+        ``mode`` (``dynamic``, ``fixed`` or ``graph``; see the class docstring)."""
+        if mode == "dynamic":
+            return DynamicDecoder(self.step_logits, cache, mask)
+        return FixedShapeDecoder(self.step_logits, cache, mask, self.dtype, mode == "graph")
 
     def step_logits(
         self, ids: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor, cache: Cache
