@@ -398,6 +398,9 @@ def section_load(run: Run, args: argparse.Namespace, shape: dict, dtype: torch.d
             "prefill_route": llm.prefill,
             "decode_route": llm.decode,
             "transformers": _transformers_version(),
+            # grouped_attention's name where transformers (< 5.23) would copy KV heads per step;
+            # model.generate() runs on the same model, so both sides use it
+            "attention": llm.model.config._attn_implementation,
         },
     )
     llm.stop_ids = set()  # every row generates exactly --tokens tokens
@@ -551,7 +554,8 @@ def report(data: dict) -> str:
         "",
         f"Device: {load.get('gpu', '?')} ({load.get('device', '?')}, {load.get('dtype', '?')}, "
         f"torch {load.get('torch', '?')}); {load.get('parameters_b', '?')} B parameters; "
-        f"transformers {load.get('transformers', '?')}; "
+        f"transformers {load.get('transformers', '?')} "
+        f"(attention: {load.get('attention', '?')}); "
         f"prefill route: {load.get('prefill_route', '?')}, decode route: "
         f"{load.get('decode_route', '?')}. Prompts: the first {s['samples']} "
         f"test documents' RAG and DEP prompts; {s['tokens']} new tokens per row (EOS off), "

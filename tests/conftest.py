@@ -53,3 +53,29 @@ def llm():
     from dep_eval.engine.hf import HFEngine
 
     return HFEngine(device="cpu")
+
+
+@pytest.fixture(scope="session")
+def tiny_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 2-layer Llama with random weights, grouped KV heads (4 query heads, 2 KV heads) and
+    the embedded tokenizer: the engine's decode paths in seconds."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from dep_eval.engine import loading
+
+    folder = tmp_path_factory.mktemp("tiny-llama")
+    tokenizer = loading.load_tokenizer(loading.model_path(None))
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=1024,
+    )
+    LlamaForCausalLM(config).save_pretrained(folder, safe_serialization=True)
+    tokenizer.save_pretrained(folder)
+    return folder

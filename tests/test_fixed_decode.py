@@ -39,46 +39,57 @@ PROMPTS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def tiny_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A 2-layer Llama with random weights, grouped KV heads and the embedded tokenizer."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    from dep_eval.engine import loading
-
-    folder = tmp_path_factory.mktemp("tiny-llama")
-    tokenizer = loading.load_tokenizer(loading.model_path(None))
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=1024,
-    )
-    LlamaForCausalLM(config).save_pretrained(folder, safe_serialization=True)
-    tokenizer.save_pretrained(folder)
-    return folder
-
-
 def texts(engine: HFEngine, settings: GenerationSettings, batch_size: int = 4) -> list[str]:
     seeds = list(range(len(PROMPTS)))
     return [g.text for g in engine.generate(PROMPTS, seeds, settings, batch_size=batch_size)]
 
 
+def step_logits_both_ways(engine: HFEngine, steps: int = 20) -> tuple[float, int]:
+    """Prefill ``PROMPTS`` twice, then decode both copies, one with fixed steps and one with
+    dynamic steps, feeding both the dynamic logits' greedy picks.
+
+    Returns: the largest |fixed - dynamic| logit over all steps and rows, and how many of
+    those (step, row) picks the fixed logits would have changed."""
+    ids = [engine.tokenize(p) for p in PROMPTS]
+    input_ids, mask, positions = engine.left_pad(ids)  # (B, T) each
+    embeds = engine.tokens.embed(input_ids, [None] * len(ids))  # (B, T, H)
+    lengths, room = [len(row) for row in ids], steps + 12
+    worst, flips = 0.0, 0
+    with torch.no_grad():
+        fixed_cache, hidden = engine.prefill_rows(embeds, lengths, room)
+        dynamic_cache, _ = engine.prefill_rows(embeds, lengths, room)
+        fixed = engine.decoder(fixed_cache, mask, "fixed")
+        dynamic = engine.decoder(dynamic_cache, mask, "dynamic")
+        logits = engine.last_logits(hidden)  # (B, vocab)
+        for _ in range(steps):
+            picks = logits.argmax(-1)  # (B,)
+            positions = positions[:, -1:] + 1  # (B, 1)
+            fixed_logits = fixed.step(picks, positions)
+            logits = dynamic.step(picks, positions)
+            worst = max(worst, (fixed_logits - logits).abs().max().item())
+            flips += int((fixed_logits.argmax(-1) != logits.argmax(-1)).sum())
+    return worst, flips
+
+
 @pytest.mark.parametrize("attention", ["sdpa", "eager"])
-def test_fixed_steps_give_the_dynamic_paths_texts(tiny_folder: Path, attention: str) -> None:
-    """float32 on a CPU: the texts are identical, greedy and sampled, at batch 4 and 1."""
+def test_fixed_steps_compute_the_dynamic_steps(tiny_folder: Path, attention: str) -> None:
+    """float32 on a CPU: every step's logits agree to rounding, and greedy texts at batch 4
+    and 1 are identical.
+
+    Not bit for bit: a fixed step attends over the whole cache with the unused slots masked
+    out, so the attention kernel sums in another order than over the filled part alone.
+    Measured: 3e-7 at most, with transformers 5.25 and 5.17; a mask column opened in the
+    wrong place moves logits by far more than 1e-5. Sampled texts can then part where two
+    tokens' probabilities straddle the top-p cut (seen with 5.17, the GPU image's version),
+    which is why they are not compared here."""
     engine = HFEngine(pretrained=str(tiny_folder), device="cpu", dtype="float32", decode="fixed")
     engine.model.set_attn_implementation(attention)
     assert engine.decode == "fixed"
-    fixed = [texts(engine, GREEDY), texts(engine, SAMPLED), texts(engine, SAMPLED, 1)]
+    worst, flips = step_logits_both_ways(engine)
+    assert worst < 1e-5 and flips == 0
+    fixed = [texts(engine, GREEDY), texts(engine, GREEDY, 1)]
     engine.decode = "dynamic"
-    dynamic = [texts(engine, GREEDY), texts(engine, SAMPLED), texts(engine, SAMPLED, 1)]
-    assert fixed == dynamic
-    assert len(set(dynamic[1])) == len(PROMPTS)  # the rows really differ
+    assert [texts(engine, GREEDY), texts(engine, GREEDY, 1)] == fixed
 
 
 def test_the_mode_resolves_by_device_and_attention(tiny_folder: Path) -> None:

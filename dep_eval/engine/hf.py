@@ -28,7 +28,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers.cache_utils import Cache
 
-from dep_eval.engine import adapters, loading, memory, sampling
+from dep_eval.engine import adapters, grouped_attention, loading, memory, sampling
 from dep_eval.engine.base import Generation, GenerationSettings, Prompt, TrainableEngine
 from dep_eval.engine.fixed_decode import DynamicDecoder, FixedShapeDecoder
 from dep_eval.engine.kv_cache import PreallocatedCache, left_padded
@@ -109,6 +109,8 @@ class HFEngine(TrainableEngine):
         self.peft = peft  # a PEFT adapter folded into the weights (``engine/adapters.py``)
         if peft:
             self.model = adapters.merge_adapter(self.model, peft, self.name)
+        if grouped_attention.needed(self.model):  # transformers < 5.23 copies KV heads per step
+            grouped_attention.install(self.model)
         self.tokens = SoftPromptTable(tokenizer, self.model.get_input_embeddings())
         self._cache_arg = loading.kv_cache_argument(self.model)
         context: int = getattr(self.model.config, "max_position_embeddings", 8192)
@@ -130,8 +132,9 @@ class HFEngine(TrainableEngine):
                 "decode=fixed (the same fixed-shape steps, run eagerly) or decode=auto"
             )
         attention = getattr(self.model.config, "_attn_implementation", "sdpa")
-        if asked != "dynamic" and attention not in ("sdpa", "eager"):
-            # fixed-shape steps pass a 4D additive mask, which only these two read as given
+        if asked != "dynamic" and attention not in ("sdpa", "eager", grouped_attention.NAME):
+            # fixed-shape steps pass a 4D additive mask, which only sdpa (also in
+            # grouped_attention's form) and eager attention read as given
             logger.info("decode=%s needs sdpa or eager attention, not %s: decode=dynamic",
                         asked, attention)  # fmt: skip
             return "dynamic"
