@@ -5,6 +5,8 @@
 #
 # 1. Here, with the project's environment and the shared data (a few minutes on a CPU):
 #      .venv/bin/python benchmarks/bench_gpu.py --data-dir ../shared/data/amazon_beauty --prepare-only
+#    and, also here, this script's dry run under the GPU image's package versions:
+#      bash benchmarks/gpu_preflight.sh
 # 2. On the GPU machine (the session's device tool), from the repository root:
 #      bash benchmarks/gpu_session.sh            carrying .bench-gpu, timeout_s=590
 # 3. Back here: copy bench_gpu.md/.json from the returned files into results/ and commit them
