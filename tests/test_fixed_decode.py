@@ -228,3 +228,23 @@ def test_an_adapter_on_the_lm_head_reaches_the_first_token(
     (with_adapter,) = [g.text for g in folded.generate(PROMPTS[:1], [0], greedy)]
     assert mixed == [with_adapter, plain[1]]
     assert with_adapter[:4] != plain[0][:4]  # the adapter changes the very first token
+
+
+def test_the_fixed_step_traces_as_one_graph(tiny_folder: Path) -> None:
+    """What a CUDA graph replays, traced by torch.compile's front end on the CPU: one graph and
+    no break. A break marks a host-side op in the step (a ``.item()``, a branch on a tensor's
+    value), which capturing would also trip on; gpu_preflight.sh runs this under the GPU
+    image's transformers."""
+    engine = HFEngine(pretrained=str(tiny_folder), device="cpu", dtype="float32", decode="fixed")
+    input_ids, mask, positions = engine.left_pad([list(range(100, 130)), list(range(200, 220))])
+    with torch.no_grad():
+        embeds = engine.tokens.embed(input_ids, [None, None])  # (B, T, H)
+        cache, _ = engine.prefill_rows(embeds, [30, 20], new_tokens=8)
+        decoder = engine.decoder(cache, mask, "fixed")
+        assert isinstance(decoder, FixedShapeDecoder)
+        decoder.step(torch.tensor([5, 6]), positions[:, -1:] + 1)  # the buffers are set
+        explained = torch._dynamo.explain(decoder.step_fn)(
+            decoder.ids, decoder.positions, decoder.mask, decoder.cache
+        )
+    assert explained.graph_break_count == 0, [b.reason for b in explained.break_reasons]
+    assert explained.graph_count == 1
