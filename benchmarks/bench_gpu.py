@@ -21,8 +21,9 @@ Sections, each with its own time guard (a measurement that would start after its
 budget is skipped and says so): ``load``, ``throughput`` (engine vs ``model.generate()``
 new tokens/s at batch 1, 8, 32, RAG and DEP; on RAG also the engine's dynamic decode, to
 show what the CUDA-graph decode of ``decode=auto`` adds), ``decode`` (one engine decode step,
-dynamic and in the engine's mode, vs the bound of reading the weights and KV cache once from
-HBM), ``auto`` (``batch_size=auto``'s choice vs
+dynamic and in the engine's mode, and under transformers < 5.23 the engine's mode with
+transformers' sdpa, which copies the KV heads that ``grouped_attention`` does not, vs the
+bound of reading the weights and KV cache once from HBM), ``auto`` (``batch_size=auto``'s choice vs
 the GPU's memory, then that batch run for a few tokens), ``train`` (a DEP training step's
 time and peak memory). Figures are written as they are measured (``OUT/bench_gpu.json`` and
 ``.md``); a rerun with the same settings keeps the measurements already there (``--fresh``:
@@ -50,7 +51,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the GPU machine runs the repository without installing it
 
-from dep_eval.engine import GenerationSettings, Prompt  # noqa: E402
+from dep_eval.engine import GenerationSettings, Prompt, grouped_attention  # noqa: E402
 
 logger = logging.getLogger("bench_gpu")
 
@@ -450,13 +451,23 @@ def section_decode(run: Run, args: argparse.Namespace, llm: Any, rag: list[Promp
         run, "decode/copy_bandwidth_gb_s", deadline, lambda: round(copy_bandwidth_gb_s(llm.device))
     )
     modes = ["dynamic"] + ([llm.decode] if llm.decode != "dynamic" else [])
+    # Under transformers < 5.23 the engine attends with grouped_attention; the engine's route
+    # is also timed with transformers' sdpa, which copies each KV head per query head there.
+    attention = llm.model.config._attn_implementation
     for batch in args.batches:
 
         def step(batch: int = batch) -> dict:
             steps = args.decode_steps
             ms = {mode: decode_step_ms(llm, prompt, batch, steps, mode) for mode in modes}
+            if attention == grouped_attention.NAME:
+                llm.model.config._attn_implementation = "sdpa"
+                try:
+                    ms["copied"] = decode_step_ms(llm, prompt, batch, steps, modes[-1])
+                finally:
+                    llm.model.config._attn_implementation = attention
             moved = weight_bytes + batch * kv_row
             return {
+                "copied_heads_step_ms": round(ms["copied"], 2) if "copied" in ms else None,
                 "context": context,
                 "mode": modes[-1],
                 "step_ms": round(ms[modes[-1]], 2),
@@ -603,15 +614,21 @@ def _decode_lines(s: dict, r: dict) -> list[str]:
         "",
         "The bound: the weights plus every row's KV cache read once per step.",
         "",
-        "| batch | context | step, engine's route (ms) | step, dynamic (ms) | "
-        "bound, nominal (ms) | bound, copy (ms) | tokens/s |",
-        "|---|---|---|---|---|---|---|",
+        "`copied KV heads`: the engine's route with transformers' own sdpa, which before "
+        "5.23 copies each KV head for every query head of its group at each step (the engine "
+        "attends with `engine/grouped_attention.py` there; n/a: transformers >= 5.23, no copy).",
+        "",
+        "| batch | context | step, engine's route (ms) | step, copied KV heads (ms) | "
+        "step, dynamic (ms) | bound, nominal (ms) | bound, copy (ms) | tokens/s |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for batch in s["batches"]:
         d = r.get(f"decode/{batch}")
         if d:
+            copied = d.get("copied_heads_step_ms")
             lines.append(
                 f"| {batch} | {d['context']} | {d['step_ms']} ({d['mode']}) | "
+                f"{'n/a' if copied is None else copied} | "
                 f"{d['dynamic_step_ms']} | {d['bound_ms_nominal']} | "
                 f"{d['bound_ms_measured_copy']} | {d['tokens_per_second']} |"
             )
