@@ -78,10 +78,10 @@ def test_fixed_steps_compute_the_dynamic_steps(tiny_folder: Path, attention: str
 
     Not bit for bit: a fixed step attends over the whole cache with the unused slots masked
     out, so the attention kernel sums in another order than over the filled part alone.
-    Measured: 3e-7 at most, with transformers 5.25 and 5.17; a mask column opened in the
-    wrong place moves logits by far more than 1e-5. Sampled texts can then part where two
-    tokens' probabilities straddle the top-p cut (seen with 5.17, the GPU image's version),
-    which is why they are not compared here."""
+    Within 1e-5 with transformers 5.25 and 5.17; a mask column opened one slot late moves
+    them by 0.05. Sampled texts can then part where two tokens' probabilities straddle the
+    top-p cut (seen with 5.17, the GPU image's version), which is why they are not compared
+    here."""
     engine = HFEngine(pretrained=str(tiny_folder), device="cpu", dtype="float32", decode="fixed")
     engine.model.set_attn_implementation(attention)
     assert engine.decode == "fixed"

@@ -89,7 +89,7 @@ def test_the_engine_uses_it_only_where_transformers_copies_heads(
 ) -> None:
     """Installed below 5.23 (simulated here by the version string), with transformers'
     sdpa's logits to rounding; from 5.23 the model keeps plain sdpa."""
-    copies = Version(transformers.__version__).release < (5, 23)
+    copies = Version(transformers.__version__).release < grouped_attention.FIXED_IN
     attention, logits = decode_step(tiny_folder)
     assert attention == (grouped_attention.NAME if copies else "sdpa")
     # transformers' lazy module object in sys.modules is not the one `import` bound here

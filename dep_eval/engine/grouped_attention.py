@@ -5,11 +5,12 @@ single query per head must meet its group's keys. transformers before 5.23 does 
 a mask is given (any padded batch), by repeating each KV head for every query head of its
 group: the whole cache is copied ``groups`` times per layer and step, which for long prompts
 costs more than the step's matrix products (on this project's CPU at batch 8 over
-1,400-token rows, 2.1x the step time; on the H200 the copy kernel was a third of the GPU's
-time, issue 31). transformers 5.23 added the fix (``pack_gqa``): a step's query heads of one
-KV head become that head's queries, ``(B, H, 1, D) -> (B, H_kv, G, D)``, and attention runs
-over the cache as it is. This module does the same for older releases, which the vLLM extra
-still pins, and is not used from 5.23 on.
+1,400-token rows the step took 2.05x as long, results/bench_grouped_attention.md; on the
+H200 the copy kernel was a third of the GPU's time, issue 31). transformers 5.23 added the
+fix (``pack_gqa``): a step's query heads of one KV head become that head's queries,
+``(B, H, 1, D) -> (B, H_kv, G, D)``, and attention runs over the cache as it is. This module
+does the same for older releases, which the vLLM extra still pins, and is not used from 5.23
+on.
 
 Every other call (prompts, training, a mask that differs per head, no mask: sdpa's own
 grouped kernel then needs no copy either) goes to transformers' sdpa unchanged.
@@ -22,12 +23,13 @@ from typing import TYPE_CHECKING, Any
 import torch
 import torch.nn.functional as F
 from packaging.version import Version
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
 
 NAME = "dep_eval_grouped_sdpa"
-FIXED_IN = Version("5.23")  # transformers' own pack_gqa
+FIXED_IN = (5, 23)  # the release that packs grouped heads itself (pack_gqa)
 
 
 def needed(model: PreTrainedModel) -> bool:
@@ -35,7 +37,7 @@ def needed(model: PreTrainedModel) -> bool:
     import transformers
 
     attention = getattr(model.config, "_attn_implementation", None)
-    return attention == "sdpa" and Version(transformers.__version__).release < FIXED_IN.release
+    return attention == "sdpa" and Version(transformers.__version__).release < FIXED_IN
 
 
 def install(model: PreTrainedModel) -> None:
@@ -59,8 +61,6 @@ def grouped_sdpa_forward(
     **kwargs: Any,
 ) -> tuple[torch.Tensor, None]:
     """transformers' attention-function signature; returns ((B, Q, H, D), None)."""
-    from transformers.integrations.sdpa_attention import sdpa_attention_forward
-
     batch, heads, queries, dim = query.shape
     groups = heads // key.shape[1]
     shared_mask = attention_mask is not None and attention_mask.shape[1:3] == (1, 1)
