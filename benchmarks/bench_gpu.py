@@ -267,18 +267,16 @@ def decode_step_ms(llm: Any, prompt: list[int], batch: int, steps: int, decode: 
     """Median time of one engine decode step (forward, LM head, next tokens to the host) of
     ``prompt`` repeated ``batch`` times, after the engine's prefill, in ``decode`` mode
     (``dynamic``, ``fixed`` or ``graph``: the engine's own step functions)."""
-    input_ids, mask, positions = llm.left_pad([prompt] * batch)
-    prefill = llm.prefill_batched if llm.prefill == "batched" else llm.prefill_rows
     times = []
     with torch.no_grad():
-        embeds = llm.tokens.embedding(input_ids)
-        cache, hidden = prefill(embeds, [len(prompt)] * batch, steps + 16)
+        decoder, hidden, positions = llm.start_decoding(
+            [prompt] * batch, [None] * batch, steps + 16, decode
+        )
         next_ids = llm.last_logits(hidden).argmax(-1)
-        decoder = llm.decoder(cache, mask, decode)
         for step in range(steps + 1):
             sync()
             started = time.perf_counter()
-            positions = positions[:, -1:] + 1
+            positions = positions + 1
             next_ids = decoder.step(next_ids, positions).argmax(-1)
             next_ids.tolist()  # the engine reads the tokens on the host every step
             if step:  # step 0 may capture the graph

@@ -48,16 +48,15 @@ def step_times(
     engine.model.config._attn_implementation = attention
     generator = torch.Generator().manual_seed(0)
     ids = [torch.randint(100, 30000, (n,), generator=generator).tolist() for n in lengths]
-    input_ids, mask, positions = engine.left_pad(ids)  # (B, T) each
     seconds = []
     with torch.no_grad():
-        embeds = engine.tokens.embed(input_ids, [None] * len(ids))  # (B, T, H)
-        cache, hidden = engine.prefill_rows(embeds, lengths, steps + 2)
-        decoder = engine.decoder(cache, mask, "dynamic")
+        decoder, hidden, positions = engine.start_decoding(
+            ids, [None] * len(ids), steps + 2, "dynamic"
+        )
         picks = engine.last_logits(hidden).argmax(-1)  # (B,)
         for step in range(steps + 2):
             started = time.perf_counter()
-            logits = decoder.step(picks, positions[:, -1:] + 1 + step)
+            logits = decoder.step(picks, positions + 1 + step)
             if step >= 2:
                 seconds.append(time.perf_counter() - started)
             picks = logits.argmax(-1)

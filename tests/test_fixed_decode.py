@@ -51,19 +51,15 @@ def step_logits_both_ways(engine: HFEngine, steps: int = 20) -> tuple[float, int
     Returns: the largest |fixed - dynamic| logit over all steps and rows, and how many of
     those (step, row) picks the fixed logits would have changed."""
     ids = [engine.tokenize(p) for p in PROMPTS]
-    input_ids, mask, positions = engine.left_pad(ids)  # (B, T) each
-    embeds = engine.tokens.embed(input_ids, [None] * len(ids))  # (B, T, H)
-    lengths, room = [len(row) for row in ids], steps + 12
+    vectors = [None] * len(ids)
     worst, flips = 0.0, 0
     with torch.no_grad():
-        fixed_cache, hidden = engine.prefill_rows(embeds, lengths, room)
-        dynamic_cache, _ = engine.prefill_rows(embeds, lengths, room)
-        fixed = engine.decoder(fixed_cache, mask, "fixed")
-        dynamic = engine.decoder(dynamic_cache, mask, "dynamic")
+        fixed, hidden, positions = engine.start_decoding(ids, vectors, steps, "fixed")
+        dynamic, _, _ = engine.start_decoding(ids, vectors, steps, "dynamic")
         logits = engine.last_logits(hidden)  # (B, vocab)
         for _ in range(steps):
             picks = logits.argmax(-1)  # (B,)
-            positions = positions[:, -1:] + 1  # (B, 1)
+            positions = positions + 1  # (B, 1)
             fixed_logits = fixed.step(picks, positions)
             logits = dynamic.step(picks, positions)
             worst = max(worst, (fixed_logits - logits).abs().max().item())
@@ -236,13 +232,11 @@ def test_the_fixed_step_traces_as_one_graph(tiny_folder: Path) -> None:
     value), which capturing would also trip on; gpu_preflight.sh runs this under the GPU
     image's transformers."""
     engine = HFEngine(pretrained=str(tiny_folder), device="cpu", dtype="float32", decode="fixed")
-    input_ids, mask, positions = engine.left_pad([list(range(100, 130)), list(range(200, 220))])
+    ids = [list(range(100, 130)), list(range(200, 220))]
     with torch.no_grad():
-        embeds = engine.tokens.embed(input_ids, [None, None])  # (B, T, H)
-        cache, _ = engine.prefill_rows(embeds, [30, 20], new_tokens=8)
-        decoder = engine.decoder(cache, mask, "fixed")
+        decoder, _, positions = engine.start_decoding(ids, [None, None], 8, "fixed")
         assert isinstance(decoder, FixedShapeDecoder)
-        decoder.step(torch.tensor([5, 6]), positions[:, -1:] + 1)  # the buffers are set
+        decoder.step(torch.tensor([5, 6]), positions + 1)  # the buffers are set
         explained = torch._dynamo.explain(decoder.step_fn)(
             decoder.ids, decoder.positions, decoder.mask, decoder.cache
         )

@@ -74,13 +74,10 @@ def decode_step(folder: Path) -> tuple[str, torch.Tensor]:
     engine = HFEngine(pretrained=str(folder), device="cpu", dtype="float32")
     prompts = [Prompt([{"role": "user", "content": "Review a lipstick. " * n}]) for n in (1, 9)]
     ids = [engine.tokenize(p) for p in prompts]
-    input_ids, mask, positions = engine.left_pad(ids)  # (B, T) each
     with torch.no_grad():
-        embeds = engine.tokens.embed(input_ids, [None, None])  # (B, T, H)
-        cache, hidden = engine.prefill_rows(embeds, [len(row) for row in ids], new_tokens=2)
-        decoder = engine.decoder(cache, mask, "dynamic")
-        logits = decoder.step(engine.last_logits(hidden).argmax(-1), positions[:, -1:] + 1)
-        logits = decoder.step(logits.argmax(-1), positions[:, -1:] + 2)
+        decoder, hidden, positions = engine.start_decoding(ids, [None, None], 2, "dynamic")
+        logits = decoder.step(engine.last_logits(hidden).argmax(-1), positions + 1)
+        logits = decoder.step(logits.argmax(-1), positions + 2)
     return engine.model.config._attn_implementation, logits
 
 

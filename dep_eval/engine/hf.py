@@ -264,19 +264,14 @@ class HFEngine(TrainableEngine):
         """One batch, its prompts already fitted to ``max_length`` (``fit_prompt``);
         ``routed``: some rows go through their own adapters (``route``)."""
         budget = max(max_new_tokens)
-        input_ids, mask, positions = self.left_pad(token_ids)  # (B, T) each
-        embeds = self.tokens.embed(input_ids, soft_vectors)  # (B, T, H)
         generators = [torch.Generator().manual_seed(seed) for seed in seeds]
         out: list[list[int]] = [[] for _ in token_ids]
         live = list(range(len(token_ids)))  # the prompt each row of the running batch is for
         done: set[int] = set()
-        lengths = [len(ids) for ids in token_ids]
-        width = input_ids.shape[1]
-        room = -(-(width + budget) // CACHE_ALIGN) * CACHE_ALIGN - width  # >= budget
-        prefill = self.prefill_batched if self.prefill == "batched" else self.prefill_rows
-        cache, hidden = prefill(embeds, lengths, room, route)  # hidden: (B, H)
         mode = "fixed" if self.decode == "graph" and routed else self.decode
-        decoder = self.decoder(cache, mask, mode)
+        decoder, hidden, positions = self.start_decoding(
+            token_ids, soft_vectors, budget, mode, route
+        )  # hidden: (B, H), positions: (B, 1)
         # Every row at once from here on, each through its own adapter (if any).
         with route(live):
             logits = self.last_logits(hidden)  # (B, vocab); an adapter may hold the LM head
@@ -313,6 +308,37 @@ class HFEngine(TrainableEngine):
             sampling.finish_text(self.tokenizer, ids, self.stop_ids, settings.until) for ids in out
         ]
         return texts, [len(ids) for ids in out]
+
+    def start_decoding(
+        self,
+        token_ids: list[list[int]],
+        soft_vectors: Sequence[torch.Tensor | None],
+        new_tokens: int,
+        mode: str,
+        route: Router = adapters.no_adapters,
+    ) -> tuple[DynamicDecoder | FixedShapeDecoder, torch.Tensor, torch.Tensor]:
+        """Prefill one batch and hand back its decode steps: what ``generate`` runs, for the
+        benchmarks and tests that time or compare single steps.
+
+        Args:
+            token_ids: each prompt's ids, already fitted (``fit_prompt``).
+            soft_vectors: each prompt's soft vectors (``Prompt.soft_vectors``) or None.
+            new_tokens: the cache keeps room for at least this many steps.
+            mode: ``dynamic``, ``fixed`` or ``graph`` (see ``decoder``).
+            route: sends each row's prefill through its own adapter (``adapters``).
+
+        Returns:
+            the decoder; the hidden state (B, H) at each prompt's last token, whose logits
+            (``last_logits``) give the first new token; that token's position (B, 1), so step
+            ``k`` (from 1) runs at ``positions + k``.
+        """
+        input_ids, mask, positions = self.left_pad(token_ids)  # (B, T) each
+        embeds = self.tokens.embed(input_ids, soft_vectors)  # (B, T, H)
+        width = input_ids.shape[1]
+        room = -(-(width + new_tokens) // CACHE_ALIGN) * CACHE_ALIGN - width  # >= new_tokens
+        prefill = self.prefill_batched if self.prefill == "batched" else self.prefill_rows
+        cache, hidden = prefill(embeds, [len(ids) for ids in token_ids], room, route)
+        return self.decoder(cache, mask, mode), hidden, positions[:, -1:]
 
     def decoder(
         self, cache: PreallocatedCache, mask: torch.Tensor, mode: str
