@@ -5,7 +5,7 @@ single query per head must meet its group's keys. transformers before 5.23 does 
 a mask is given (any padded batch), by repeating each KV head for every query head of its
 group: the whole cache is copied ``groups`` times per layer and step, which for long prompts
 costs more than the step's matrix products (on this project's CPU at batch 8 over
-1,400-token rows the step took 2.05x as long, results/bench_grouped_attention.md; on the
+1,400-token rows the step took 1.84x as long, results/bench_grouped_attention.md; on the
 H200 the copy kernel was a third of the GPU's time, issue 31). transformers 5.23 added the
 fix (``pack_gqa``): a step's query heads of one KV head become that head's queries,
 ``(B, H, 1, D) -> (B, H_kv, G, D)``, and attention runs over the cache as it is. This module
