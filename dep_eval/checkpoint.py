@@ -32,7 +32,7 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypedDict
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -40,6 +40,8 @@ from safetensors.torch import load_file, save_file
 from dep_eval.io import atomic_folder, recover_folder
 
 if TYPE_CHECKING:
+    from typing_extensions import Unpack  # typing's own from Python 3.11
+
     from dep_eval.engine import Engine
 
 logger = logging.getLogger(__name__)
@@ -308,6 +310,18 @@ def identity_fields(encoder: Any, llm: Any) -> dict[str, Any]:
     }
 
 
+class FitChecks(TypedDict, total=False):
+    """The keyword arguments of ``check_compatible``, which ``load_module`` and
+    ``load_checkpoint`` pass on; a part left out is not checked."""
+
+    encoder_name: str | None
+    encoder_dim: int | None
+    llm_name: str | None
+    llm_hidden_size: int | None
+    k: int | None
+    strict_llm_name: bool
+
+
 def check_compatible(
     config: Any,
     *,
@@ -363,49 +377,23 @@ def load_checkpoint(
     module_class: type[Any],
     folder: str | os.PathLike[str],
     *,
-    encoder_name: str | None = None,
-    encoder_dim: int | None = None,
-    llm_name: str | None = None,
-    llm_hidden_size: int | None = None,
-    k: int | None = None,
-    strict_llm_name: bool = False,
     device: str | torch.device = "cpu",
+    **checks: Unpack[FitChecks],
 ) -> Any:
-    """Load a checkpoint, checking it against whichever parts are given."""
-    return load_module(
-        read_checkpoint(module_class, folder),
-        encoder_name=encoder_name,
-        encoder_dim=encoder_dim,
-        llm_name=llm_name,
-        llm_hidden_size=llm_hidden_size,
-        k=k,
-        strict_llm_name=strict_llm_name,
-        device=device,
-    )
+    """Load a checkpoint, checking it against whichever parts are given (``FitChecks``)."""
+    return load_module(read_checkpoint(module_class, folder), device=device, **checks)
 
 
 def load_module(
     checkpoint: Checkpoint,
     *,
-    encoder_name: str | None = None,
-    encoder_dim: int | None = None,
-    llm_name: str | None = None,
-    llm_hidden_size: int | None = None,
-    k: int | None = None,
-    strict_llm_name: bool = False,
     device: str | torch.device = "cpu",
+    **checks: Unpack[FitChecks],
 ) -> Any:
-    """The module of an already read checkpoint, checked against whichever parts are given."""
+    """The module of an already read checkpoint, checked against whichever parts are given
+    (``FitChecks``)."""
     folder, config, module_class = checkpoint.folder, checkpoint.config, checkpoint.module_class
-    check_compatible(
-        config,
-        encoder_name=encoder_name,
-        encoder_dim=encoder_dim,
-        llm_name=llm_name,
-        llm_hidden_size=llm_hidden_size,
-        k=k,
-        strict_llm_name=strict_llm_name,
-    )
+    check_compatible(config, **checks)
     weights = folder / WEIGHTS_FILE
     if not weights.is_file():
         raise CheckpointError(f"{folder}: {WEIGHTS_FILE} is missing")
