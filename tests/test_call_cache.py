@@ -113,26 +113,6 @@ def test_a_failed_cache_write_warns_once_and_keeps_the_entries(
     assert "DEP_EVAL_CACHE_DIR" in warning
 
 
-def _lora(model: object, folder: Path, seed: int) -> str:
-    """A LoRA with random, non-zero A and B, saved as PEFT saves any adapter."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-
-    from dep_eval.engine.adapters import quiet_peft
-
-    torch.manual_seed(seed)
-    config = LoraConfig(
-        r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False
-    )
-    with quiet_peft():
-        peft_model = get_peft_model(model, config)
-    try:
-        peft_model.save_pretrained(str(folder))
-    finally:
-        peft_model.unload()
-    return str(folder)
-
-
 @pytest.mark.slow
 @pytest.mark.bad_input("call-cache-keyed-by-engine")
 def test_auxiliary_calls_of_two_adapters_are_cached_apart(
@@ -144,8 +124,10 @@ def test_auxiliary_calls_of_two_adapters_are_cached_apart(
     from dep_eval.methods.lm_eval_model import lm_eval_model_for
 
     monkeypatch.setenv("DEP_EVAL_CACHE_DIR", str(tmp_path / "cache"))
-    first = _lora(llm.model, tmp_path / "a", seed=1)  # type: ignore[attr-defined]
-    second = _lora(llm.model, tmp_path / "b", seed=2)  # type: ignore[attr-defined]
+    from test_peft import make_lora
+
+    first = str(make_lora(llm.model, tmp_path / "a", seed=1))  # type: ignore[attr-defined]
+    second = str(make_lora(llm.model, tmp_path / "b", seed=2))  # type: ignore[attr-defined]
     question = [Prompt([{"role": "user", "content": "Summarize: I love soft lipsticks."}])]
     settings = GenerationSettings(max_new_tokens=8)
     PagLM = lm_eval_model_for(Pag)
