@@ -141,13 +141,7 @@ def forward(llm, ids: list[list[int]], cache, mask=None, positions=None):
             embeds = llm.tokens.embedding(input_ids)
         else:
             embeds = llm.tokens.embedding(torch.tensor(ids))
-        llm.model.base_model(
-            inputs_embeds=embeds,
-            attention_mask=mask,
-            position_ids=positions,
-            use_cache=True,
-            **{llm._cache_arg: cache},
-        )
+        llm.hidden_states(embeds, positions, mask, cache)
     return mask, positions
 
 

@@ -160,9 +160,7 @@ def test_checkpoint_merges_the_lora_into_the_llm_and_changes_the_output(
         input_ids, mask, positions = engine.left_pad([ids])
         embeds = engine.tokens.embed(input_ids, [prompt.soft_vectors])
         with torch.no_grad():
-            hidden = engine.model.base_model(
-                inputs_embeds=embeds, attention_mask=mask, position_ids=positions
-            )[0]
+            hidden = engine.hidden_states(embeds, positions, mask)  # (1, T, H)
         return engine.last_logits(hidden[:, -1])
 
     # the same soft vectors (same DEP weights) through the LLM with and without the LoRA

@@ -354,14 +354,24 @@ class HFEngine(TrainableEngine):
     ) -> torch.Tensor:
         """One decode step: token ``ids`` (B, 1) at ``positions`` (B, 1), attending where
         ``mask`` says (B, T) 0/1, or (B, 1, 1, capacity) additive), -> logits (B, vocab)."""
+        hidden = self.hidden_states(self.tokens.embedding(ids), positions, mask, cache)
+        return self.last_logits(hidden[:, -1])  # hidden: (B, 1, H)
+
+    def hidden_states(
+        self,
+        embeds: torch.Tensor,
+        positions: torch.Tensor | None,
+        mask: torch.Tensor | None = None,
+        cache: Cache | None = None,
+    ) -> torch.Tensor:
+        """The base model's last hidden states (B, T, H) over ``embeds`` (B, T, H) at
+        ``positions`` (B, T), attending where ``mask`` says (None: everywhere earlier);
+        with a ``cache``, this forward's keys and values are appended to it."""
+        with_cache = {"use_cache": True, self._cache_arg: cache} if cache is not None else {}
         output = self.model.base_model(
-            inputs_embeds=self.tokens.embedding(ids),  # (B, 1, H)
-            attention_mask=mask,
-            position_ids=positions,
-            use_cache=True,
-            **{self._cache_arg: cache},
+            inputs_embeds=embeds, attention_mask=mask, position_ids=positions, **with_cache
         )
-        return self.last_logits(output.last_hidden_state[:, -1])
+        return output.last_hidden_state
 
     def prefill_rows(
         self,
@@ -383,14 +393,13 @@ class HFEngine(TrainableEngine):
         for b, length in enumerate(lengths):
             cache = PreallocatedCache(layers, length)
             with route([b]):
-                output = self.model.base_model(
-                    inputs_embeds=embeds[b : b + 1, width - length :],  # (1, length, H)
-                    position_ids=torch.arange(length, device=self.device)[None],
-                    use_cache=True,
-                    **{self._cache_arg: cache},
+                hidden = self.hidden_states(
+                    embeds[b : b + 1, width - length :],  # (1, length, H)
+                    torch.arange(length, device=self.device)[None],
+                    cache=cache,
                 )
             rows.append(cache)
-            last.append(output.last_hidden_state[0, -1])
+            last.append(hidden[0, -1])
         return left_padded(rows, width, width + new_tokens), torch.stack(last)
 
     def prefill_batched(
@@ -418,15 +427,9 @@ class HFEngine(TrainableEngine):
             )
             cache = PreallocatedCache(layers, group_width)
             with route(rows):
-                output = self.model.base_model(
-                    inputs_embeds=part,
-                    attention_mask=mask,
-                    position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
-                    use_cache=True,
-                    **{self._cache_arg: cache},
-                )
+                hidden = self.hidden_states(part, (mask.cumsum(-1) - 1).clamp(min=0), mask, cache)
             caches.append(cache)
-            last.append(output.last_hidden_state[:, -1])
+            last.append(hidden[:, -1])
         return left_padded(caches, width, width + new_tokens), torch.cat(last)
 
     # -- training ---------------------------------------------------------------------------
@@ -458,9 +461,7 @@ class HFEngine(TrainableEngine):
         The LM head runs on the positions that predict a labelled token, not on the whole
         prompt: the same loss as ``model(labels=...)`` at a fraction of the head's cost.
         """
-        hidden = self.model.base_model(
-            inputs_embeds=embeds, attention_mask=mask, position_ids=positions
-        )[0]  # (B, T, H)
+        hidden = self.hidden_states(embeds, positions, mask)  # (B, T, H)
         predicts = labels[:, 1:] != -100  # position t predicts token t + 1
         logits = self.model.get_output_embeddings()(hidden[:, :-1][predicts])
         return torch.nn.functional.cross_entropy(logits.float(), labels[:, 1:][predicts])
